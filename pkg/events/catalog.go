@@ -1,0 +1,108 @@
+package events
+
+import (
+	"strings"
+
+	"github.com/openagent/orchestrator/schemas"
+)
+
+// Prefix starts every event type of the catalog.
+const Prefix = "io.openagent."
+
+// Requests: what services ask for. They arrive on the requests stream, by
+// request/reply or over HTTP.
+const (
+	ContainerCreateRequested = Prefix + "container.create.requested"
+	ContainerStartRequested  = Prefix + "container.start.requested"
+	ContainerStopRequested   = Prefix + "container.stop.requested"
+	ContainerRemoveRequested = Prefix + "container.remove.requested"
+	ContainerExecRequested   = Prefix + "container.exec.requested"
+)
+
+// Commands: what the orchestrator tells one host to do.
+const (
+	CommandCreate = Prefix + "command.container.create"
+	CommandStart  = Prefix + "command.container.start"
+	CommandStop   = Prefix + "command.container.stop"
+	CommandRemove = Prefix + "command.container.remove"
+	CommandExec   = Prefix + "command.container.exec"
+)
+
+// State events: what happened to a container or a host.
+const (
+	ContainerCreated = Prefix + "container.created"
+	ContainerStarted = Prefix + "container.started"
+	ContainerExited  = Prefix + "container.exited"
+	ContainerStopped = Prefix + "container.stopped"
+	ContainerRemoved = Prefix + "container.removed"
+	ExecCompleted    = Prefix + "exec.completed"
+	HostRegistered   = Prefix + "host.registered"
+	HostHeartbeat    = Prefix + "host.heartbeat"
+)
+
+// Outcomes of requests: accepted and placed on the way, rejected or failed at
+// the end of a path that did not succeed.
+const (
+	RequestAccepted = Prefix + "request.accepted"
+	RequestRejected = Prefix + "request.rejected"
+	ContainerPlaced = Prefix + "container.placed"
+	ContainerFailed = Prefix + "container.failed"
+)
+
+// Kind tells which stream an event type travels on.
+type Kind int
+
+// Kinds of event type. The zero value means the type is not in the catalog.
+const (
+	KindUnknown Kind = iota
+	KindRequest
+	KindCommand
+	KindState
+)
+
+var catalog = map[string]Kind{
+	ContainerCreateRequested: KindRequest,
+	ContainerStartRequested:  KindRequest,
+	ContainerStopRequested:   KindRequest,
+	ContainerRemoveRequested: KindRequest,
+	ContainerExecRequested:   KindRequest,
+
+	CommandCreate: KindCommand,
+	CommandStart:  KindCommand,
+	CommandStop:   KindCommand,
+	CommandRemove: KindCommand,
+	CommandExec:   KindCommand,
+
+	ContainerCreated: KindState,
+	ContainerStarted: KindState,
+	ContainerExited:  KindState,
+	ContainerStopped: KindState,
+	ContainerRemoved: KindState,
+	ExecCompleted:    KindState,
+	HostRegistered:   KindState,
+	HostHeartbeat:    KindState,
+	RequestAccepted:  KindState,
+	RequestRejected:  KindState,
+	ContainerPlaced:  KindState,
+	ContainerFailed:  KindState,
+}
+
+// Types returns every event type of the catalog, in no particular order.
+func Types() []string {
+	out := make([]string, 0, len(catalog))
+	for t := range catalog {
+		out = append(out, t)
+	}
+	return out
+}
+
+// KindOf returns the kind of an event type, KindUnknown if it is not in the
+// catalog.
+func KindOf(eventType string) Kind { return catalog[eventType] }
+
+// Name is an event type without the catalog prefix; it names the schema file
+// and ends the event's subject.
+func Name(eventType string) string { return strings.TrimPrefix(eventType, Prefix) }
+
+// DataSchema returns the URI of the JSON Schema for an event type's data.
+func DataSchema(eventType string) string { return schemas.BaseURI + Name(eventType) + ".json" }

@@ -1,0 +1,299 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Streams and KV buckets of the system.
+const (
+	StreamRequests = "OPENAGENT_REQUESTS"
+	StreamCommands = "OPENAGENT_COMMANDS"
+	StreamEvents   = "OPENAGENT_EVENTS"
+	BucketHosts      = "openagent-hosts"
+	BucketContainers = "openagent-containers"
+)
+
+// Defaults chosen on purpose; docs/ARCHITECTURE.md says why.
+const (
+	// DefaultDuplicates is the dedupe window: a publish retried within it
+	// with the same event id is stored once.
+	DefaultDuplicates = 2 * time.Minute
+	// DefaultMaxDeliver bounds redeliveries: a message that fails this often
+	// is given up on (and reported) rather than retried forever.
+	DefaultMaxDeliver = 10
+	// DefaultAckWait is how long a delivery may go without an ack or a
+	// progress heartbeat before it is redelivered.
+	DefaultAckWait = 30 * time.Second
+	// DefaultMaxAckPending bounds the messages in flight per consumer.
+	DefaultMaxAckPending = 1024
+	// requestsMaxAge keeps requests long enough for an orchestrator that was
+	// down to catch up; the outcome of each is in the events stream.
+	requestsMaxAge = 7 * 24 * time.Hour
+)
+
+// ProvisionConfig says how to provision.
+type ProvisionConfig struct {
+	// Replicas of every stream and bucket: 1 on a single server, 3 in a
+	// cluster. Zero picks by whether the server is clustered.
+	Replicas int
+	// Clustered reports whether the server is part of a cluster; a cluster
+	// must not hold single-replica streams.
+	Clustered bool
+	// Duplicates is the dedupe window; zero means DefaultDuplicates.
+	Duplicates time.Duration
+}
+
+func (c ProvisionConfig) withDefaults() ProvisionConfig {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+		if c.Clustered {
+			c.Replicas = 3
+		}
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = DefaultDuplicates
+	}
+	return c
+}
+
+// StreamConfigs returns the configuration of every stream of the system.
+func StreamConfigs(c ProvisionConfig) []jetstream.StreamConfig {
+	c = c.withDefaults()
+	return []jetstream.StreamConfig{
+		{
+			Name:        StreamRequests,
+			Description: "Requests from services, kept for a week so a stopped orchestrator catches up",
+			Subjects:    []string{RequestsRoot + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      requestsMaxAge,
+			Storage:     jetstream.FileStorage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.Duplicates,
+			Discard:     jetstream.DiscardOld,
+		},
+		{
+			Name:        StreamCommands,
+			Description: "Commands for hosts; each is removed once its worker acknowledged it",
+			Subjects:    []string{CommandsRoot + ".>"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.Duplicates,
+			Discard:     jetstream.DiscardNew,
+		},
+		{
+			Name:        StreamEvents,
+			Description: "The audit log: every state event, never deleted or purged",
+			Subjects:    []string{EventsRoot + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.Duplicates,
+			Discard:     jetstream.DiscardNew,
+			DenyDelete:  true,
+			DenyPurge:   true,
+		},
+	}
+}
+
+// BucketConfigs returns the configuration of every KV bucket of the system.
+func BucketConfigs(c ProvisionConfig) []jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	return []jetstream.KeyValueConfig{
+		{Bucket: BucketHosts, Description: "Registered hosts: labels, drivers, capacity, last heartbeat", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketContainers, Description: "Container state, a projection of the events stream", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+	}
+}
+
+// ConsumerConfig returns a durable pull consumer's configuration with the
+// system's delivery bounds; callers set the filter and the name.
+func ConsumerConfig(durable string, filters ...string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        durable,
+		FilterSubjects: filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        DefaultAckWait,
+		MaxDeliver:     DefaultMaxDeliver,
+		MaxAckPending:  DefaultMaxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+}
+
+// Action says what provisioning did to one stream or bucket.
+type Action string
+
+// Actions of provisioning.
+const (
+	Created   Action = "created"
+	Updated   Action = "updated"
+	Unchanged Action = "unchanged"
+)
+
+// Change is what provisioning did to one stream or bucket.
+type Change struct {
+	Name   string
+	Action Action
+}
+
+// Provision creates or updates every stream and bucket of the system, then
+// checks the result. It is idempotent: a second run changes nothing.
+func Provision(ctx context.Context, js jetstream.JetStream, c ProvisionConfig) ([]Change, error) {
+	c = c.withDefaults()
+	var changes []Change
+	for _, want := range StreamConfigs(c) {
+		act, err := ensureStream(ctx, js, want)
+		if err != nil {
+			return changes, err
+		}
+		changes = append(changes, Change{Name: want.Name, Action: act})
+	}
+	for _, want := range BucketConfigs(c) {
+		act, err := ensureBucket(ctx, js, want)
+		if err != nil {
+			return changes, err
+		}
+		changes = append(changes, Change{Name: want.Bucket, Action: act})
+	}
+	return changes, Check(ctx, js, c.Clustered)
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (Action, error) {
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateStream(ctx, want); err != nil {
+			return "", fmt.Errorf("events: create stream %s: %w", want.Name, err)
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("events: stream %s: %w", want.Name, err)
+	}
+	if sameStream(s.CachedInfo().Config, want) {
+		return Unchanged, nil
+	}
+	if _, err := js.UpdateStream(ctx, want); err != nil {
+		return "", fmt.Errorf("events: update stream %s: %w", want.Name, err)
+	}
+	return Updated, nil
+}
+
+// sameStream compares the settings that provisioning chooses.
+func sameStream(got, want jetstream.StreamConfig) bool {
+	return slices.Equal(got.Subjects, want.Subjects) && got.Retention == want.Retention &&
+		got.Storage == want.Storage && got.Replicas == want.Replicas &&
+		got.Duplicates == want.Duplicates && got.MaxAge == want.MaxAge &&
+		got.Discard == want.Discard && got.DenyDelete == want.DenyDelete &&
+		got.DenyPurge == want.DenyPurge && got.Description == want.Description
+}
+
+func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (Action, error) {
+	kv, err := js.KeyValue(ctx, want.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := js.CreateKeyValue(ctx, want); err != nil {
+			return "", fmt.Errorf("events: create bucket %s: %w", want.Bucket, err)
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("events: bucket %s: %w", want.Bucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("events: bucket %s: %w", want.Bucket, err)
+	}
+	got := st.Config()
+	if got.History == want.History && got.Storage == want.Storage && got.Replicas == want.Replicas && got.Description == want.Description {
+		return Unchanged, nil
+	}
+	if _, err := js.UpdateKeyValue(ctx, want); err != nil {
+		return "", fmt.Errorf("events: update bucket %s: %w", want.Bucket, err)
+	}
+	return Updated, nil
+}
+
+// Check refuses settings that could lose events: memory storage, a cluster
+// holding single-copy streams, an audit log that can be deleted or purged,
+// commands that are not a work queue, no dedupe window, and consumers that
+// redeliver without bound. Every error matches ErrUnsafeConfig and names
+// the stream or consumer and the setting.
+func Check(ctx context.Context, js jetstream.JetStream, clustered bool) error {
+	names := []string{StreamRequests, StreamCommands, StreamEvents}
+	for _, b := range BucketConfigs(ProvisionConfig{}) {
+		names = append(names, "KV_"+b.Bucket)
+	}
+	var errs []error
+	for _, name := range names {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("events: check stream %s: %w", name, err)
+		}
+		errs = append(errs, checkStream(s.CachedInfo().Config, clustered)...)
+		if name == StreamEvents || name == StreamRequests || name == StreamCommands {
+			cerrs, err := checkConsumers(ctx, s)
+			if err != nil {
+				return err
+			}
+			errs = append(errs, cerrs...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func unsafe(name, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrUnsafeConfig, name, fmt.Sprintf(format, args...))
+}
+
+func checkStream(c jetstream.StreamConfig, clustered bool) []error {
+	var errs []error
+	if c.Storage != jetstream.FileStorage {
+		errs = append(errs, unsafe(c.Name, "storage is %s; events must survive a restart, use file storage", c.Storage))
+	}
+	if clustered && c.Replicas < 3 {
+		errs = append(errs, unsafe(c.Name, "%d replica(s) in a cluster; use 3 so that losing a server loses nothing", c.Replicas))
+	}
+	if c.Duplicates <= 0 && c.Name != "" && c.Name[:3] != "KV_" {
+		errs = append(errs, unsafe(c.Name, "no dedupe window; retried publishes would be stored twice"))
+	}
+	switch c.Name {
+	case StreamEvents:
+		if !c.DenyDelete || !c.DenyPurge {
+			errs = append(errs, unsafe(c.Name, "the audit log allows delete or purge; set deny_delete and deny_purge"))
+		}
+		if c.MaxAge > 0 || c.MaxMsgs > 0 || c.MaxBytes > 0 {
+			errs = append(errs, unsafe(c.Name, "the audit log has limits that discard old events"))
+		}
+	case StreamCommands:
+		if c.Retention != jetstream.WorkQueuePolicy {
+			errs = append(errs, unsafe(c.Name, "retention is %s; commands must be a work queue", c.Retention))
+		}
+	}
+	return errs
+}
+
+func checkConsumers(ctx context.Context, s jetstream.Stream) ([]error, error) {
+	var errs []error
+	lister := s.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		c := ci.Config
+		name := s.CachedInfo().Config.Name + "/" + ci.Name
+		if c.AckPolicy != jetstream.AckExplicitPolicy {
+			continue // ordered and ephemeral readers: nothing to redeliver
+		}
+		if c.MaxDeliver <= 0 {
+			errs = append(errs, unsafe(name, "max_deliver is unlimited; a poison message would be redelivered forever"))
+		}
+		if c.MaxAckPending <= 0 {
+			errs = append(errs, unsafe(name, "max_ack_pending is unlimited; a slow consumer would take every message at once"))
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("events: list consumers of %s: %w", s.CachedInfo().Config.Name, err)
+	}
+	return errs, nil
+}
