@@ -35,7 +35,10 @@ func Start(t testing.TB) *Server {
 	s.start()
 	// Keep the port across restarts.
 	s.opts.Port = s.Addr().(*net.TCPAddr).Port
-	t.Cleanup(s.Shutdown)
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
 	return s
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,9 +13,9 @@ import (
 
 // Streams and KV buckets of the system.
 const (
-	StreamRequests = "OPENAGENT_REQUESTS"
-	StreamCommands = "OPENAGENT_COMMANDS"
-	StreamEvents   = "OPENAGENT_EVENTS"
+	StreamRequests   = "OPENAGENT_REQUESTS"
+	StreamCommands   = "OPENAGENT_COMMANDS"
+	StreamEvents     = "OPENAGENT_EVENTS"
 	BucketHosts      = "openagent-hosts"
 	BucketContainers = "openagent-containers"
 )
@@ -257,7 +258,7 @@ func checkStream(c jetstream.StreamConfig, clustered bool) []error {
 	if clustered && c.Replicas < 3 {
 		errs = append(errs, unsafe(c.Name, "%d replica(s) in a cluster; use 3 so that losing a server loses nothing", c.Replicas))
 	}
-	if c.Duplicates <= 0 && c.Name != "" && c.Name[:3] != "KV_" {
+	if c.Duplicates <= 0 && !strings.HasPrefix(c.Name, "KV_") {
 		errs = append(errs, unsafe(c.Name, "no dedupe window; retried publishes would be stored twice"))
 	}
 	switch c.Name {
