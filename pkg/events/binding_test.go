@@ -30,9 +30,9 @@ func compareEvents(t *testing.T, got, want Event) {
 	t.Helper()
 	type view struct {
 		ID, Source, Type, Subject, Schema, CT, Spec string
-		Time                                     time.Time
-		Ext                                      map[string]string
-		Data                                     any
+		Time                                        time.Time
+		Ext                                         map[string]string
+		Data                                        any
 	}
 	mk := func(e Event) view {
 		v := view{e.ID(), e.Source(), e.Type(), e.Subject(), e.DataSchema(), e.DataContentType(), e.SpecVersion(), e.Time(), map[string]string{}, nil}
