@@ -1,0 +1,254 @@
+package driver
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ContainerConfig is what a container is made from. Start from
+// DefaultConfig (decoding JSON does), then change what differs: the zero
+// value of a limit is not "the default" but an invalid request.
+type ContainerConfig struct {
+	SessionID     string            `json:"sessionId,omitempty"`
+	Image         string            `json:"image"`
+	Command       []string          `json:"command,omitempty"`
+	Env           map[string]string `json:"env,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	Resources     Resources         `json:"resources"`
+	Volumes       []VolumeMount     `json:"volumes,omitempty"`
+	Network       string            `json:"network,omitempty"`
+	Security      Security          `json:"security"`
+	Ports         []PortMapping     `json:"ports,omitempty"`
+	WorkingDir    string            `json:"workingDir,omitempty"`
+	RestartPolicy RestartPolicy     `json:"restartPolicy,omitempty"`
+	HealthCheck   *HealthCheck      `json:"healthCheck,omitempty"`
+}
+
+// Resources are the limits of one container.
+type Resources struct {
+	CPU      float64 `json:"cpu"`      // cores, fractions allowed
+	MemoryMB int64   `json:"memoryMB"` // hard limit, no swap
+	DiskMB   int64   `json:"diskMB"`   // writable layer
+	Pids     int64   `json:"pids"`     // processes and threads
+}
+
+// VolumeMount mounts a host path (bind) or a named volume into the container.
+type VolumeMount struct {
+	Type     MountType `json:"type,omitempty"` // bind when empty
+	Source   string    `json:"source"`
+	Target   string    `json:"target"` // absolute path inside the container
+	ReadOnly bool      `json:"readOnly,omitempty"`
+}
+
+// MountType is bind or volume.
+type MountType string
+
+// Mount types.
+const (
+	MountBind   MountType = "bind"
+	MountVolume MountType = "volume"
+)
+
+// Security settings of a container. DefaultConfig makes them strict.
+type Security struct {
+	ReadOnlyRoot    bool     `json:"readOnlyRoot"`
+	NoNewPrivileges bool     `json:"noNewPrivileges"`
+	User            string   `json:"user,omitempty"` // uid[:gid] or a name
+	CapAdd          []string `json:"capAdd,omitempty"`
+	CapDrop         []string `json:"capDrop,omitempty"`
+}
+
+// PortMapping publishes a container port on the host.
+type PortMapping struct {
+	ContainerPort int    `json:"containerPort"`
+	HostPort      int    `json:"hostPort,omitempty"` // 0: any free port
+	HostIP        string `json:"hostIP,omitempty"`
+	Protocol      string `json:"protocol,omitempty"` // tcp when empty
+}
+
+// RestartPolicy says whether the runtime restarts a container that exited.
+type RestartPolicy string
+
+// Restart policies; the empty policy is RestartNo.
+const (
+	RestartNo        RestartPolicy = "no"
+	RestartOnFailure RestartPolicy = "on-failure"
+	RestartAlways    RestartPolicy = "always"
+)
+
+// HealthCheck runs a command inside the container; exit 0 means healthy.
+type HealthCheck struct {
+	Command    []string `json:"command"`
+	IntervalMs int64    `json:"intervalMs,omitempty"`
+	TimeoutMs  int64    `json:"timeoutMs,omitempty"`
+	Retries    int      `json:"retries,omitempty"`
+}
+
+// Defaults from the original specification: small and locked down.
+const (
+	DefaultCPU      = 0.5
+	DefaultMemoryMB = 512
+	DefaultDiskMB   = 1024
+	DefaultPids     = 100
+	// DefaultUser is nobody: a uid that owns nothing on the host.
+	DefaultUser = "65534:65534"
+)
+
+// DefaultConfig returns the secure defaults: cpu 0.5, memory 512 MB, disk
+// 1024 MB, pids 100, read-only root, no new privileges, a non-root user and
+// every capability dropped.
+func DefaultConfig() ContainerConfig {
+	return ContainerConfig{
+		Resources: Resources{CPU: DefaultCPU, MemoryMB: DefaultMemoryMB, DiskMB: DefaultDiskMB, Pids: DefaultPids},
+		Security: Security{
+			ReadOnlyRoot:    true,
+			NoNewPrivileges: true,
+			User:            DefaultUser,
+			CapDrop:         []string{"ALL"},
+		},
+		RestartPolicy: RestartNo,
+	}
+}
+
+// UnmarshalJSON decodes onto DefaultConfig: a field the JSON leaves out
+// keeps its default, and a field it sets to 0 is 0 (and invalid).
+func (c *ContainerConfig) UnmarshalJSON(b []byte) error {
+	type plain ContainerConfig
+	p := plain(DefaultConfig())
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = ContainerConfig(p)
+	return nil
+}
+
+// ConfigError names the field of a ContainerConfig that is wrong. It
+// matches ErrInvalid.
+type ConfigError struct {
+	Field   string
+	Message string
+}
+
+func (e *ConfigError) Error() string { return "driver: invalid config: " + e.Field + ": " + e.Message }
+
+// Is reports whether target is ErrInvalid.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalid }
+
+var (
+	envKey   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelKey = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$`)
+	capName  = regexp.MustCompile(`^(ALL|[A-Z][A-Z_]*)$`)
+)
+
+// Validate checks a config and names the first field that is wrong.
+func (c *ContainerConfig) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Field: field, Message: fmt.Sprintf(format, args...)}
+	}
+	if strings.TrimSpace(c.SessionID) == "" {
+		return bad("sessionId", "must not be empty")
+	}
+	if strings.TrimSpace(c.Image) == "" {
+		return bad("image", "must not be empty")
+	}
+	r := c.Resources
+	switch {
+	case r.CPU <= 0:
+		return bad("resources.cpu", "must be > 0 cores, got %g", r.CPU)
+	case r.MemoryMB <= 0:
+		return bad("resources.memoryMB", "must be > 0, got %d", r.MemoryMB)
+	case r.DiskMB <= 0:
+		return bad("resources.diskMB", "must be > 0, got %d", r.DiskMB)
+	case r.Pids <= 0:
+		return bad("resources.pids", "must be > 0, got %d", r.Pids)
+	}
+	for k := range c.Env {
+		if !envKey.MatchString(k) {
+			return bad("env."+k, "not a valid variable name (letters, digits and _, not starting with a digit)")
+		}
+	}
+	for k, v := range c.Labels {
+		if !labelKey.MatchString(k) {
+			return bad("labels."+k, "not a valid label key")
+		}
+		if len(v) > 4096 {
+			return bad("labels."+k, "value longer than 4096 bytes")
+		}
+	}
+	for i, v := range c.Volumes {
+		f := fmt.Sprintf("volumes[%d]", i)
+		switch v.Type {
+		case "", MountBind:
+			if !path.IsAbs(v.Source) {
+				return bad(f+".source", "a bind mount's source must be an absolute host path, got %q", v.Source)
+			}
+		case MountVolume:
+			if v.Source == "" || strings.Contains(v.Source, "/") {
+				return bad(f+".source", "a volume's source must be a volume name, got %q", v.Source)
+			}
+		default:
+			return bad(f+".type", "must be bind or volume, got %q", v.Type)
+		}
+		if !path.IsAbs(v.Target) {
+			return bad(f+".target", "must be an absolute path, got %q", v.Target)
+		}
+		if path.Clean(v.Target) == "/" {
+			return bad(f+".target", "must not be the root")
+		}
+	}
+	if c.WorkingDir != "" && !path.IsAbs(c.WorkingDir) {
+		return bad("workingDir", "must be an absolute path, got %q", c.WorkingDir)
+	}
+	for i, p := range c.Ports {
+		f := fmt.Sprintf("ports[%d]", i)
+		if p.ContainerPort < 1 || p.ContainerPort > 65535 {
+			return bad(f+".containerPort", "must be 1-65535, got %d", p.ContainerPort)
+		}
+		if p.HostPort < 0 || p.HostPort > 65535 {
+			return bad(f+".hostPort", "must be 0-65535, got %d", p.HostPort)
+		}
+		if p.Protocol != "" && p.Protocol != "tcp" && p.Protocol != "udp" {
+			return bad(f+".protocol", "must be tcp or udp, got %q", p.Protocol)
+		}
+	}
+	for i, cp := range slices.Concat(c.Security.CapAdd, c.Security.CapDrop) {
+		if !capName.MatchString(cp) {
+			return bad(fmt.Sprintf("security.capabilities[%d]", i), "%q is not a capability name like NET_BIND_SERVICE", cp)
+		}
+	}
+	switch c.RestartPolicy {
+	case "", RestartNo, RestartOnFailure, RestartAlways:
+	default:
+		return bad("restartPolicy", "must be no, on-failure or always, got %q", c.RestartPolicy)
+	}
+	if h := c.HealthCheck; h != nil {
+		if len(h.Command) == 0 {
+			return bad("healthCheck.command", "must not be empty")
+		}
+		if h.IntervalMs < 0 || h.TimeoutMs < 0 || h.Retries < 0 {
+			return bad("healthCheck", "interval, timeout and retries must not be negative")
+		}
+	}
+	return nil
+}
+
+// Interval returns the health check's interval, 30s when unset.
+func (h *HealthCheck) Interval() time.Duration {
+	if h.IntervalMs == 0 {
+		return 30 * time.Second
+	}
+	return time.Duration(h.IntervalMs) * time.Millisecond
+}
+
+// Timeout returns the health check's timeout, 10s when unset.
+func (h *HealthCheck) Timeout() time.Duration {
+	if h.TimeoutMs == 0 {
+		return 10 * time.Second
+	}
+	return time.Duration(h.TimeoutMs) * time.Millisecond
+}
