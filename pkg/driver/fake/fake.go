@@ -437,7 +437,9 @@ func (d *Driver) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 }
 
 // Pause implements driver.Pauser.
-func (d *Driver) Pause(ctx context.Context, id string) error { return d.setPaused(ctx, "pause", id, true) }
+func (d *Driver) Pause(ctx context.Context, id string) error {
+	return d.setPaused(ctx, "pause", id, true)
+}
 
 // Resume implements driver.Pauser.
 func (d *Driver) Resume(ctx context.Context, id string) error {
