@@ -1,0 +1,99 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+)
+
+// Exec implements driver.Driver: the command runs through the init stage,
+// so it is confined like the main process (same cgroup, mounts, user and
+// privileges) in the same working directory and environment.
+func (d *Driver) Exec(ctx context.Context, id string, opts driver.ExecOptions) (*driver.ExecResult, error) {
+	if len(opts.Command) == 0 {
+		return nil, driver.Errorf("exec", id, driver.ErrInvalid, "command: must not be empty")
+	}
+	s, err := d.load("exec", id)
+	if err != nil {
+		return nil, err
+	}
+	if st := s.container().Status; st != driver.StatusRunning {
+		return nil, driver.Errorf("exec", id, driver.ErrConflict, "container is %s, not running", st)
+	}
+	cmd, status, err := initCommand(s.dir, s.run.Run, &execSpec{Command: opts.Command, Env: opts.Env, WorkingDir: opts.WorkingDir})
+	if err != nil {
+		return nil, driver.Errorf("exec", id, driver.ErrUnavailable, "%v", err)
+	}
+	defer status.Close()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin = opts.Stdin
+	cmd.Stdout, cmd.Stderr = io.Writer(&stdout), io.Writer(&stderr)
+	if opts.Stdout != nil {
+		cmd.Stdout = opts.Stdout
+	}
+	if opts.Stderr != nil {
+		cmd.Stderr = opts.Stderr
+	}
+	// Output pipes held open by a child that outlives the command must not
+	// hold up the result.
+	cmd.WaitDelay = time.Second
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		cmd.ExtraFiles[0].Close()
+		return nil, driver.Errorf("exec", id, driver.ErrUnavailable, "%v", err)
+	}
+	cmd.ExtraFiles[0].Close()
+	pgid := cmd.Process.Pid
+	killTree := func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) }
+
+	var timeout <-chan time.Time
+	if opts.Timeout > 0 {
+		t := time.NewTimer(opts.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	timedOut := false
+	var waitErr error
+	select {
+	case waitErr = <-done:
+	case <-timeout:
+		timedOut = true
+		killTree()
+		waitErr = <-done
+	case <-ctx.Done():
+		killTree()
+		<-done
+		return nil, ctx.Err()
+	}
+	if msg, _ := io.ReadAll(status); len(msg) > 0 {
+		kind := driver.ErrUnavailable
+		if strings.HasPrefix(string(msg), "command") || strings.HasPrefix(string(msg), "working dir") {
+			kind = driver.ErrInvalid
+		}
+		return nil, driver.Errorf("exec", id, kind, "%s", msg)
+	}
+	res := &driver.ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Duration: time.Since(begin)}
+	var ee *exec.ExitError
+	switch {
+	case timedOut:
+		res.TimedOut, res.ExitCode = true, -1
+	case errors.As(waitErr, &ee):
+		ws := ee.Sys().(syscall.WaitStatus)
+		res.ExitCode = ws.ExitStatus()
+		if ws.Signaled() {
+			res.ExitCode = 128 + int(ws.Signal())
+		}
+	case waitErr != nil && !errors.Is(waitErr, exec.ErrWaitDelay):
+		return nil, driver.Errorf("exec", id, driver.ErrUnavailable, "%v", waitErr)
+	}
+	return res, nil
+}

@@ -1,0 +1,358 @@
+package local
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+)
+
+// The local driver runs every container under a shim: a copy of the
+// program that uses the driver, re-executed in a stage named by the
+// environment. The shim outlives the worker, so a container keeps running
+// (and its output keeps being logged) while the worker restarts:
+//
+//	worker ──▶ launch ──▶ shim (new session; records run and exit; logs output)
+//	                        └──▶ init (joins the cgroup, mounts, drops privileges) ══exec══▶ command
+//
+// launch exits at once, so the shim is nobody's child but init's and no
+// worker has to reap it. Exec runs a command through the same init stage.
+const (
+	envStage = "OPENAGENT_LOCAL_STAGE"
+	envDir   = "OPENAGENT_LOCAL_DIR"
+	envRun   = "OPENAGENT_LOCAL_RUN"
+	envExec  = "OPENAGENT_LOCAL_EXEC"
+)
+
+// MaybeRunShim runs the local driver's stage this process was started for
+// and exits; in any other process it returns at once. Every program that
+// uses the local driver calls it first thing in main (tests: in TestMain).
+func MaybeRunShim() {
+	switch os.Getenv(envStage) {
+	case "":
+		return
+	case "launch":
+		os.Exit(launch())
+	case "shim":
+		os.Exit(runShim())
+	case "init":
+		initStage()
+	}
+	os.Exit(2)
+}
+
+// selfCommand returns a command re-executing this program in a stage.
+func selfCommand(stage string, env ...string) *exec.Cmd {
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = append([]string{envStage + "=" + stage}, env...)
+	return cmd
+}
+
+func launch() int {
+	cmd := selfCommand("shim", envDir+"="+os.Getenv(envDir), envRun+"="+os.Getenv(envRun))
+	cmd.ExtraFiles = []*os.File{os.NewFile(3, "ready")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(cmd.ExtraFiles[0], "error: start shim: %v", err)
+		return 1
+	}
+	return 0
+}
+
+func runShim() int {
+	dir := os.Getenv(envDir)
+	run, _ := strconv.Atoi(os.Getenv(envRun))
+	ready := os.NewFile(3, "ready")
+	fail := func(err error) int {
+		fmt.Fprintf(ready, "error: %v", err)
+		ready.Close()
+		return 1
+	}
+	var m meta
+	if err := readJSON(filepath.Join(dir, metaFile), &m); err != nil {
+		return fail(err)
+	}
+	c := m.Container
+	rs := runState{Run: run, ShimPid: os.Getpid(), ShimStart: procStart(os.Getpid()), StartedAt: time.Now().UTC()}
+	if os.Geteuid() == 0 && cgroupVersion() != 0 {
+		cg, err := newCgroup(c.ID, c.Config.Resources)
+		if err != nil {
+			return fail(fmt.Errorf("cgroup: %w", err))
+		}
+		rs.Cgroup = cg
+	}
+	if err := writeJSON(filepath.Join(dir, runFile), rs); err != nil {
+		return fail(err)
+	}
+	logw, err := os.OpenFile(filepath.Join(dir, logFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fail(err)
+	}
+	defer logw.Close()
+
+	cmd, status, err := initCommand(dir, run, nil)
+	if err != nil {
+		return fail(err)
+	}
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	cmd.Stdout, cmd.Stderr = outW, errW
+	if err := cmd.Start(); err != nil {
+		return fail(err)
+	}
+	outW.Close()
+	errW.Close()
+	cmd.ExtraFiles[0].Close()
+	if msg, _ := io.ReadAll(status); len(msg) > 0 {
+		_ = cmd.Wait()
+		if rs.Cgroup != nil {
+			rs.Cgroup.destroy()
+		}
+		// The command never ran: the container stays created.
+		_ = os.Remove(filepath.Join(dir, runFile))
+		return fail(errors.New(string(msg)))
+	}
+	rs.Pid, rs.PidStart = cmd.Process.Pid, procStart(cmd.Process.Pid)
+	if err := writeJSON(filepath.Join(dir, runFile), rs); err != nil {
+		return fail(err)
+	}
+	ready.WriteString("ok")
+	ready.Close()
+
+	var mu sync.Mutex
+	var copiers sync.WaitGroup
+	for _, p := range []struct {
+		r *os.File
+		s driver.Stream
+	}{{outR, driver.Stdout}, {errR, driver.Stderr}} {
+		copiers.Add(1)
+		go func() {
+			defer copiers.Done()
+			copyLines(p.r, func(line string) {
+				b, _ := json.Marshal(driver.LogEntry{Stream: p.s, Time: time.Now().UTC(), Line: line})
+				mu.Lock()
+				logw.Write(append(b, '\n'))
+				mu.Unlock()
+			})
+		}()
+	}
+
+	waitErr := cmd.Wait()
+	// The main process ended: end the rest of the container with it, as a
+	// container runtime does when a container's init exits.
+	_ = syscall.Kill(-rs.Pid, syscall.SIGKILL)
+	if rs.Cgroup != nil {
+		rs.Cgroup.killAll()
+	}
+	drained := make(chan struct{})
+	go func() { copiers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(2 * time.Second):
+		outR.Close()
+		errR.Close()
+		<-drained
+	}
+
+	ex := exitState{Run: run, FinishedAt: time.Now().UTC(), Reason: "exited"}
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		ws := ee.Sys().(syscall.WaitStatus)
+		ex.ExitCode = ws.ExitStatus()
+		if ws.Signaled() {
+			ex.ExitCode, ex.Reason = 128+int(ws.Signal()), "killed"
+		}
+	} else if waitErr != nil {
+		ex.ExitCode, ex.Reason = -1, waitErr.Error()
+	}
+	if rs.Cgroup != nil && rs.Cgroup.oomKills() > 0 {
+		ex.OOMKilled, ex.Reason = true, "oom-killed"
+	}
+	if stopRequested(dir, run) {
+		ex.Stopped, ex.Reason = true, "stopped"
+	}
+	_ = os.Remove(filepath.Join(dir, pausedFile))
+	if err := writeJSON(filepath.Join(dir, exitFile), ex); err != nil {
+		return 1
+	}
+	if rs.Cgroup != nil {
+		rs.Cgroup.destroy()
+	}
+	return 0
+}
+
+// copyLines calls emit with every line read from r, without its newline;
+// a line longer than 64 KiB is split.
+func copyLines(r io.Reader, emit func(string)) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			emit(strings.TrimSuffix(string(line), "\n"))
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// execSpec is a command Exec runs in a container.
+type execSpec struct {
+	Command    []string          `json:"command"`
+	Env        map[string]string `json:"env,omitempty"`
+	WorkingDir string            `json:"workingDir,omitempty"`
+}
+
+// initCommand prepares the init stage for the main process (spec nil) or
+// an exec. The returned reader yields the init stage's error, or EOF once
+// the command was executed.
+func initCommand(dir string, run int, spec *execSpec) (*exec.Cmd, *os.File, error) {
+	env := []string{envDir + "=" + dir, envRun + "=" + strconv.Itoa(run)}
+	if spec != nil {
+		b, err := json.Marshal(spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		env = append(env, envExec+"="+string(b))
+	}
+	cmd := selfCommand("init", env...)
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.ExtraFiles = []*os.File{statusW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if os.Geteuid() == 0 {
+		// A mount namespace of its own: read-only root, volumes and a
+		// private /tmp, invisible to the host.
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNS
+	}
+	return cmd, statusR, nil
+}
+
+// initStage sets up the process and executes the command in its place. On
+// failure it reports on fd 3 and exits 127.
+func initStage() {
+	// Thread attributes (no_new_privs, the capability bounding set) must be
+	// set on the thread that executes the command.
+	runtime.LockOSThread()
+	status := os.NewFile(3, "status")
+	syscall.CloseOnExec(3)
+	fail := func(format string, args ...any) {
+		fmt.Fprintf(status, format, args...)
+		os.Exit(127)
+	}
+	dir := os.Getenv(envDir)
+	var m meta
+	if err := readJSON(filepath.Join(dir, metaFile), &m); err != nil {
+		fail("read config: %v", err)
+	}
+	cfg := m.Container.Config
+	spec := execSpec{Command: cfg.Command, Env: cfg.Env, WorkingDir: cfg.WorkingDir}
+	if s := os.Getenv(envExec); s != "" {
+		var ex execSpec
+		if err := json.Unmarshal([]byte(s), &ex); err != nil {
+			fail("exec spec: %v", err)
+		}
+		env := map[string]string{}
+		for k, v := range cfg.Env {
+			env[k] = v
+		}
+		for k, v := range ex.Env {
+			env[k] = v
+		}
+		spec = execSpec{Command: ex.Command, Env: env, WorkingDir: ex.WorkingDir}
+		if spec.WorkingDir == "" {
+			spec.WorkingDir = cfg.WorkingDir
+		}
+	}
+	if len(spec.Command) == 0 {
+		fail("no command to run")
+	}
+	root := os.Geteuid() == 0
+	var rs runState
+	if err := readJSON(filepath.Join(dir, runFile), &rs); err == nil && rs.Cgroup != nil {
+		if err := rs.Cgroup.join(os.Getpid()); err != nil {
+			fail("join cgroup: %v", err)
+		}
+	}
+	if err := setRlimits(cfg.Resources, root); err != nil {
+		fail("rlimits: %v", err)
+	}
+	if root {
+		if err := setupMounts(dir, &m); err != nil {
+			fail("mounts: %v", err)
+		}
+	}
+	work := spec.WorkingDir
+	if work == "" {
+		work = filepath.Join(dir, workDir)
+	}
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + filepath.Join(dir, workDir),
+		"TMPDIR=/tmp",
+		"OPENAGENT_CONTAINER_ID=" + m.Container.ID,
+		"OPENAGENT_SESSION_ID=" + m.Container.SessionID,
+	}
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+		if k == "PATH" {
+			os.Setenv("PATH", v)
+		}
+	}
+	if os.Getenv("PATH") == "" {
+		os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	path, err := exec.LookPath(spec.Command[0])
+	if err != nil {
+		fail("command %q: %v", spec.Command[0], err)
+	}
+	if err := dropPrivileges(cfg.Security, m.UID, m.GID, root); err != nil {
+		fail("%v", err)
+	}
+	if err := os.Chdir(work); err != nil {
+		fail("working dir: %v", err)
+	}
+	err = syscall.Exec(path, spec.Command, env)
+	fail("exec %s: %v", path, err)
+}
+
+func setRlimits(r driver.Resources, root bool) error {
+	set := func(res int, v uint64) error {
+		return unix.Setrlimit(res, &unix.Rlimit{Cur: v, Max: v})
+	}
+	// A single file can never exceed the disk limit; the total is not
+	// bounded (see Health).
+	if err := set(unix.RLIMIT_FSIZE, uint64(r.DiskMB)<<20); err != nil {
+		return err
+	}
+	if err := set(unix.RLIMIT_CORE, 0); err != nil {
+		return err
+	}
+	if !root || cgroupVersion() == 0 {
+		// Without cgroups, rlimits stand in: address space for memory and
+		// processes of the user for pids, both approximations (see Health).
+		if err := set(unix.RLIMIT_AS, uint64(r.MemoryMB)<<20); err != nil {
+			return err
+		}
+		if err := set(unix.RLIMIT_NPROC, uint64(r.Pids)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
