@@ -97,4 +97,3 @@ func (d *Driver) Logs(ctx context.Context, id string, opts driver.LogOptions) (i
 		}
 	}, nil
 }
-
