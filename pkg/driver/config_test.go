@@ -3,6 +3,7 @@ package driver
 import (
 	"encoding/json"
 	"errors"
+	"path"
 	"strings"
 	"testing"
 
@@ -119,4 +120,28 @@ func TestStatusText(t *testing.T) {
 			t.Errorf("%v round-tripped to %v", s, back)
 		}
 	}
+}
+
+// Mount paths come from outside: whatever Validate accepts must be an
+// absolute target other than the root, and a bind source an absolute path.
+func FuzzValidateVolume(f *testing.F) {
+	f.Add("bind", "/srv/data", "/data", false)
+	f.Add("volume", "cache", "/../..", true)
+	f.Add("", "relative", "/x", false)
+	f.Fuzz(func(t *testing.T, typ, src, target string, ro bool) {
+		c := valid()
+		c.Volumes = []VolumeMount{{Type: MountType(typ), Source: src, Target: target, ReadOnly: ro}}
+		if err := c.Validate(); err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not match ErrInvalid", err)
+			}
+			return
+		}
+		if !path.IsAbs(target) || path.Clean(target) == "/" {
+			t.Fatalf("accepted target %q", target)
+		}
+		if (typ == "" || typ == "bind") && !path.IsAbs(src) {
+			t.Fatalf("accepted bind source %q", src)
+		}
+	})
 }

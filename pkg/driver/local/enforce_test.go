@@ -1,0 +1,316 @@
+package local_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/driver/local"
+)
+
+// needRoot reports why the limits cannot bite here, if they cannot; CI
+// runs as root on a machine with cgroups, where these tests must run.
+func needCgroups(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the local driver's enforcement tests need root, and CI runs as root")
+		}
+		t.Skip("enforcement needs root; run the tests as root to check it")
+	}
+	h, err := newDriver(t).Health(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(h.Version, "no cgroups") {
+		t.Fatalf("no usable cgroups: %s", h.Version)
+	}
+}
+
+func run(t *testing.T, d *local.Driver, id string, cfg driver.ContainerConfig) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := d.Create(ctx, id, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Remove(context.Background(), id, driver.RemoveOptions{Force: true}) })
+	if err := d.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sh(script string) driver.ContainerConfig {
+	cfg := driver.DefaultConfig()
+	cfg.SessionID, cfg.Image, cfg.Command = "limits", local.Image, []string{"/bin/sh", "-c", script}
+	return cfg
+}
+
+func execSh(t *testing.T, d *local.Driver, id, script string) *driver.ExecResult {
+	t.Helper()
+	res, err := d.Exec(context.Background(), id, driver.ExecOptions{Command: []string{"/bin/sh", "-c", script}, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestMemoryLimitOOMKills(t *testing.T) {
+	needCgroups(t)
+	d := newDriver(t)
+	cfg := sh("head -c 400m /dev/zero | tail; echo survived")
+	cfg.Resources.MemoryMB = 64
+	run(t, d, "oom", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := d.Wait(ctx, "oom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.OOMKilled || st.Reason != "oom-killed" {
+		t.Fatalf("exit %+v; want reported as OOM-killed", st)
+	}
+	if c, _ := d.Get(ctx, "oom"); !c.OOMKilled {
+		t.Fatal("the container does not say it was OOM-killed")
+	}
+}
+
+func TestPidsLimitStopsForkBomb(t *testing.T) {
+	needCgroups(t)
+	d := newDriver(t)
+	cfg := sh("i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); echo $i; done; sleep 60")
+	cfg.Resources.Pids = 30
+	run(t, d, "bomb", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The shell dies when it cannot fork, and the container with it.
+	st, err := d.Wait(ctx, "bomb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := d.Logs(ctx, "bomb", driver.LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last, stderr string
+	for e := range seq {
+		if e.Stream == driver.Stderr {
+			stderr += e.Line + "\n"
+		} else {
+			last = e.Line
+		}
+	}
+	n, _ := strconv.Atoi(last)
+	if !strings.Contains(stderr, "fork") || n >= 30 || n < 20 || st.ExitCode == 0 {
+		t.Fatalf("spawned %d, exit %d, stderr %q; want forks refused just under the limit of 30", n, st.ExitCode, stderr)
+	}
+}
+
+func TestCPUQuotaThrottles(t *testing.T) {
+	needCgroups(t)
+	d := newDriver(t)
+	cfg := sh("while :; do :; done")
+	cfg.Resources.CPU = 0.25
+	run(t, d, "busy", cfg)
+	time.Sleep(300 * time.Millisecond)
+	var peak float64
+	for range 5 {
+		st, err := d.Stats(context.Background(), "busy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peak = max(peak, st.CPUPercent)
+	}
+	// A busy loop takes a whole core when nothing holds it back.
+	if peak > 40 || peak < 5 {
+		t.Fatalf("a busy loop used up to %.1f%% of a core; want about the 25%% quota", peak)
+	}
+}
+
+func TestSecurityDefaultsHold(t *testing.T) {
+	needCgroups(t)
+	d := newDriver(t)
+	volSrc := t.TempDir()
+	cfg := sh("exec sleep 600")
+	cfg.Volumes = []driver.VolumeMount{
+		{Source: volSrc, Target: "/srv/openagent-ro", ReadOnly: true},
+	}
+	run(t, d, "sec", cfg)
+	for name, tc := range map[string]struct {
+		script, want string
+	}{
+		"not root":                  {"id -u", "65534\n"},
+		"no supplementary groups":   {"id -G", "65534\n"},
+		"read-only root":            {"touch /etc/openagent-probe 2>&1 || echo refused", "refused"},
+		"/tmp writable":             {"touch /tmp/probe && echo ok", "ok\n"},
+		"work dir writable":         {"cd && touch probe && echo ok", "ok\n"},
+		"read-only volume":          {"touch /srv/openagent-ro/probe 2>&1 || echo refused", "refused"},
+		"no new privileges":         {"grep NoNewPrivs /proc/self/status", "NoNewPrivs:\t1\n"},
+		"empty bounding set":        {"grep CapBnd /proc/self/status", "CapBnd:\t0000000000000000\n"},
+		"no effective capability":   {"grep CapEff /proc/self/status", "CapEff:\t0000000000000000\n"},
+		"environment is not leaked": {"env | grep -c GOPATH || true", "0\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res := execSh(t, d, "sec", tc.script)
+			if !strings.Contains(string(res.Stdout), tc.want) {
+				t.Fatalf("%s: stdout %q stderr %q; want %q", tc.script, res.Stdout, res.Stderr, tc.want)
+			}
+		})
+	}
+	if _, err := os.Stat("/etc/openagent-probe"); err == nil {
+		os.Remove("/etc/openagent-probe")
+		t.Fatal("the container wrote to the host's /etc")
+	}
+	if entries, _ := os.ReadDir(volSrc); len(entries) != 0 {
+		t.Fatal("the container wrote to a read-only volume")
+	}
+}
+
+func TestExecTimeoutKillsTree(t *testing.T) {
+	d := newDriver(t)
+	run(t, d, "tree", sh("exec sleep 600"))
+	begin := time.Now()
+	res, err := d.Exec(context.Background(), "tree", driver.ExecOptions{
+		Command: []string{"/bin/sh", "-c", "echo started; (sleep 3; echo alive) & sleep 3; echo finished"},
+		Timeout: 500 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.TimedOut || string(res.Stdout) != "started\n" || time.Since(begin) > 2500*time.Millisecond {
+		t.Fatalf("got %+v after %v; want timed out with the output so far, well before the children would finish", res, time.Since(begin))
+	}
+	// The exec'd shell and the child it put in the background are gone:
+	// the container holds its main process only.
+	if os.Geteuid() == 0 {
+		// Killed processes linger a moment until reaped; the background
+		// sleep, had it survived, would live until 3s after the start.
+		var pids uint64
+		for time.Since(begin) < 2500*time.Millisecond {
+			st, err := d.Stats(context.Background(), "tree")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pids = st.Pids; pids == 1 {
+				return
+			}
+		}
+		t.Fatalf("%d processes in the container after the timeout; want only the main one", pids)
+	}
+}
+
+// A new driver on the same root, as after a worker restart, finds the
+// running container without restarting it, and the output it wrote while
+// nobody watched.
+func TestReattachAfterWorkerRestart(t *testing.T) {
+	ctx := context.Background()
+	first := newDriver(t)
+	run(t, first, "survivor", sh("echo before; sleep 1; echo during; exec sleep 600"))
+	run(t, first, "quitter", sh("sleep 1; exit 4"))
+	before, _ := first.Get(ctx, "survivor")
+
+	second, err := local.New(first.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	found, err := second.Reattach(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*driver.Container{}
+	for _, c := range found {
+		got[c.ID] = c
+	}
+	s, q := got["survivor"], got["quitter"]
+	if s == nil || s.Status != driver.StatusRunning || s.RuntimeID != before.RuntimeID || !s.StartedAt.Equal(before.StartedAt) {
+		t.Fatalf("survivor %+v; want still running as pid %s, not restarted", s, before.RuntimeID)
+	}
+	if q == nil || q.Status != driver.StatusExited || q.ExitCode != 4 {
+		t.Fatalf("quitter %+v; want exited 4 while the worker was away", q)
+	}
+	seq, _ := second.Logs(ctx, "survivor", driver.LogOptions{})
+	var lines []string
+	for e := range seq {
+		lines = append(lines, e.Line)
+	}
+	if strings.Join(lines, ",") != "before,during" {
+		t.Fatalf("logs %q; want before and during", lines)
+	}
+}
+
+func TestRefusesWhatItCannotDo(t *testing.T) {
+	d := newDriver(t)
+	for name, tc := range map[string]struct {
+		mutate func(*driver.ContainerConfig)
+		kind   error
+		field  string
+	}{
+		"image":   {func(c *driver.ContainerConfig) { c.Image = "python:3" }, driver.ErrNotSupported, "image"},
+		"ports":   {func(c *driver.ContainerConfig) { c.Ports = []driver.PortMapping{{ContainerPort: 80}} }, driver.ErrNotSupported, "ports"},
+		"restart": {func(c *driver.ContainerConfig) { c.RestartPolicy = driver.RestartAlways }, driver.ErrNotSupported, "restartPolicy"},
+		"command": {func(c *driver.ContainerConfig) { c.Command = nil }, driver.ErrInvalid, "command"},
+		"volume": {func(c *driver.ContainerConfig) {
+			c.Volumes = []driver.VolumeMount{{Type: driver.MountVolume, Source: "nope", Target: "/v"}}
+		}, driver.ErrNotFound, "volumes[0]"},
+		"network": {func(c *driver.ContainerConfig) { c.Network = "nope" }, driver.ErrNotFound, "network"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := sh("true")
+			tc.mutate(&cfg)
+			_, err := d.Create(context.Background(), "refused-"+name, cfg)
+			if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("got %v; want %v naming %s", err, tc.kind, tc.field)
+			}
+		})
+	}
+	// A command that does not exist fails the start, and the container
+	// stays created.
+	if _, err := d.Create(context.Background(), "missing", func() driver.ContainerConfig {
+		c := sh("")
+		c.Command = []string{"/no/such/binary"}
+		return c
+	}()); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Start(context.Background(), "missing")
+	if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "/no/such/binary") {
+		t.Fatalf("start of a missing binary: %v; want ErrInvalid naming it", err)
+	}
+	if c, _ := d.Get(context.Background(), "missing"); c.Status != driver.StatusCreated {
+		t.Fatalf("status %v after a failed start; want created", c.Status)
+	}
+}
+
+func TestHealthReportsEnforcement(t *testing.T) {
+	h, err := newDriver(t).Health(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]driver.Enforcement{}
+	for _, e := range h.Enforcement {
+		got[e.Setting] = e
+	}
+	for _, s := range driver.Settings {
+		if _, ok := got[s]; !ok {
+			t.Errorf("no word on %s", s)
+		}
+	}
+	// Never pretended: these cannot hold for host processes.
+	for _, s := range []string{"resources.diskMB", "network", "ports"} {
+		if got[s].Enforced {
+			t.Errorf("%s claimed enforced: %s", s, got[s].How)
+		}
+	}
+	if os.Geteuid() == 0 {
+		for _, s := range []string{"resources.cpu", "resources.memoryMB", "resources.pids", "security.readOnlyRoot", "security.user"} {
+			if !got[s].Enforced {
+				t.Errorf("%s not enforced as root: %s", s, got[s].How)
+			}
+		}
+	}
+}
