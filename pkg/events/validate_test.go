@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -137,5 +138,24 @@ func TestSizeCap(t *testing.T) {
 	}
 	if got := newValidator(t).MaxSize(); got != 1<<20 {
 		t.Fatalf("default max size %d; want 1 MiB", got)
+	}
+}
+
+// docs/EVENTS.md documents exactly the catalog.
+func TestCatalogIsDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/EVENTS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, typ := range Types() {
+		if !strings.Contains(doc, "`"+typ+"`") {
+			t.Errorf("%s is not documented in docs/EVENTS.md", typ)
+		}
+	}
+	for _, m := range regexp.MustCompile("`(io\\.openagent\\.[a-z.]+)`").FindAllStringSubmatch(doc, -1) {
+		if KindOf(m[1]) == KindUnknown {
+			t.Errorf("docs/EVENTS.md documents %s, which is not in the catalog", m[1])
+		}
 	}
 }
