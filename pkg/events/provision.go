@@ -18,6 +18,7 @@ const (
 	StreamEvents     = "OPENAGENT_EVENTS"
 	BucketHosts      = "openagent-hosts"
 	BucketContainers = "openagent-containers"
+	BucketRequests   = "openagent-requests"
 )
 
 // Defaults chosen on purpose; docs/ARCHITECTURE.md says why.
@@ -109,6 +110,7 @@ func BucketConfigs(c ProvisionConfig) []jetstream.KeyValueConfig {
 	return []jetstream.KeyValueConfig{
 		{Bucket: BucketHosts, Description: "Registered hosts: labels, drivers, capacity, last heartbeat", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketContainers, Description: "Container state, a projection of the events stream", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketRequests, Description: "Outcome of each request, so a retried request gets the same answer", History: 1, TTL: requestsMaxAge, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }
 
@@ -209,7 +211,7 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.Ke
 		return "", fmt.Errorf("events: bucket %s: %w", want.Bucket, err)
 	}
 	got := st.Config()
-	if got.History == want.History && got.Storage == want.Storage && got.Replicas == want.Replicas && got.Description == want.Description {
+	if got.History == want.History && got.Storage == want.Storage && got.Replicas == want.Replicas && got.Description == want.Description && got.TTL == want.TTL {
 		return Unchanged, nil
 	}
 	if _, err := js.UpdateKeyValue(ctx, want); err != nil {
