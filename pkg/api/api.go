@@ -1,0 +1,176 @@
+// Package api holds the resources of the HTTP API as they travel as JSON:
+// what the orchestrator serves and the client package decodes. The OpenAPI
+// document (openapi.json) describes the same.
+package api
+
+import (
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+)
+
+// Status of a container as the orchestrator tracks it.
+//
+//	pending ─▶ created ─▶ running ─▶ exited | stopped ─▶ removed
+//	   │          │          ▲           │
+//	   └──────────┴─▶ failed └─ start ───┘
+//
+// lost: the container's host stopped reporting.
+type Status string
+
+// Statuses.
+const (
+	StatusPending Status = "pending" // accepted and placed, not yet created on its host
+	StatusCreated Status = "created"
+	StatusRunning Status = "running"
+	StatusExited  Status = "exited"  // ended by itself
+	StatusStopped Status = "stopped" // ended on request
+	StatusFailed  Status = "failed"  // could not be placed or created
+	StatusLost    Status = "lost"    // its host stopped reporting
+	StatusRemoved Status = "removed"
+)
+
+// Active reports whether a container in this status holds resources on
+// its host.
+func (s Status) Active() bool {
+	return s == StatusPending || s == StatusCreated || s == StatusRunning
+}
+
+// Container is a container as the API shows it.
+type Container struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name,omitempty"`
+	SessionID  string            `json:"sessionId,omitempty"`
+	Image      string            `json:"image"`
+	Command    []string          `json:"command,omitempty"`
+	Driver     string            `json:"driver"`
+	Host       string            `json:"host"`
+	Status     Status            `json:"status"`
+	ExitCode   int               `json:"exitCode"`
+	OOMKilled  bool              `json:"oomKilled,omitempty"`
+	CreatedAt  time.Time         `json:"createdAt"`
+	StartedAt  time.Time         `json:"startedAt,omitzero"`
+	FinishedAt time.Time         `json:"finishedAt,omitzero"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Resources  Resources         `json:"resources"`
+	Security   Security          `json:"security"`
+	Error      *Error            `json:"error,omitempty"` // why it failed, or why the last operation did
+	RequestID  string            `json:"requestId,omitempty"`
+}
+
+// Resources of a container: cpu in cores, memory and disk in MB.
+type Resources struct {
+	CPU    float64 `json:"cpu"`
+	Memory int64   `json:"memory"`
+	Disk   int64   `json:"disk"`
+	Pids   int64   `json:"pids"`
+}
+
+// Security settings of a container.
+type Security struct {
+	ReadOnly        bool         `json:"readOnly"`
+	NoNewPrivileges bool         `json:"noNewPrivileges"`
+	User            string       `json:"user"`
+	Capabilities    Capabilities `json:"capabilities"`
+}
+
+// Capabilities dropped and added.
+type Capabilities struct {
+	Drop []string `json:"drop"`
+	Add  []string `json:"add"`
+}
+
+// FromSpec fills the resource and security views of a config.
+func FromSpec(c *Container, spec driver.ContainerConfig) {
+	c.Image, c.Command, c.SessionID, c.Labels = spec.Image, spec.Command, spec.SessionID, spec.Labels
+	r := spec.Resources
+	c.Resources = Resources{CPU: r.CPU, Memory: r.MemoryMB, Disk: r.DiskMB, Pids: r.Pids}
+	s := spec.Security
+	c.Security = Security{ReadOnly: s.ReadOnlyRoot, NoNewPrivileges: s.NoNewPrivileges, User: s.User,
+		Capabilities: Capabilities{Drop: nonNil(s.CapDrop), Add: nonNil(s.CapAdd)}}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// CreateRequest is the body of POST /v1/containers: the data of an
+// io.openagent.container.create.requested event.
+type CreateRequest struct {
+	ContainerID string                 `json:"containerId,omitempty"`
+	Name        string                 `json:"name,omitempty"`
+	Driver      string                 `json:"driver,omitempty"`
+	HostID      string                 `json:"hostId,omitempty"`
+	Constraints map[string]string      `json:"constraints,omitempty"`
+	Start       bool                   `json:"start,omitempty"`
+	Spec        driver.ContainerConfig `json:"spec"`
+}
+
+// StopRequest is the body of POST /v1/containers/{id}/stop.
+type StopRequest struct {
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+	Force     bool  `json:"force,omitempty"`
+}
+
+// ExecRequest is the body of POST /v1/containers/{id}/exec.
+type ExecRequest struct {
+	Command    []string          `json:"command"`
+	Env        map[string]string `json:"env,omitempty"`
+	WorkingDir string            `json:"workingDir,omitempty"`
+	TimeoutMs  int64             `json:"timeoutMs,omitempty"`
+	Stdin      string            `json:"stdin,omitempty"`
+}
+
+// ExecResult is how an exec ended.
+type ExecResult struct {
+	ExecID     string  `json:"execId"`
+	ExitCode   int     `json:"exitCode"`
+	Stdout     string  `json:"stdout"`
+	Stderr     string  `json:"stderr"`
+	Truncated  bool    `json:"truncated,omitempty"`
+	TimedOut   bool    `json:"timedOut,omitempty"`
+	DurationMs float64 `json:"durationMs"`
+}
+
+// Host is a registered host.
+type Host struct {
+	ID         string            `json:"id"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Drivers    []DriverInfo      `json:"drivers"`
+	Capacity   Resources         `json:"capacity"`
+	Allocated  Resources         `json:"allocated"`
+	Containers int               `json:"containers"`
+	LastSeen   time.Time         `json:"lastSeen"`
+	StartedAt  time.Time         `json:"startedAt,omitzero"`
+	Live       bool              `json:"live"`
+}
+
+// DriverInfo names a driver and its version.
+type DriverInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+}
+
+// Error is the body of every error response, and why a request was
+// rejected. Kind is one of the driver's kinds (not_found, invalid,
+// conflict, resource_limit, unavailable, ...).
+type Error struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+	ID      string `json:"id,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Accepted is the answer to a request that was accepted: its outcome
+// follows as events.
+type Accepted struct {
+	RequestID   string `json:"requestId"`
+	RequestType string `json:"requestType"`
+	ContainerID string `json:"containerId,omitempty"`
+	ExecID      string `json:"execId,omitempty"`
+}

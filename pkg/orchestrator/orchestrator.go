@@ -1,0 +1,300 @@
+// Package orchestrator is the control plane: it validates, admits and
+// places requests, publishes the commands that carry them out, and keeps
+// the projection of the events stream that answers what exists where.
+//
+// Requests reach one handler (Handle) through three doors: the durable
+// requests stream, NATS request/reply, and the HTTP API.
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/scheduler"
+)
+
+// Config wires an orchestrator.
+type Config struct {
+	NC        *nats.Conn
+	JS        jetstream.JetStream
+	Validator *events.Validator
+	Logger    *slog.Logger
+	// HostLiveness is how recent a host's heartbeat must be for it to
+	// take containers; 10s when zero.
+	HostLiveness time.Duration
+	// Protected host paths no container may mount, such as the data
+	// directory.
+	Protected []string
+	// Concurrency bounds the requests handled at once; 64 when zero.
+	Concurrency int
+}
+
+// Orchestrator is the control plane. Run it; its HTTP API is Handler.
+type Orchestrator struct {
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	v          *events.Validator
+	pub        *events.Publisher
+	log        *slog.Logger
+	liveness   time.Duration
+	protected  []string
+	conc       int
+	source     string
+	state      *state
+	requests   jetstream.KeyValue
+	containers jetstream.KeyValue
+	hosts      jetstream.KeyValue
+	ready      chan struct{}
+}
+
+// New returns an orchestrator on provisioned streams and buckets.
+func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
+	o := &Orchestrator{
+		nc: cfg.NC, js: cfg.JS, v: cfg.Validator, pub: events.NewPublisher(cfg.JS, cfg.Validator),
+		log: cfg.Logger, liveness: cfg.HostLiveness, protected: cfg.Protected, conc: cfg.Concurrency,
+		source: "/openagent/orchestrator", state: newState(), ready: make(chan struct{}),
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
+	if o.liveness == 0 {
+		o.liveness = 10 * time.Second
+	}
+	if o.conc == 0 {
+		o.conc = 64
+	}
+	var err error
+	for name, kv := range map[string]*jetstream.KeyValue{events.BucketRequests: &o.requests, events.BucketContainers: &o.containers, events.BucketHosts: &o.hosts} {
+		if *kv, err = cfg.JS.KeyValue(ctx, name); err != nil {
+			return nil, fmt.Errorf("orchestrator: bucket %s: %w", name, err)
+		}
+	}
+	return o, nil
+}
+
+// Ready is closed once the projection caught up with the events stream
+// and requests are being handled.
+func (o *Orchestrator) Ready() <-chan struct{} { return o.ready }
+
+// Run keeps the projection and handles requests until ctx is cancelled.
+func (o *Orchestrator) Run(ctx context.Context) error {
+	cursor, err := o.state.load(ctx, o.containers)
+	if err != nil {
+		return fmt.Errorf("orchestrator: load state: %w", err)
+	}
+	if cursor == 0 {
+		o.log.Info("orchestrator: rebuilding state from the events stream")
+	}
+	stream, err := o.js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		return err
+	}
+	last := stream.CachedInfo().State.LastSeq
+	g, ctx := errgroup.WithContext(ctx)
+	caughtUp := make(chan struct{})
+	g.Go(func() error { return o.project(ctx, cursor, last, caughtUp) })
+	g.Go(func() error { return o.watchHosts(ctx) })
+	g.Go(func() error { return o.flushLoop(ctx) })
+	g.Go(func() error {
+		select {
+		case <-caughtUp:
+		case <-ctx.Done():
+			return nil
+		}
+		return o.serveRequests(ctx)
+	})
+	g.Go(func() error {
+		select {
+		case <-caughtUp:
+		case <-ctx.Done():
+			return nil
+		}
+		subs, err := o.serveRPC()
+		if err != nil {
+			return err
+		}
+		close(o.ready)
+		<-ctx.Done()
+		for _, s := range subs {
+			_ = s.Drain()
+		}
+		return nil
+	})
+	err = g.Wait()
+	// Write what the projection learnt last, for the next start.
+	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if ferr := o.state.flush(fctx, o.containers); ferr != nil {
+		o.log.Warn("orchestrator: final flush", "err", ferr)
+	}
+	return err
+}
+
+// project applies the events stream from after cursor, in order, to the
+// state; caughtUp is closed once it reached last.
+func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtUp chan struct{}) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if cursor > 0 {
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: cursor + 1}
+	}
+	cons, err := o.js.OrderedConsumer(ctx, events.StreamEvents, cfg)
+	if err != nil {
+		return err
+	}
+	if cursor >= last {
+		close(caughtUp)
+		caughtUp = nil
+	}
+	iter, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, iter.Stop)
+	defer stop()
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			o.log.Warn("orchestrator: projection", "err", err)
+			continue
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		e, err := events.FromMsg(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+		if err == nil {
+			o.state.apply(md.Sequence.Stream, e)
+		}
+		if caughtUp != nil && md.Sequence.Stream >= last {
+			close(caughtUp)
+			caughtUp = nil
+		}
+	}
+}
+
+func (o *Orchestrator) flushLoop(ctx context.Context) error {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := o.state.flush(ctx, o.containers); err != nil && ctx.Err() == nil {
+				o.log.Warn("orchestrator: write state", "err", err)
+			}
+		}
+	}
+}
+
+func (o *Orchestrator) watchHosts(ctx context.Context) error {
+	w, err := o.hosts.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case entry := <-w.Updates():
+			if entry == nil {
+				continue // the end of the initial values
+			}
+			o.state.mu.Lock()
+			if entry.Operation() != jetstream.KeyValuePut {
+				delete(o.state.hosts, entry.Key())
+			} else {
+				var h hostRecord
+				if json.Unmarshal(entry.Value(), &h) == nil {
+					o.state.hosts[h.ID] = &h
+				}
+			}
+			o.state.mu.Unlock()
+		}
+	}
+}
+
+// serveRequests consumes the durable requests stream: what services
+// published, even while the orchestrator was down.
+func (o *Orchestrator) serveRequests(ctx context.Context) error {
+	cons, err := o.js.CreateOrUpdateConsumer(ctx, events.StreamRequests, events.ConsumerConfig("orchestrator", events.RequestsRoot+".>"))
+	if err != nil {
+		return err
+	}
+	return events.Consume(ctx, cons, o.v, func(ctx context.Context, d *events.Delivery) error {
+		_, err := o.Handle(ctx, d.Event)
+		return err
+	}, events.WithConcurrency(o.conc), events.WithLogger(o.log),
+		events.WithInvalid(func(ctx context.Context, m jetstream.Msg, cause error) {
+			id := m.Headers().Get("ce-id")
+			if id == "" {
+				id = m.Headers().Get(jetstream.MsgIDHeader)
+			}
+			if _, err := o.Reject(ctx, id, m.Headers().Get("ce-type"), cause); err != nil {
+				o.log.Warn("orchestrator: publish rejection", "err", err)
+			}
+		}),
+		events.WithGiveUp(func(ctx context.Context, d *events.Delivery, cause error) {
+			if _, err := o.Reject(ctx, d.Event.ID(), d.Event.Type(), fmt.Errorf("gave up after %d attempts: %w", d.Attempt, cause)); err != nil {
+				o.log.Warn("orchestrator: publish rejection", "err", err)
+			}
+		}))
+}
+
+// live reports whether a host has reported recently.
+func (o *Orchestrator) live(host string) bool {
+	o.state.mu.RLock()
+	h, ok := o.state.hosts[host]
+	o.state.mu.RUnlock()
+	return ok && time.Since(h.LastSeen) <= o.liveness
+}
+
+// snapshot is what placement decides on.
+func (o *Orchestrator) snapshot() scheduler.Snapshot {
+	o.state.mu.RLock()
+	defer o.state.mu.RUnlock()
+	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.hosts))}
+	for _, h := range o.state.hosts {
+		sh := &scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen, Allocated: o.state.allocated[h.ID],
+			Capacity: scheduler.Resources{CPU: h.Capacity.CPU, MemoryMB: h.Capacity.Memory, Pids: h.Capacity.Pids}}
+		for _, d := range h.Drivers {
+			sh.Drivers = append(sh.Drivers, d.Name)
+		}
+		s.Hosts = append(s.Hosts, sh)
+	}
+	return s
+}
+
+// Hosts returns the registered hosts.
+func (o *Orchestrator) Hosts() []api.Host {
+	o.state.mu.RLock()
+	defer o.state.mu.RUnlock()
+	count := map[string]int{}
+	for _, r := range o.state.containers {
+		if r.Status.Active() {
+			count[r.Host]++
+		}
+	}
+	out := make([]api.Host, 0, len(o.state.hosts))
+	for _, h := range o.state.hosts {
+		a := o.state.allocated[h.ID]
+		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: h.Capacity,
+			Allocated: api.Resources{CPU: a.CPU, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID],
+			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: time.Since(h.LastSeen) <= o.liveness})
+	}
+	return out
+}

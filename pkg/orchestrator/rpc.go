@@ -1,0 +1,127 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+// RPC subjects: the NATS request/reply door. Requests are CloudEvents and
+// the reply is the accepted or rejected CloudEvent; queries are JSON.
+const (
+	SubjectRequest    = events.RPCRoot + ".request"
+	SubjectGet        = events.RPCRoot + ".containers.get"
+	SubjectList       = events.RPCRoot + ".containers.list"
+	SubjectListHosts  = events.RPCRoot + ".hosts.list"
+	rpcHandlerTimeout = 30 * time.Second
+)
+
+// ListQuery selects containers, for the list query and the HTTP API.
+type ListQuery struct {
+	All     bool              `json:"all,omitempty"`
+	Session string            `json:"session,omitempty"`
+	Status  string            `json:"status,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
+	var subs []*nats.Subscription
+	add := func(subject string, h nats.MsgHandler) error {
+		s, err := o.nc.QueueSubscribe(subject, "orchestrator", h)
+		if err == nil {
+			subs = append(subs, s)
+		}
+		return err
+	}
+	err := add(SubjectRequest, func(m *nats.Msg) {
+		ctx, cancel := context.WithTimeout(context.Background(), rpcHandlerTimeout)
+		defer cancel()
+		var reply events.Event
+		req, err := events.FromMsg(m)
+		if err == nil {
+			err = o.v.CheckSize(m)
+		}
+		if err != nil {
+			reply, err = o.Reject(ctx, m.Header.Get("ce-id"), m.Header.Get("ce-type"), err)
+		} else {
+			reply, err = o.Handle(ctx, req)
+		}
+		if err != nil {
+			o.respondJSON(m, &api.Error{Kind: "unavailable", Message: err.Error()})
+			return
+		}
+		out, err := events.ToMsg(m.Reply, reply)
+		if err == nil {
+			_ = m.RespondMsg(out)
+		}
+	})
+	if err == nil {
+		err = add(SubjectGet, func(m *nats.Msg) {
+			var q struct{ ID string }
+			_ = json.Unmarshal(m.Data, &q)
+			c, ok := o.Container(q.ID)
+			if !ok {
+				o.respondJSON(m, &api.Error{Kind: "not_found", ID: q.ID, Message: "no container " + q.ID})
+				return
+			}
+			o.respondJSON(m, c)
+		})
+	}
+	if err == nil {
+		err = add(SubjectList, func(m *nats.Msg) {
+			var q ListQuery
+			_ = json.Unmarshal(m.Data, &q)
+			o.respondJSON(m, o.List(q))
+		})
+	}
+	if err == nil {
+		err = add(SubjectListHosts, func(m *nats.Msg) { o.respondJSON(m, o.Hosts()) })
+	}
+	return subs, err
+}
+
+func (o *Orchestrator) respondJSON(m *nats.Msg, v any) {
+	b, _ := json.Marshal(v)
+	_ = m.Respond(b)
+}
+
+// Container returns a container by id or name.
+func (o *Orchestrator) Container(id string) (api.Container, bool) {
+	r, ok := o.state.get(id)
+	if !ok {
+		return api.Container{}, false
+	}
+	return o.state.view(r, o.live), true
+}
+
+// List returns the containers q selects: running ones, or with All every
+// one not removed.
+func (o *Orchestrator) List(q ListQuery) []api.Container {
+	out := []api.Container{}
+	for _, r := range o.state.list() {
+		c := o.state.view(r, o.live)
+		switch {
+		case q.Status != "" && string(c.Status) != q.Status:
+			continue
+		case q.Status == "" && !q.All && c.Status != api.StatusRunning:
+			continue
+		case q.Session != "" && c.SessionID != q.Session:
+			continue
+		}
+		match := true
+		for k, v := range q.Labels {
+			if c.Labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			out = append(out, c)
+		}
+	}
+	return out
+}

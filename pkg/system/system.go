@@ -1,0 +1,308 @@
+// Package system wires a whole OpenAgent system in one process: NATS with
+// JetStream (embedded, or an external server), the orchestrator, its HTTP
+// API and, optionally, a worker for this host. cmd/orchestrator is a thin
+// shell around it; tests and benchmarks use it too.
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/driver/fake"
+	"github.com/openagent/orchestrator/pkg/driver/local"
+	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator"
+	"github.com/openagent/orchestrator/pkg/worker"
+)
+
+// Config of a system. The zero value, with a DataDir, is the embedded
+// single-machine default.
+type Config struct {
+	DataDir    string // state: data-dir/nats (JetStream), data-dir/local (local driver)
+	HTTPAddr   string // "" serves no HTTP
+	NATSListen string // where the embedded server listens; "" picks a free loopback port
+	NATSURL    string // use this external server instead of embedding one
+	// SyncAlways makes the embedded server fsync every write (slower,
+	// survives power loss); by default it fsyncs every 2 minutes.
+	SyncAlways   bool
+	Orchestrator bool   // run the orchestrator
+	Worker       bool   // run a worker for this host
+	HostID       string // the worker's host id; the hostname when empty
+	Labels       map[string]string
+	Drivers      []string // the worker's drivers: local, fake
+	Capacity     api.Resources
+	Logger       *slog.Logger
+}
+
+// System is a running system.
+type System struct {
+	Server       *server.Server // nil with an external NATS
+	NC           *nats.Conn
+	JS           jetstream.JetStream
+	Validator    *events.Validator
+	Orchestrator *orchestrator.Orchestrator
+	HTTPURL      string // "http://host:port" when serving HTTP
+	NATSURL      string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	http   *http.Server
+	mu     sync.Mutex
+	errs   []error
+	log    *slog.Logger
+}
+
+// Start brings a system up and returns once it serves requests.
+func Start(ctx context.Context, cfg Config) (*System, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &System{log: cfg.Logger}
+	if err := s.startNATS(cfg); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Stop()
+		}
+	}()
+	var err error
+	if s.Validator, err = events.NewValidator(); err != nil {
+		return nil, err
+	}
+	clustered := s.NC.ConnectedClusterName() != ""
+	if _, err := events.Provision(ctx, s.JS, events.ProvisionConfig{Clustered: clustered}); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if cfg.Orchestrator {
+		protected := []string{}
+		if cfg.DataDir != "" {
+			protected = append(protected, cfg.DataDir)
+		}
+		o, err := orchestrator.New(ctx, orchestrator.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected})
+		if err != nil {
+			return nil, err
+		}
+		s.Orchestrator = o
+		s.run("orchestrator", func() error { return o.Run(runCtx) })
+		select {
+		case <-o.Ready():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Minute):
+			return nil, errors.New("system: orchestrator not ready after 2 minutes")
+		}
+		if cfg.HTTPAddr != "" {
+			if err := s.serveHTTP(cfg.HTTPAddr); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cfg.Worker {
+		drivers, err := Drivers(cfg.DataDir, cfg.Drivers)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.AddWorker(ctx, worker.Config{HostID: cfg.HostID, Labels: cfg.Labels, Drivers: drivers, Capacity: cfg.Capacity, Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return s, nil
+}
+
+func (s *System) startNATS(cfg Config) error {
+	url := cfg.NATSURL
+	if url == "" {
+		host, port := "127.0.0.1", server.RANDOM_PORT
+		if cfg.NATSListen != "" {
+			h, p, err := net.SplitHostPort(cfg.NATSListen)
+			if err != nil {
+				return fmt.Errorf("system: nats listen address %q: %w", cfg.NATSListen, err)
+			}
+			if port, err = strconv.Atoi(p); err != nil {
+				return fmt.Errorf("system: nats listen port %q: %w", p, err)
+			}
+			host = h
+		}
+		if cfg.DataDir == "" {
+			return errors.New("system: an embedded server needs a data directory")
+		}
+		opts := &server.Options{Host: host, Port: port, JetStream: true, StoreDir: filepath.Join(cfg.DataDir, "nats"),
+			NoSigs: true, NoLog: true, SyncAlways: cfg.SyncAlways, MaxPayload: events.DefaultMaxSize}
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			return fmt.Errorf("system: nats server: %w", err)
+		}
+		ns.Start()
+		if !ns.ReadyForConnections(30 * time.Second) {
+			ns.Shutdown()
+			return fmt.Errorf("system: nats server not ready on %s", cfg.NATSListen)
+		}
+		s.Server, url = ns, ns.ClientURL()
+	}
+	nc, err := nats.Connect(url, nats.Name("openagent"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("system: connect to %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	s.NC, s.JS, s.NATSURL = nc, js, url
+	return nil
+}
+
+func (s *System) run(name string, f func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := f(); err != nil {
+			s.log.Error("system: component stopped", "component", name, "err", err)
+			s.mu.Lock()
+			s.errs = append(s.errs, fmt.Errorf("%s: %w", name, err))
+			s.mu.Unlock()
+		}
+	}()
+}
+
+func (s *System) serveHTTP(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("system: http: %w", err)
+	}
+	s.http = &http.Server{Handler: s.Orchestrator.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.HTTPURL = "http://" + ln.Addr().String()
+	s.run("http", func() error {
+		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	return nil
+}
+
+// AddWorker runs a worker in this process, on this system's connection.
+func (s *System) AddWorker(ctx context.Context, cfg worker.Config) error {
+	if cfg.HostID == "" {
+		h, _ := os.Hostname()
+		cfg.HostID = sanitize(h)
+	}
+	if cfg.Capacity == (api.Resources{}) {
+		cfg.Capacity = MachineCapacity()
+	}
+	cfg.NC, cfg.JS, cfg.Validator = s.NC, s.JS, s.Validator
+	w, err := worker.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	prev := s.cancel
+	s.cancel = func() {
+		cancel()
+		if prev != nil {
+			prev()
+		}
+	}
+	s.run("worker "+cfg.HostID, func() error { return w.Run(runCtx) })
+	return nil
+}
+
+// sanitize turns a hostname into a subject token.
+func sanitize(h string) string {
+	var b strings.Builder
+	for _, r := range h {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 {
+		return "host"
+	}
+	return b.String()
+}
+
+// Drivers makes the named drivers; local keeps its state in dataDir/local.
+func Drivers(dataDir string, names []string) ([]driver.Driver, error) {
+	var out []driver.Driver
+	for _, n := range names {
+		switch n {
+		case "fake":
+			out = append(out, fake.New())
+		case "local":
+			if dataDir == "" {
+				return nil, errors.New("system: the local driver needs a data directory")
+			}
+			d, err := local.New(filepath.Join(dataDir, "local"))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+		default:
+			return nil, fmt.Errorf("system: unknown driver %q (have local, fake)", n)
+		}
+	}
+	return out, nil
+}
+
+// MachineCapacity is this machine's cpu cores, memory and a pids budget.
+func MachineCapacity() api.Resources {
+	mem := int64(1024)
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				mem = kb / 1024
+			}
+		}
+	}
+	return api.Resources{CPU: float64(runtime.NumCPU()), Memory: mem, Pids: 32768}
+}
+
+// Stop shuts down gracefully: consumers drain, containers keep running.
+func (s *System) Stop() error {
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.http.Shutdown(ctx)
+		cancel()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	if s.NC != nil {
+		_ = s.NC.Drain()
+		for s.NC.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if s.Server != nil {
+		s.Server.Shutdown()
+		s.Server.WaitForShutdown()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(s.errs...)
+}

@@ -1,0 +1,268 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+// Labels the worker puts on every container, so that the runtime object
+// says which container and command made it.
+const (
+	LabelContainerID = "io.openagent.container-id"
+	LabelCommandID   = "io.openagent.command-id"
+	LabelSessionID   = "io.openagent.session-id"
+)
+
+// maxOutput caps each of an exec's stdout and stderr in its event.
+const maxOutput = 256 << 10
+
+type command struct {
+	ContainerID string                 `json:"containerId"`
+	Driver      string                 `json:"driver"`
+	Spec        driver.ContainerConfig `json:"spec"`
+	Start       bool                   `json:"start"`
+	TimeoutMs   int64                  `json:"timeoutMs"`
+	Force       bool                   `json:"force"`
+	ExecID      string                 `json:"execId"`
+	Command     []string               `json:"command"`
+	Env         map[string]string      `json:"env"`
+	WorkingDir  string                 `json:"workingDir"`
+	Stdin       string                 `json:"stdin"`
+}
+
+var opOf = map[string]string{
+	events.CommandCreate: "create", events.CommandStart: "start", events.CommandStop: "stop",
+	events.CommandRemove: "remove", events.CommandExec: "exec",
+}
+
+// handle runs one command. It returns once the resulting state event is
+// stored, so the command is acked only then. A driver error that may pass
+// is retried; any other becomes a failed event.
+func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
+	e := d.Event
+	var c command
+	if err := events.Data(e, &c); err != nil {
+		return events.Permanent(err)
+	}
+	log := w.log.With("container_id", c.ContainerID, "event_id", e.ID())
+	err := w.run(ctx, e, &c)
+	var de *driver.Error
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return err
+	case errors.As(err, &de) && de.Retryable, errors.Is(err, context.DeadlineExceeded):
+		log.Info("worker: command failed, will retry", "err", err)
+		return events.Retry(err, 0)
+	}
+	log.Warn("worker: command failed", "type", e.Type(), "err", err)
+	return w.fail(ctx, e, err)
+}
+
+// fail publishes a failed event for a command, so that its request ends
+// with an outcome.
+func (w *Worker) fail(ctx context.Context, e events.Event, cause error) error {
+	var c command
+	_ = events.Data(e, &c)
+	var de *driver.Error
+	data := map[string]any{"operation": opOf[e.Type()], "error": map[string]any{
+		"kind": driver.KindOf(cause), "message": cause.Error(), "retryable": errors.As(cause, &de) && de.Retryable,
+	}}
+	if c.ExecID != "" {
+		data["execId"] = c.ExecID
+	}
+	return w.emit(ctx, events.ContainerFailed, c.ContainerID, derive(e.ID(), "failed"), data, &e)
+}
+
+func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
+	if e.Type() == events.CommandCreate {
+		return w.create(ctx, e, c)
+	}
+	drv, err := w.driverOf(ctx, c.ContainerID)
+	if err != nil {
+		if e.Type() == events.CommandRemove && errors.Is(err, driver.ErrNotFound) {
+			// Removed already (a redelivered command): say so again; the
+			// derived id makes it the same event.
+			return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), map[string]any{"reason": "not on this host"}, &e)
+		}
+		return err
+	}
+	switch e.Type() {
+	case events.CommandStart:
+		return w.start(ctx, drv, c.ContainerID, &e)
+	case events.CommandStop:
+		opts := driver.StopOptions{Timeout: time.Duration(c.TimeoutMs) * time.Millisecond, Force: c.Force}
+		if err := drv.Stop(ctx, c.ContainerID, opts); err != nil {
+			return err
+		}
+		ct, err := drv.Get(ctx, c.ContainerID)
+		if err != nil {
+			return err
+		}
+		return w.ended(ctx, ct, &e)
+	case events.CommandRemove:
+		if err := drv.Remove(ctx, c.ContainerID, driver.RemoveOptions{Force: c.Force}); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return err
+		}
+		w.mu.Lock()
+		delete(w.owner, c.ContainerID)
+		w.mu.Unlock()
+		return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), map[string]any{}, &e)
+	case events.CommandExec:
+		return w.exec(ctx, drv, &e, c)
+	}
+	return events.Permanent(errors.New("unknown command " + e.Type()))
+}
+
+func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
+	drv, ok := w.drivers[c.Driver]
+	if !ok {
+		return driver.Errorf("create", c.ContainerID, driver.ErrNotSupported, "host %s has no %s driver", w.cfg.HostID, c.Driver)
+	}
+	spec := c.Spec
+	spec.Labels = maps.Clone(spec.Labels)
+	if spec.Labels == nil {
+		spec.Labels = map[string]string{}
+	}
+	spec.Labels[LabelContainerID], spec.Labels[LabelCommandID], spec.Labels[LabelSessionID] = c.ContainerID, e.ID(), spec.SessionID
+	ct, err := drv.Create(ctx, c.ContainerID, spec)
+	if errors.Is(err, driver.ErrAlreadyExists) {
+		// A redelivered create: the first delivery made it. Adopt it.
+		ct, err = drv.Get(ctx, c.ContainerID)
+	}
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.owner[c.ContainerID] = drv
+	w.mu.Unlock()
+	if err := w.emit(ctx, events.ContainerCreated, c.ContainerID, derive(e.ID(), "created"), map[string]any{
+		"driver": drv.Name(), "runtimeId": ct.RuntimeID, "sessionId": ct.SessionID, "image": ct.Image,
+	}, &e); err != nil {
+		return err
+	}
+	if c.Start {
+		return w.start(ctx, drv, c.ContainerID, &e)
+	}
+	return nil
+}
+
+func (w *Worker) start(ctx context.Context, drv driver.Driver, id string, cause *events.Event) error {
+	if err := drv.Start(ctx, id); err != nil {
+		return err
+	}
+	ct, err := drv.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := w.emit(ctx, events.ContainerStarted, id, derive(id, "started", ct.StartedAt.UnixNano()),
+		map[string]any{"startedAt": ct.StartedAt}, cause); err != nil {
+		return err
+	}
+	if ct.Status == driver.StatusRunning {
+		w.watch(drv, id)
+	} else {
+		return w.ended(ctx, ct, cause) // it ended before the watcher could see it
+	}
+	return nil
+}
+
+// ended publishes how a container's run ended, if it did. Its id comes
+// from the container and the end time: the stop command, the watcher and a
+// reconcile all publish the same event.
+func (w *Worker) ended(ctx context.Context, ct *driver.Container, cause *events.Event) error {
+	switch ct.Status {
+	case driver.StatusStopped:
+		return w.emit(ctx, events.ContainerStopped, ct.ID, derive(ct.ID, "ended", ct.FinishedAt.UnixNano()),
+			map[string]any{"exitCode": ct.ExitCode, "finishedAt": ct.FinishedAt}, cause)
+	case driver.StatusExited:
+		reason := "exited"
+		if ct.OOMKilled {
+			reason = "oom-killed"
+		}
+		return w.emit(ctx, events.ContainerExited, ct.ID, derive(ct.ID, "ended", ct.FinishedAt.UnixNano()),
+			map[string]any{"exitCode": ct.ExitCode, "oomKilled": ct.OOMKilled, "reason": reason, "finishedAt": ct.FinishedAt}, cause)
+	}
+	return nil
+}
+
+// watch notices when a running container ends by itself.
+func (w *Worker) watch(drv driver.Driver, id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.watching[id] {
+		return
+	}
+	w.watching[id] = true
+	w.watchers.Add(1)
+	go func() {
+		defer w.watchers.Done()
+		defer func() { w.mu.Lock(); delete(w.watching, id); w.mu.Unlock() }()
+		ctx := w.runCtx
+		if _, err := drv.Wait(ctx, id); err != nil {
+			return
+		}
+		ct, err := drv.Get(ctx, id)
+		if err != nil {
+			return
+		}
+		for ctx.Err() == nil {
+			if err := w.ended(ctx, ct, nil); err == nil {
+				return
+			}
+			time.Sleep(time.Second)
+		}
+	}()
+}
+
+func (w *Worker) driverOf(ctx context.Context, id string) (driver.Driver, error) {
+	w.mu.Lock()
+	drv, ok := w.owner[id]
+	w.mu.Unlock()
+	if ok {
+		return drv, nil
+	}
+	for _, d := range w.cfg.Drivers {
+		if _, err := d.Get(ctx, id); err == nil {
+			w.mu.Lock()
+			w.owner[id] = d
+			w.mu.Unlock()
+			return d, nil
+		}
+	}
+	return nil, driver.NotFound("find", id)
+}
+
+func (w *Worker) exec(ctx context.Context, drv driver.Driver, e *events.Event, c *command) error {
+	opts := driver.ExecOptions{Command: c.Command, Env: c.Env, WorkingDir: c.WorkingDir, Timeout: time.Duration(c.TimeoutMs) * time.Millisecond}
+	if c.Stdin != "" {
+		opts.Stdin = strings.NewReader(c.Stdin)
+	}
+	res, err := drv.Exec(ctx, c.ContainerID, opts)
+	if err != nil {
+		return err
+	}
+	stdout, t1 := clip(res.Stdout)
+	stderr, t2 := clip(res.Stderr)
+	return w.emit(ctx, events.ExecCompleted, c.ContainerID, derive(e.ID(), "completed"), map[string]any{
+		"execId": c.ExecID, "exitCode": res.ExitCode, "stdout": stdout, "stderr": stderr, "truncated": t1 || t2,
+		"timedOut": res.TimedOut, "durationMs": float64(res.Duration.Microseconds()) / 1000,
+	}, e)
+}
+
+// clip caps output at maxOutput bytes on a rune boundary, and replaces
+// invalid UTF-8, which JSON cannot carry.
+func clip(b []byte) (string, bool) {
+	truncated := len(b) > maxOutput
+	if truncated {
+		b = b[:maxOutput] // a rune cut in two becomes U+FFFD below
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD"), truncated
+}

@@ -1,0 +1,122 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver"
+)
+
+// LogsSubject is where a host serves its containers' logs: output stays on
+// the host until asked for.
+func LogsSubject(hostID string) string { return "openagent.rpc.host." + hostID + ".logs" }
+
+// LogsRequest asks a host for a container's output. With Follow, entries
+// are published one by one to Inbox, ending with a message that has the
+// header EndHeader (carrying an error, if any); a message to Inbox+".stop"
+// ends it early. Without Follow the reply is a LogsReply.
+type LogsRequest struct {
+	ContainerID string    `json:"containerId"`
+	Tail        int       `json:"tail,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+	Timestamps  bool      `json:"timestamps,omitempty"`
+	Follow      bool      `json:"follow,omitempty"`
+	Inbox       string    `json:"inbox,omitempty"`
+}
+
+// LogsReply is the answer to a LogsRequest without Follow.
+type LogsReply struct {
+	Entries []driver.LogEntry `json:"entries"`
+	Error   *api.Error        `json:"error,omitempty"`
+}
+
+// EndHeader marks the last message of a followed log.
+const EndHeader = "Openagent-End"
+
+// maxLogReply bounds a reply's entries to stay under NATS's payload limit;
+// the newest are kept.
+const maxLogReply = 768 << 10
+
+func (w *Worker) serveLogs(ctx context.Context) (*nats.Subscription, error) {
+	return w.cfg.NC.Subscribe(LogsSubject(w.cfg.HostID), func(m *nats.Msg) {
+		var req LogsRequest
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			respond(m, LogsReply{Error: &api.Error{Kind: "invalid", Message: err.Error()}})
+			return
+		}
+		if req.Follow {
+			go w.follow(ctx, req)
+			_ = m.Respond([]byte(`{"entries":[]}`))
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		seq, err := w.logs(rctx, req)
+		if err != nil {
+			respond(m, LogsReply{Error: apiError(err, req.ContainerID)})
+			return
+		}
+		reply := LogsReply{Entries: []driver.LogEntry{}}
+		size := 0
+		for e, err := range seq {
+			if err != nil {
+				break
+			}
+			reply.Entries = append(reply.Entries, e)
+			size += len(e.Line) + 64
+			for size > maxLogReply && len(reply.Entries) > 0 {
+				size -= len(reply.Entries[0].Line) + 64
+				reply.Entries = reply.Entries[1:]
+			}
+		}
+		respond(m, reply)
+	})
+}
+
+func (w *Worker) logs(ctx context.Context, req LogsRequest) (func(func(driver.LogEntry, error) bool), error) {
+	drv, err := w.driverOf(ctx, req.ContainerID)
+	if err != nil {
+		return nil, err
+	}
+	return drv.Logs(ctx, req.ContainerID, driver.LogOptions{Tail: req.Tail, Since: req.Since, Timestamps: req.Timestamps, Follow: req.Follow})
+}
+
+func (w *Worker) follow(ctx context.Context, req LogsRequest) {
+	ctx, cancel := context.WithTimeout(ctx, time.Hour)
+	defer cancel()
+	stop, err := w.cfg.NC.Subscribe(req.Inbox+".stop", func(*nats.Msg) { cancel() })
+	if err == nil {
+		defer stop.Unsubscribe()
+	}
+	end := nats.NewMsg(req.Inbox)
+	end.Header.Set(EndHeader, "1")
+	defer func() { _ = w.cfg.NC.PublishMsg(end) }()
+	seq, err := w.logs(ctx, req)
+	if err != nil {
+		b, _ := json.Marshal(apiError(err, req.ContainerID))
+		end.Data = b
+		return
+	}
+	for e, err := range seq {
+		if err != nil {
+			return
+		}
+		b, _ := json.Marshal(e)
+		if w.cfg.NC.Publish(req.Inbox, b) != nil {
+			return
+		}
+	}
+}
+
+func respond(m *nats.Msg, v any) {
+	b, _ := json.Marshal(v)
+	_ = m.Respond(b)
+}
+
+func apiError(err error, id string) *api.Error {
+	return &api.Error{Kind: driver.KindOf(err), Message: err.Error(), ID: id}
+}

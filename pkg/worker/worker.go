@@ -1,0 +1,199 @@
+// Package worker is the agent on every host: it registers the host,
+// heartbeats, runs the commands the orchestrator sends through the host's
+// drivers, publishes what happened as state events, and watches its
+// containers. Stopping a worker leaves its containers running; a new one
+// re-adopts them.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+// Config wires a worker.
+type Config struct {
+	NC        *nats.Conn
+	JS        jetstream.JetStream
+	Validator *events.Validator
+	Logger    *slog.Logger
+	HostID    string
+	Labels    map[string]string
+	Drivers   []driver.Driver
+	Capacity  api.Resources
+	// Heartbeat is how often the host record is refreshed; 2s when zero.
+	Heartbeat time.Duration
+	// Concurrency bounds the commands run at once; 32 when zero.
+	Concurrency int
+}
+
+// Worker runs one host's commands.
+type Worker struct {
+	cfg     Config
+	pub     *events.Publisher
+	log     *slog.Logger
+	source  string
+	drivers map[string]driver.Driver
+	hosts   jetstream.KeyValue
+	records jetstream.KeyValue
+	started time.Time
+	runCtx  context.Context // the lifetime of Run: watchers end with it
+
+	mu       sync.Mutex
+	owner    map[string]driver.Driver // container id → its driver
+	watching map[string]bool
+	watchers sync.WaitGroup
+}
+
+// New returns a worker; Run starts it.
+func New(ctx context.Context, cfg Config) (*Worker, error) {
+	if !events.ValidToken(cfg.HostID) {
+		return nil, fmt.Errorf("worker: host id %q: use letters, digits, '-' and '_'", cfg.HostID)
+	}
+	if len(cfg.Drivers) == 0 {
+		return nil, errors.New("worker: no drivers")
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 2 * time.Second
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 32
+	}
+	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator), log: cfg.Logger,
+		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, started: time.Now().UTC()}
+	if w.log == nil {
+		w.log = slog.Default()
+	}
+	w.log = w.log.With("host_id", cfg.HostID)
+	for _, d := range cfg.Drivers {
+		w.drivers[d.Name()] = d
+	}
+	var err error
+	if w.hosts, err = cfg.JS.KeyValue(ctx, events.BucketHosts); err != nil {
+		return nil, err
+	}
+	if w.records, err = cfg.JS.KeyValue(ctx, events.BucketContainers); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// idSpace derives the ids of the events a worker publishes from what
+// caused them, so that a replayed command or a second look at the same
+// exit publishes the same id, which JetStream stores once.
+var idSpace = uuid.MustParse("9d0c3f5e-2b7a-4e8c-b1f4-6a2d9e0c7b13")
+
+func derive(parts ...any) string {
+	return uuid.NewSHA1(idSpace, fmt.Append(nil, parts...)).String()
+}
+
+// Run registers the host, reconciles, and runs commands until ctx is
+// cancelled. Containers keep running after it returns.
+func (w *Worker) Run(ctx context.Context) error {
+	w.runCtx = ctx
+	if err := w.register(ctx); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.heartbeat(gctx) })
+	if err := w.reconcile(gctx); err != nil {
+		w.log.Warn("worker: reconcile", "err", err)
+	}
+	cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.StreamCommands, events.ConsumerConfig("worker-"+w.cfg.HostID, events.CommandFilter(w.cfg.HostID)))
+	if err != nil {
+		return fmt.Errorf("worker: command consumer: %w", err)
+	}
+	g.Go(func() error {
+		return events.Consume(gctx, cons, w.cfg.Validator, w.handle, events.WithConcurrency(w.cfg.Concurrency), events.WithLogger(w.log),
+			events.WithGiveUp(func(ctx context.Context, d *events.Delivery, cause error) { w.fail(ctx, d.Event, cause) }))
+	})
+	sub, err := w.serveLogs(gctx)
+	if err != nil {
+		return err
+	}
+	err = g.Wait()
+	_ = sub.Drain()
+	w.watchers.Wait()
+	return err
+}
+
+func (w *Worker) hostRecord() map[string]any {
+	var drivers []api.DriverInfo
+	for _, d := range w.cfg.Drivers {
+		v := ""
+		if h, err := d.Health(context.Background()); err == nil {
+			v = h.Version
+		}
+		drivers = append(drivers, api.DriverInfo{Name: d.Name(), Version: v})
+	}
+	return map[string]any{"id": w.cfg.HostID, "labels": w.cfg.Labels, "drivers": drivers, "capacity": w.cfg.Capacity,
+		"startedAt": w.started, "lastSeen": time.Now().UTC()}
+}
+
+func (w *Worker) register(ctx context.Context) error {
+	rec := w.hostRecord()
+	capacity := map[string]any{"cpu": w.cfg.Capacity.CPU, "memoryMB": w.cfg.Capacity.Memory, "pids": w.cfg.Capacity.Pids}
+	data := map[string]any{"hostId": w.cfg.HostID, "drivers": rec["drivers"], "capacity": capacity, "startedAt": w.started}
+	if len(w.cfg.Labels) > 0 {
+		data["labels"] = w.cfg.Labels
+	}
+	e, err := events.New(events.HostRegistered, w.source, data,
+		events.WithHost(w.cfg.HostID), events.WithID(derive(w.cfg.HostID, "registered", w.started.UnixNano())))
+	if err != nil {
+		return err
+	}
+	if _, err := w.pub.Publish(ctx, e); err != nil {
+		return fmt.Errorf("worker: register: %w", err)
+	}
+	return w.beat(ctx)
+}
+
+func (w *Worker) beat(ctx context.Context) error {
+	b, _ := json.Marshal(w.hostRecord())
+	_, err := w.hosts.Put(ctx, w.cfg.HostID, b)
+	return err
+}
+
+func (w *Worker) heartbeat(ctx context.Context) error {
+	t := time.NewTicker(w.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := w.beat(ctx); err != nil && ctx.Err() == nil {
+				w.log.Warn("worker: heartbeat", "err", err)
+			}
+		}
+	}
+}
+
+// emit publishes a state event about a container.
+func (w *Worker) emit(ctx context.Context, typ, containerID, id string, data map[string]any, cause *events.Event) error {
+	data["containerId"], data["hostId"] = containerID, w.cfg.HostID
+	opts := []events.Option{events.WithHost(w.cfg.HostID), events.WithContainer(containerID), events.WithID(id)}
+	if cause != nil {
+		opts = append(opts, events.CausedBy(*cause))
+	}
+	e, err := events.New(typ, w.source, data, opts...)
+	if err != nil {
+		return err
+	}
+	_, err = w.pub.Publish(ctx, e)
+	return err
+}
