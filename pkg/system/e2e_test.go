@@ -28,6 +28,7 @@ type env struct {
 	sys    *system.System
 	c      *client.Client
 	local  *local.Driver
+	hosts  map[string]*system.System
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -48,7 +49,7 @@ func localRoot(t *testing.T) string {
 // host-a with the fake and local drivers, host-b with the fake driver.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, nats: natstest.Start(t)}
+	e := &env{t: t, nats: natstest.Start(t), hosts: map[string]*system.System{}}
 	e.ctx, e.cancel = context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(e.cancel)
 	var err error
@@ -82,6 +83,7 @@ func (e *env) addWorker(host string, drivers ...driver.Driver) *system.System {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { sys.Stop() })
+	e.hosts[host] = sys
 	return sys
 }
 
@@ -160,3 +162,4 @@ func TestLifecycleOverHTTP(t *testing.T) {
 		t.Fatalf("get after remove: %v; want not found", err)
 	}
 }
+

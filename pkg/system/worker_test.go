@@ -1,0 +1,95 @@
+package system_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/client"
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/driver/fake"
+	"github.com/openagent/orchestrator/pkg/driver/local"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+func localSpec(script string) api.CreateRequest {
+	spec := driver.DefaultConfig()
+	spec.Image, spec.Command = local.Image, []string{"/bin/sh", "-c", script}
+	return api.CreateRequest{Driver: "local", Start: true, Spec: spec}
+}
+
+// A restarted worker re-adopts its running local container: same process,
+// no second start in the audit log; and it reports the container that
+// exited while it was away.
+func TestWorkerRestartReadopts(t *testing.T) {
+	e := newEnv(t)
+	req := localSpec("echo up; exec sleep 600")
+	req.ContainerID = "adoptee"
+	if _, err := e.c.Create(e.ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	quitter := localSpec("sleep 1; exit 5")
+	quitter.ContainerID = "quitter"
+	if _, err := e.c.Create(e.ctx, quitter); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.local.Get(e.ctx, "adoptee")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.hosts["host-a"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the quitter exits meanwhile
+	again, err := local.New(e.local.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addWorker("host-a", fake.New(), again)
+
+	c := e.waitStatus("quitter", api.StatusExited)
+	if c.ExitCode != 5 {
+		t.Fatalf("quitter exit code %d; want 5", c.ExitCode)
+	}
+	after, err := again.Get(e.ctx, "adoptee")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Status != driver.StatusRunning || after.RuntimeID != before.RuntimeID {
+		t.Fatalf("adoptee %v pid %s; want still running as pid %s", after.Status, after.RuntimeID, before.RuntimeID)
+	}
+	if c, _ := e.c.Get(e.ctx, "adoptee"); c.Status != api.StatusRunning {
+		t.Fatalf("orchestrator says %s; want running", c.Status)
+	}
+	started := 0
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Container: "adoptee"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type() == events.ContainerStarted {
+			started++
+		}
+	}
+	if started != 1 {
+		t.Fatalf("%d started events for the adopted container; want 1", started)
+	}
+	// The adopted container is watched again: its end is noticed.
+	if _, err := e.c.Stop(e.ctx, "adoptee", time.Second, false); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus("adoptee", api.StatusStopped)
+}
+
+// A container that exits by itself is reported with its exit code; one
+// that runs out of memory is reported as OOM-killed.
+func TestExitsAreNoticed(t *testing.T) {
+	e := newEnv(t)
+	req := fakeSpec("--sleep", "200ms", "--exit", "9")
+	req.ContainerID, req.Start = "short", true
+	if _, err := e.c.Create(e.ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.waitStatus("short", api.StatusExited); c.ExitCode != 9 {
+		t.Fatalf("exit code %d; want 9", c.ExitCode)
+	}
+}
