@@ -162,4 +162,3 @@ func TestLifecycleOverHTTP(t *testing.T) {
 		t.Fatalf("get after remove: %v; want not found", err)
 	}
 }
-
