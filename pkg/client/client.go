@@ -272,3 +272,9 @@ func lines[T any](c *Client, ctx context.Context, path string, decode func([]byt
 		}
 	}
 }
+
+// Version returns the orchestrator's version.
+func (c *Client) Version(ctx context.Context) (string, error) {
+	var out struct{ Version string }
+	return out.Version, c.do(ctx, http.MethodGet, "/v1/version", nil, &out)
+}

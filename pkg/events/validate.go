@@ -192,12 +192,26 @@ func schemaError(eventType string, ve *jsonschema.ValidationError) *ValidationEr
 	case *kind.FalseSchema:
 		rule = "additionalProperties"
 	}
-	return &ValidationError{
-		Type:    eventType,
-		Field:   fieldPath(loc),
-		Rule:    rule,
-		Message: ve.ErrorKind.LocalizedString(english),
+	return &ValidationError{Type: eventType, Field: fieldPath(loc), Rule: rule, Message: describeKind(ve.ErrorKind)}
+}
+
+// describeKind says what a value broke, in words for people.
+func describeKind(k jsonschema.ErrorKind) string {
+	num := func(n interface{ Float64() (float64, bool) }) float64 { f, _ := n.Float64(); return f }
+	switch k := k.(type) {
+	case *kind.ExclusiveMinimum:
+		return fmt.Sprintf("must be > %v, got %v", num(k.Want), num(k.Got))
+	case *kind.Minimum:
+		return fmt.Sprintf("must be >= %v, got %v", num(k.Want), num(k.Got))
+	case *kind.Maximum:
+		return fmt.Sprintf("must be <= %v, got %v", num(k.Want), num(k.Got))
+	case *kind.Required, *kind.FalseSchema, *kind.AdditionalProperties:
+		if _, ok := k.(*kind.Required); ok {
+			return "missing"
+		}
+		return "not allowed here"
 	}
+	return k.LocalizedString(english)
 }
 
 // fieldPath renders an instance location as data.a.b[0].c.

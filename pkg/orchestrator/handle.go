@@ -116,11 +116,10 @@ func (o *Orchestrator) publish(ctx context.Context, typ string, data any, opts .
 func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*api.Accepted, error) {
 	if err := o.v.Validate(req); err != nil {
 		var ve *events.ValidationError
-		field := ""
 		if errors.As(err, &ve) {
-			field = ve.Field
+			return nil, reject("invalid", ve.Field, "", "%s: %s", ve.Field, ve.Message)
 		}
-		return nil, reject("invalid", field, "", "%v", err)
+		return nil, reject("invalid", "", "", "%v", err)
 	}
 	if events.KindOf(req.Type()) != events.KindRequest {
 		return nil, reject("invalid", "type", "", "%s is not a request", req.Type())

@@ -155,7 +155,7 @@ func (o *Orchestrator) await(w http.ResponseWriter, r *http.Request, acc *api.Ac
 		}
 		return
 	}
-	if rec.FailedRequest == acc.RequestID && rec.Error != nil && !done(rec) {
+	if rec.FailedRequest == acc.RequestID && rec.Error != nil {
 		e := *rec.Error
 		e.ID = rec.ID
 		writeError(w, &e)

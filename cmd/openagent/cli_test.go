@@ -1,0 +1,177 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openagent/orchestrator/internal/natstest"
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver/local"
+	"github.com/openagent/orchestrator/pkg/system"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	local.MaybeRunShim()
+	dir, err := os.MkdirTemp("", "openagent-cli-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "openagent")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func startSystem(t *testing.T) string {
+	t.Helper()
+	ns := natstest.Start(t)
+	data, err := os.MkdirTemp("", "openagent-cli-data-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(data, 0o711)
+	t.Cleanup(func() { os.RemoveAll(data) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sys, err := system.Start(ctx, system.Config{NATSURL: ns.ClientURL(), DataDir: data, HTTPAddr: "127.0.0.1:0",
+		Orchestrator: true, Worker: true, HostID: "cli-host", Drivers: []string{"local", "fake"},
+		Capacity: api.Resources{CPU: 2, Memory: 4096, Pids: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(run(t, sys.HTTPURL, "hosts").stdout, "cli-host") {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not register")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return sys.HTTPURL
+}
+
+func run(t *testing.T, server string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "OPENAGENT_SERVER="+server)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestCLI(t *testing.T) {
+	srv := startSystem(t)
+	must := func(args ...string) string {
+		t.Helper()
+		r := run(t, srv, args...)
+		if r.code != 0 {
+			t.Fatalf("openagent %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	id := strings.TrimSpace(must("run", "--name", "greeter", "--label", "team=ml", "host", "--", "/bin/sh", "-c", "echo hello; echo oops >&2; exec sleep 600"))
+	if len(id) != 24 {
+		t.Fatalf("run printed %q; want the container id", id)
+	}
+	if ps := must("ps"); !strings.Contains(ps, id[:12]) || !strings.Contains(ps, "greeter") || !strings.Contains(ps, "running") {
+		t.Fatalf("ps:\n%s", ps)
+	}
+	var c api.Container
+	if err := json.Unmarshal([]byte(must("inspect", "-o", "json", "greeter")), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != id || c.Driver != "local" || c.Host != "cli-host" || c.Labels["team"] != "ml" || c.Resources.Memory != 512 ||
+		!c.Security.ReadOnly || c.Security.User != "65534:65534" || c.Security.Capabilities.Drop[0] != "ALL" {
+		t.Fatalf("inspect: %+v", c)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r := run(t, srv, "logs", id); r.stdout != "hello\n" || r.stderr != "oops\n"; r = run(t, srv, "logs", id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs: stdout %q stderr %q", r.stdout, r.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := run(t, srv, "exec", id, "--", "/bin/sh", "-c", "id -u; exit 3"); r.code != 3 || r.stdout != "65534\n" {
+		t.Fatalf("exec: exit %d stdout %q; want 3 and 65534", r.code, r.stdout)
+	}
+	if r := run(t, srv, "exec", "--timeout", "300ms", id, "--", "sleep", "30"); r.code != 124 || !strings.Contains(r.stderr, "timeout") {
+		t.Fatalf("exec past its timeout: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r := run(t, srv, "rm", id); r.code != 1 || !strings.HasPrefix(r.stderr, "openagent: conflict:") || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("rm of a running container: exit %d stderr %q", r.code, r.stderr)
+	}
+	must("stop", "--timeout", "2s", id)
+	if r := run(t, srv, "ps", "--all", "-o", "json"); !strings.Contains(r.stdout, `"status":"stopped"`) || strings.Count(r.stdout, "\n") != 1 {
+		t.Fatalf("ps --all -o json: %q", r.stdout)
+	}
+	if ps := must("ps"); strings.Contains(ps, id[:12]) {
+		t.Fatalf("ps lists a stopped container:\n%s", ps)
+	}
+	must("rm", id)
+	events := must("events", "-o", "json", "--container", id)
+	var types []string
+	for _, line := range strings.Split(strings.TrimSpace(events), "\n") {
+		var e struct {
+			SpecVersion string `json:"specversion"`
+			Type        string `json:"type"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil || e.SpecVersion != "1.0" {
+			t.Fatalf("event line %q is not a structured CloudEvent", line)
+		}
+		types = append(types, strings.TrimPrefix(e.Type, "io.openagent."))
+	}
+	want := "container.placed container.created container.started exec.completed exec.completed container.stopped container.removed"
+	if got := strings.Join(types, " "); got != want {
+		t.Fatalf("events:\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestCLIErrors(t *testing.T) {
+	srv := startSystem(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"inspect", "nope"}, "openagent: not found: no container nope"},
+		{[]string{"run", "--cpu", "0", "host", "--", "true"}, "openagent: invalid: data.spec.resources.cpu: must be > 0, got 0"},
+		{[]string{"run", "--cpu", "64", "host", "--", "true"}, "openagent: resource limit: scheduler: no host fits: cli-host: cpu: 64 cores requested, 2 free of 2"},
+		{[]string{"run", "--env", "NOEQUALS", "host"}, "openagent: invalid: --env \"NOEQUALS\" is not K=V"},
+		{[]string{"ps", "-o", "yaml"}, "openagent: invalid: -o must be table or json, not \"yaml\""},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t, srv, tc.args...)
+			if r.code != 1 || !strings.HasPrefix(r.stderr, tc.want) || strings.Count(r.stderr, "\n") != 1 {
+				t.Fatalf("exit %d stderr %q; want 1 and one line starting %q", r.code, r.stderr, tc.want)
+			}
+		})
+	}
+	if r := run(t, "http://127.0.0.1:1", "ps"); r.code != 1 || !strings.HasPrefix(r.stderr, "openagent: unavailable:") {
+		t.Fatalf("no orchestrator: exit %d stderr %q", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,437 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/client"
+	"github.com/openagent/orchestrator/pkg/driver"
+)
+
+// keyValues parses repeated K=V flags.
+func keyValues(flag string, in []string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range in {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("invalid: --%s %q is not K=V", flag, kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (c *cli) runCmd(start bool) *cobra.Command {
+	var (
+		drv, name, session, network, user, workdir string
+		cpu                                        float64
+		memory, disk, pids                         int64
+		env, labels, volumes, capAdd, capDrop      []string
+		readOnly                                   bool
+	)
+	use, short := "run [flags] IMAGE [-- CMD ARGS...]", "Create and start a container; prints its id"
+	if !start {
+		use, short = "create [flags] IMAGE [-- CMD ARGS...]", "Create a container without starting it; prints its id"
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec := driver.DefaultConfig()
+			spec.Image, spec.Command = args[0], afterDash(args[1:])
+			f := cmd.Flags()
+			if f.Changed("cpu") {
+				spec.Resources.CPU = cpu
+			}
+			if f.Changed("memory") {
+				spec.Resources.MemoryMB = memory
+			}
+			if f.Changed("disk") {
+				spec.Resources.DiskMB = disk
+			}
+			if f.Changed("pids") {
+				spec.Resources.Pids = pids
+			}
+			if f.Changed("user") {
+				spec.Security.User = user
+			}
+			if f.Changed("read-only") {
+				spec.Security.ReadOnlyRoot = readOnly
+			}
+			if f.Changed("cap-drop") {
+				spec.Security.CapDrop = capDrop
+			}
+			spec.Security.CapAdd = capAdd
+			spec.SessionID, spec.Network, spec.WorkingDir = session, network, workdir
+			var err error
+			if spec.Env, err = keyValues("env", env); err != nil {
+				return err
+			}
+			if spec.Labels, err = keyValues("label", labels); err != nil {
+				return err
+			}
+			for _, v := range volumes {
+				m, err := parseVolume(v)
+				if err != nil {
+					return err
+				}
+				spec.Volumes = append(spec.Volumes, m)
+			}
+			if drv == "" && spec.Image == "host" {
+				drv = "local"
+			}
+			ct, err := c.client().Create(cmd.Context(), api.CreateRequest{Name: name, Driver: drv, Start: start, Spec: spec})
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(ct)
+			}
+			fmt.Fprintln(c.out, ct.ID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&drv, "driver", "", "driver: local, fake, docker (default: local for the host image, else any)")
+	f.StringVar(&name, "name", "", "a unique name")
+	f.StringVar(&session, "session", "", "session id (default: the container id)")
+	f.Float64Var(&cpu, "cpu", driver.DefaultCPU, "cpu cores")
+	f.Int64Var(&memory, "memory", driver.DefaultMemoryMB, "memory, MB")
+	f.Int64Var(&disk, "disk", driver.DefaultDiskMB, "disk, MB")
+	f.Int64Var(&pids, "pids", driver.DefaultPids, "processes")
+	f.StringArrayVar(&env, "env", nil, "environment variable K=V (repeatable)")
+	f.StringArrayVar(&labels, "label", nil, "label K=V (repeatable)")
+	f.StringArrayVar(&volumes, "volume", nil, "mount SRC:DST[:ro]; SRC a host path or a volume name (repeatable)")
+	f.StringVar(&network, "network", "", "network")
+	f.StringVar(&user, "user", driver.DefaultUser, "user uid[:gid] or name")
+	f.BoolVar(&readOnly, "read-only", true, "read-only root filesystem")
+	f.StringArrayVar(&capAdd, "cap-add", nil, "capability to add (repeatable)")
+	f.StringArrayVar(&capDrop, "cap-drop", []string{"ALL"}, "capability to drop (repeatable)")
+	f.StringVar(&workdir, "workdir", "", "working directory")
+	f.SetInterspersed(false)
+	return cmd
+}
+
+// afterDash drops the "--" that separates a command from the CLI's own
+// arguments.
+func afterDash(args []string) []string {
+	if len(args) > 0 && args[0] == "--" {
+		return args[1:]
+	}
+	return args
+}
+
+func parseVolume(s string) (driver.VolumeMount, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" || len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw" {
+		return driver.VolumeMount{}, fmt.Errorf("invalid: --volume %q is not SRC:DST[:ro]", s)
+	}
+	m := driver.VolumeMount{Type: driver.MountBind, Source: parts[0], Target: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"}
+	if !strings.HasPrefix(m.Source, "/") {
+		m.Type = driver.MountVolume
+	}
+	return m, nil
+}
+
+func (c *cli) showContainer(ct *api.Container) error {
+	if c.json() {
+		return c.emit(ct)
+	}
+	b, _ := json.MarshalIndent(ct, "", "  ")
+	fmt.Fprintln(c.out, string(b))
+	return nil
+}
+
+func (c *cli) startCmd() *cobra.Command {
+	return &cobra.Command{Use: "start ID", Short: "Start a container", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ct, err := c.client().Start(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		if c.json() {
+			return c.emit(ct)
+		}
+		fmt.Fprintln(c.out, ct.ID)
+		return nil
+	}}
+}
+
+func (c *cli) stopCmd() *cobra.Command {
+	var timeout time.Duration
+	var force bool
+	cmd := &cobra.Command{Use: "stop [--timeout DURATION] [--force] ID", Short: "Stop a container: SIGTERM, then SIGKILL after the timeout",
+		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+			ct, err := c.client().Stop(cmd.Context(), args[0], timeout, force)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(ct)
+			}
+			fmt.Fprintln(c.out, ct.ID)
+			return nil
+		}}
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	cmd.Flags().BoolVar(&force, "force", false, "SIGKILL at once")
+	return cmd
+}
+
+func (c *cli) rmCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{Use: "rm [--force] ID", Short: "Remove a container", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		if err := c.client().Remove(cmd.Context(), args[0], force); err != nil {
+			return err
+		}
+		if c.json() {
+			return c.emit(map[string]string{"id": args[0], "status": "removed"})
+		}
+		fmt.Fprintln(c.out, args[0])
+		return nil
+	}}
+	cmd.Flags().BoolVar(&force, "force", false, "kill a running container first")
+	return cmd
+}
+
+func (c *cli) psCmd() *cobra.Command {
+	var all bool
+	var session, status string
+	var labels []string
+	cmd := &cobra.Command{Use: "ps [--all] [--session ID] [--label K=V]... [--status STATUS]", Short: "List running containers, or with --all every one not removed",
+		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+			lbls, err := keyValues("label", labels)
+			if err != nil {
+				return err
+			}
+			list, err := c.client().List(cmd.Context(), client.ListOptions{All: all, Session: session, Status: status, Labels: lbls})
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				for _, ct := range list {
+					if err := c.emit(ct); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tDRIVER\tHOST\tSTATUS\tCREATED")
+			for _, ct := range list {
+				status := string(ct.Status)
+				if ct.Status == api.StatusExited || ct.Status == api.StatusStopped {
+					status += fmt.Sprintf(" (%d)", ct.ExitCode)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", short(ct.ID), ct.Name, ct.Image, ct.Driver, ct.Host, status, ago(ct.CreatedAt))
+			}
+			return tw.Flush()
+		}}
+	f := cmd.Flags()
+	f.BoolVarP(&all, "all", "a", false, "every container not removed")
+	f.StringVar(&session, "session", "", "only this session's")
+	f.StringVar(&status, "status", "", "only in this status: pending, created, running, exited, stopped, failed, lost")
+	f.StringArrayVar(&labels, "label", nil, "only with label K=V (repeatable, all must match)")
+	return cmd
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func (c *cli) inspectCmd() *cobra.Command {
+	return &cobra.Command{Use: "inspect ID", Short: "Show a container", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		ct, err := c.client().Get(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		return c.showContainer(ct)
+	}}
+}
+
+func (c *cli) logsCmd() *cobra.Command {
+	var follow, timestamps bool
+	var tail int
+	var since time.Duration
+	cmd := &cobra.Command{Use: "logs [--follow] [--tail N] [--timestamps] [--since DURATION] ID", Short: "Print a container's output",
+		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+			opts := client.LogOptions{Follow: follow, Tail: tail, Timestamps: timestamps}
+			if since > 0 {
+				opts.Since = time.Now().Add(-since)
+			}
+			for e, err := range c.client().Logs(cmd.Context(), args[0], opts) {
+				if err != nil {
+					return err
+				}
+				if c.json() {
+					if err := c.emit(e); err != nil {
+						return err
+					}
+					continue
+				}
+				w := c.out
+				if e.Stream == driver.Stderr {
+					w = c.errOut
+				}
+				if timestamps {
+					fmt.Fprintf(w, "%s %s\n", e.Time.Format(time.RFC3339Nano), e.Line)
+				} else {
+					fmt.Fprintln(w, e.Line)
+				}
+			}
+			return nil
+		}}
+	f := cmd.Flags()
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new output until the container stops")
+	f.IntVar(&tail, "tail", 0, "only the last N lines")
+	f.BoolVarP(&timestamps, "timestamps", "t", false, "prefix each line with its time")
+	f.DurationVar(&since, "since", 0, "only output of the last DURATION")
+	return cmd
+}
+
+func (c *cli) execCmd() *cobra.Command {
+	var timeout time.Duration
+	var env []string
+	var workdir string
+	cmd := &cobra.Command{Use: "exec [--timeout DURATION] [--env K=V]... ID -- CMD ARGS...", Short: "Run a command in a running container; exits with its code",
+		Args: cobra.MinimumNArgs(2), RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := keyValues("env", env)
+			if err != nil {
+				return err
+			}
+			command := afterDash(args[1:])
+			if len(command) == 0 {
+				return fmt.Errorf("invalid: exec needs a command after the id")
+			}
+			res, err := c.client().Exec(cmd.Context(), args[0], api.ExecRequest{Command: command, Env: e, WorkingDir: workdir, TimeoutMs: timeout.Milliseconds()})
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				if err := c.emit(res); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprint(c.out, res.Stdout)
+				fmt.Fprint(c.errOut, res.Stderr)
+				if res.TimedOut {
+					fmt.Fprintf(c.errOut, "openagent: timeout: the command ran past %s and was killed\n", timeout)
+				}
+			}
+			switch {
+			case res.TimedOut:
+				return &exitError{code: 124}
+			case res.ExitCode != 0:
+				return &exitError{code: res.ExitCode}
+			}
+			return nil
+		}}
+	f := cmd.Flags()
+	f.DurationVar(&timeout, "timeout", 0, "kill the command after DURATION (exit code 124)")
+	f.StringArrayVar(&env, "env", nil, "environment variable K=V (repeatable)")
+	f.StringVar(&workdir, "workdir", "", "working directory")
+	f.SetInterspersed(false)
+	return cmd
+}
+
+func (c *cli) hostsCmd() *cobra.Command {
+	return &cobra.Command{Use: "hosts", Short: "List registered hosts", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		hosts, err := c.client().Hosts(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if c.json() {
+			for _, h := range hosts {
+				if err := c.emit(h); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tDRIVERS\tCPU\tMEMORY MB\tCONTAINERS\tLIVE\tLAST SEEN")
+		for _, h := range hosts {
+			var names []string
+			for _, d := range h.Drivers {
+				names = append(names, d.Name)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%g/%g\t%d/%d\t%d\t%v\t%s\n", h.ID, strings.Join(names, ","), h.Allocated.CPU, h.Capacity.CPU,
+				h.Allocated.Memory, h.Capacity.Memory, h.Containers, h.Live, ago(h.LastSeen))
+		}
+		return tw.Flush()
+	}}
+}
+
+func (c *cli) eventsCmd() *cobra.Command {
+	var follow bool
+	var typ, container, session string
+	var since time.Duration
+	cmd := &cobra.Command{Use: "events [--follow] [--type PREFIX] [--container ID] [--session ID] [--since DURATION]", Short: "Print events of the audit log",
+		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+			f := client.EventFilter{Follow: follow, Type: typ, Container: container, Session: session}
+			if since > 0 {
+				f.Since = time.Now().Add(-since)
+			}
+			for e, err := range c.client().Events(cmd.Context(), f) {
+				if err != nil {
+					return err
+				}
+				if c.json() {
+					if err := c.emit(e); err != nil {
+						return err
+					}
+					continue
+				}
+				about := ""
+				for _, ext := range []string{"containerid", "hostid"} {
+					if v, ok := e.Extensions()[ext]; ok {
+						about += fmt.Sprintf(" %s=%v", strings.TrimSuffix(ext, "id"), v)
+					}
+				}
+				fmt.Fprintf(c.out, "%s  %s%s\n", e.Time().Format(time.RFC3339Nano), strings.TrimPrefix(e.Type(), "io.openagent."), about)
+			}
+			return nil
+		}}
+	f := cmd.Flags()
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	f.StringVar(&typ, "type", "", "only types starting with PREFIX (e.g. container. or io.openagent.request.)")
+	f.StringVar(&container, "container", "", "only this container's")
+	f.StringVar(&session, "session", "", "only this session's")
+	f.DurationVar(&since, "since", 0, "only events of the last DURATION")
+	return cmd
+}
+
+var cliVersion = "0.1.0"
+
+func (c *cli) versionCmd() *cobra.Command {
+	return &cobra.Command{Use: "version", Short: "Print the CLI's and the orchestrator's versions", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		server := "unreachable"
+		if v, err := c.client().Version(cmd.Context()); err == nil {
+			server = v
+		}
+		if c.json() {
+			return c.emit(map[string]string{"client": cliVersion, "server": server})
+		}
+		fmt.Fprintf(c.out, "client %s\nserver %s\n", cliVersion, server)
+		return nil
+	}}
+}
+

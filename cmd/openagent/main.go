@@ -1,0 +1,107 @@
+// Command openagent is the CLI of OpenAgent, built on the Go SDK
+// (pkg/client) against the orchestrator's HTTP API.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/openagent/orchestrator/pkg/client"
+)
+
+// exitError ends the CLI with a code and no message of its own (exec
+// passes on its command's exit code).
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	stop()
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "openagent: "+describe(err))
+		os.Exit(1)
+	}
+}
+
+// describe renders an error as one line naming its kind and the id or
+// field concerned.
+func describe(err error) string {
+	var ce *client.Error
+	if !errors.As(err, &ce) {
+		return err.Error()
+	}
+	kind := map[string]string{"not_found": "not found", "resource_limit": "resource limit", "not_supported": "not supported",
+		"too_large": "too large"}[ce.Kind]
+	if kind == "" {
+		kind = ce.Kind
+	}
+	msg := kind + ": " + ce.Message
+	switch {
+	case ce.Field != "" && !strings.Contains(ce.Message, ce.Field):
+		msg += " (field " + ce.Field + ")"
+	case ce.Field == "" && ce.ID != "" && !strings.Contains(ce.Message, ce.ID):
+		msg += " (id " + ce.ID + ")"
+	}
+	return msg
+}
+
+type cli struct {
+	server string
+	output string
+	out    io.Writer
+	errOut io.Writer
+}
+
+func (c *cli) client() *client.Client { return client.New(c.server) }
+
+func (c *cli) json() bool { return c.output == "json" }
+
+// emit writes one JSON object on a line.
+func (c *cli) emit(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.out, "%s\n", b)
+	return err
+}
+
+func newRoot(out, errOut io.Writer) *cobra.Command {
+	c := &cli{out: out, errOut: errOut}
+	root := &cobra.Command{
+		Use:           "openagent",
+		Short:         "Run and manage agent sandboxes on an OpenAgent orchestrator",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if c.output != "table" && c.output != "json" {
+				return fmt.Errorf("invalid: -o must be table or json, not %q", c.output)
+			}
+			return nil
+		},
+	}
+	server := os.Getenv("OPENAGENT_SERVER")
+	if server == "" {
+		server = client.DefaultServer
+	}
+	root.PersistentFlags().StringVar(&c.server, "server", server, "orchestrator URL (env OPENAGENT_SERVER)")
+	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output: table or json (one object per line)")
+	root.AddCommand(c.runCmd(true), c.runCmd(false), c.startCmd(), c.stopCmd(), c.rmCmd(), c.psCmd(), c.inspectCmd(),
+		c.logsCmd(), c.execCmd(), c.hostsCmd(), c.eventsCmd(), c.versionCmd(), c.benchCmd())
+	return root
+}

@@ -1,0 +1,82 @@
+// Command worker runs the OpenAgent agent of one host: it registers the
+// host with the orchestrator through NATS, runs its commands through the
+// host's drivers and reports what happens.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver/local"
+	"github.com/openagent/orchestrator/pkg/system"
+	"github.com/openagent/orchestrator/pkg/worker"
+)
+
+func main() {
+	local.MaybeRunShim()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	capacity := system.MachineCapacity()
+	home, _ := os.UserHomeDir()
+	var (
+		natsURL = flag.String("nats-url", "nats://127.0.0.1:4222", "the NATS JetStream server")
+		hostID  = flag.String("host-id", "", "this host's id (default: the hostname)")
+		labels  = flag.String("labels", "", "labels of this host: k=v,k=v")
+		drivers = flag.String("drivers", "local,fake", "drivers to offer: local, fake")
+		cpu     = flag.Float64("cpu", capacity.CPU, "cpu cores to offer")
+		memory  = flag.Int64("memory", capacity.Memory, "memory to offer, MB")
+		pids    = flag.Int64("pids", capacity.Pids, "processes to offer")
+		dataDir = flag.String("data-dir", filepath.Join(home, ".local", "share", "openagent-worker"), "where the local driver keeps its state")
+	)
+	flag.Parse()
+	lbls := map[string]string{}
+	for _, kv := range strings.Split(*labels, ",") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--labels: %q is not k=v", kv)
+		}
+		lbls[k] = v
+	}
+	if *cpu <= 0 || *memory <= 0 || *pids <= 0 {
+		return fmt.Errorf("--cpu, --memory and --pids must be positive")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(*dataDir, 0o711); err != nil {
+		return err
+	}
+	drvs, err := system.Drivers(*dataDir, strings.Split(*drivers, ","))
+	if err != nil {
+		return err
+	}
+	sys, err := system.Start(ctx, system.Config{NATSURL: *natsURL, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := sys.AddWorker(ctx, worker.Config{HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log,
+		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids}}); err != nil {
+		sys.Stop()
+		return err
+	}
+	log.Info("worker running", "nats", *natsURL, "drivers", *drivers)
+	<-ctx.Done()
+	log.Info("shutting down; containers keep running")
+	return sys.Stop()
+}
