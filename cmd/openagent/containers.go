@@ -434,4 +434,3 @@ func (c *cli) versionCmd() *cobra.Command {
 		return nil
 	}}
 }
-

@@ -38,33 +38,48 @@ const waitLimit = 60 * time.Second
 // Handler returns the HTTP API. See openapi.json.
 func (o *Orchestrator) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-o.ready:
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-		default:
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
-		}
-	})
-	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"version": Version})
-	})
-	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(openAPI)
-	})
-	mux.HandleFunc("POST /v1/containers", o.httpCreate)
-	mux.HandleFunc("GET /v1/containers", o.httpList)
-	mux.HandleFunc("GET /v1/containers/{id}", o.httpGet)
-	mux.HandleFunc("POST /v1/containers/{id}/start", o.httpStart)
-	mux.HandleFunc("POST /v1/containers/{id}/stop", o.httpStop)
-	mux.HandleFunc("DELETE /v1/containers/{id}", o.httpRemove)
-	mux.HandleFunc("POST /v1/containers/{id}/exec", o.httpExec)
-	mux.HandleFunc("GET /v1/containers/{id}/logs", o.httpLogs)
-	mux.HandleFunc("GET /v1/hosts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, o.Hosts()) })
-	mux.HandleFunc("GET /v1/events", o.httpEvents)
-	mux.HandleFunc("POST /v1/events", o.httpCloudEvent)
+	for _, rt := range o.routes() {
+		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
+	}
 	return mux
+}
+
+type route struct {
+	method, path string
+	handler      http.HandlerFunc
+}
+
+// routes lists the API; the OpenAPI document describes exactly these, as a
+// test checks.
+func (o *Orchestrator) routes() []route {
+	return []route{
+		{"GET", "/healthz", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-o.ready:
+				writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+			default:
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
+			}
+		}},
+		{"GET", "/v1/version", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"version": Version})
+		}},
+		{"GET", "/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(openAPI)
+		}},
+		{"POST", "/v1/containers", o.httpCreate},
+		{"GET", "/v1/containers", o.httpList},
+		{"GET", "/v1/containers/{id}", o.httpGet},
+		{"DELETE", "/v1/containers/{id}", o.httpRemove},
+		{"POST", "/v1/containers/{id}/start", o.httpStart},
+		{"POST", "/v1/containers/{id}/stop", o.httpStop},
+		{"POST", "/v1/containers/{id}/exec", o.httpExec},
+		{"GET", "/v1/containers/{id}/logs", o.httpLogs},
+		{"GET", "/v1/hosts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, o.Hosts()) }},
+		{"GET", "/v1/events", o.httpEvents},
+		{"POST", "/v1/events", o.httpCloudEvent},
+	}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -143,6 +143,9 @@ func (s *System) startNATS(cfg Config) error {
 			if port, err = strconv.Atoi(p); err != nil {
 				return fmt.Errorf("system: nats listen port %q: %w", p, err)
 			}
+			if port == 0 {
+				port = server.RANDOM_PORT // nats-server reads 0 as its default port
+			}
 			host = h
 		}
 		if cfg.DataDir == "" {
@@ -177,7 +180,7 @@ func (s *System) run(name string, f func() error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := f(); err != nil {
+		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Error("system: component stopped", "component", name, "err", err)
 			s.mu.Lock()
 			s.errs = append(s.errs, fmt.Errorf("%s: %w", name, err))
