@@ -1,8 +1,53 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/openagent/orchestrator/pkg/bench"
+)
 
 func (c *cli) benchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure the system"}
+	var cfg bench.LifecycleConfig
+	var sync string
+	lifecycle := &cobra.Command{
+		Use:   "lifecycle [--embedded] [--hosts N] [--clients C] [--requests N] [--sync always|interval]",
+		Short: "Request → running latency and throughput through the bus, with bare-bus baselines of the same run",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch sync {
+			case "interval":
+			case "always":
+				cfg.SyncAlways = true
+			default:
+				return fmt.Errorf("invalid: --sync must be always or interval, not %q", sync)
+			}
+			res, err := bench.Lifecycle(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(res)
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "requests\t%d (%d clients, %d hosts, sync %s, %d errors)\n", res.Requests, res.Clients, res.Hosts, res.Sync, res.Errors)
+			fmt.Fprintf(tw, "request → running\tp50 %.3f ms\tp90 %.3f ms\tp99 %.3f ms\n", res.LatencyP50, res.LatencyP90, res.LatencyP99)
+			fmt.Fprintf(tw, "throughput\t%.0f starts/s\n", res.Throughput)
+			fmt.Fprintf(tw, "baseline JetStream publish\tp50 %.3f ms\tp99 %.3f ms\n", res.BaselineJSPublish, res.BaselineJSPublish99)
+			fmt.Fprintf(tw, "baseline request/reply\tp50 %.3f ms\tp99 %.3f ms\n", res.BaselineReqReply, res.BaselineReqReply99)
+			return tw.Flush()
+		},
+	}
+	f := lifecycle.Flags()
+	f.BoolVar(&cfg.Embedded, "embedded", false, "start a system in this process with --hosts simulated hosts (fake driver)")
+	f.StringVar(&cfg.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS of a running system (without --embedded)")
+	f.IntVar(&cfg.Hosts, "hosts", 100, "simulated hosts (with --embedded)")
+	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
+	f.IntVar(&cfg.Requests, "requests", 10000, "container starts in all")
+	f.StringVar(&sync, "sync", "interval", "the embedded server's fsync: always or interval")
+	cmd.AddCommand(lifecycle)
 	return cmd
 }
