@@ -31,8 +31,17 @@ type ListQuery struct {
 
 func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
+	// A subscription's handler runs one message at a time; requests are
+	// handled concurrently, up to the orchestrator's bound.
+	slots := make(chan struct{}, o.conc)
 	add := func(subject string, h nats.MsgHandler) error {
-		s, err := o.nc.QueueSubscribe(subject, "orchestrator", h)
+		s, err := o.nc.QueueSubscribe(subject, "orchestrator", func(m *nats.Msg) {
+			slots <- struct{}{}
+			go func() {
+				defer func() { <-slots }()
+				h(m)
+			}()
+		})
 		if err == nil {
 			subs = append(subs, s)
 		}
