@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/openagent/orchestrator/pkg/bench"
+	"github.com/openagent/orchestrator/pkg/system"
 )
 
 func (c *cli) benchCmd() *cobra.Command {
@@ -48,6 +51,58 @@ func (c *cli) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	f.IntVar(&cfg.Requests, "requests", 10000, "container starts in all")
 	f.StringVar(&sync, "sync", "interval", "the embedded server's fsync: always or interval")
-	cmd.AddCommand(lifecycle)
+	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd())
+	return cmd
+}
+
+func (c *cli) benchMemoryCmd() *cobra.Command {
+	var cfg bench.MemoryConfig
+	cmd := &cobra.Command{
+		Use:   "memory [--containers N] [--hosts N]",
+		Short: "The orchestrator's resident memory while it tracks N containers (it runs as its own process)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			cfg.Orchestrator = func(natsURL string) *exec.Cmd {
+				return exec.Command(self, "bench", "orchestrator", "--nats-url", natsURL)
+			}
+			res, err := bench.Memory(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(res)
+			}
+			fmt.Fprintf(c.out, "orchestrator RSS: %.1f MB idle, %.1f MB tracking %d containers (%.0f creates/s, %d errors)\n",
+				res.IdleRSSMB, res.RSSMB, res.Containers, res.CreatePerS, res.Errors)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&cfg.Containers, "containers", 100000, "containers to track")
+	cmd.Flags().IntVar(&cfg.Hosts, "hosts", 10, "simulated hosts (fake driver)")
+	cmd.Flags().IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
+	return cmd
+}
+
+// benchOrchestratorCmd runs an orchestrator alone, for bench memory.
+func benchOrchestratorCmd() *cobra.Command {
+	var natsURL string
+	cmd := &cobra.Command{
+		Use:    "orchestrator --nats-url URL",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sys, err := system.Start(cmd.Context(), system.Config{NATSURL: natsURL, Orchestrator: true})
+			if err != nil {
+				return err
+			}
+			<-cmd.Context().Done()
+			return sys.Stop()
+		},
+	}
+	cmd.Flags().StringVar(&natsURL, "nats-url", "", "NATS server")
 	return cmd
 }

@@ -8,7 +8,7 @@ import (
 // BenchmarkLifecycle runs b.N container starts through an embedded system:
 // go test -bench Lifecycle -cpuprofile cpu.out ./pkg/bench
 func BenchmarkLifecycle(b *testing.B) {
-	res, err := Lifecycle(context.Background(), LifecycleConfig{Embedded: true, Hosts: 20, Clients: 64, Requests: max(b.N, 64), Baseline: 200})
+	res, err := Lifecycle(context.Background(), LifecycleConfig{Embedded: true, Hosts: 100, Clients: 64, Requests: max(b.N, 64), Baseline: 200})
 	if err != nil {
 		b.Fatal(err)
 	}
