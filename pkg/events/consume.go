@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -98,7 +99,10 @@ func Consume(ctx context.Context, cons jetstream.Consumer, v *Validator, h Handl
 			c.progress = 10 * time.Second
 		}
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * c.concurrency))
+	// Short pull expiries make heartbeats frequent, so that a consumer lost
+	// with a server restart is noticed within seconds.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2*c.concurrency), jetstream.PullExpiry(5*time.Second),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return err
 	}
@@ -118,11 +122,19 @@ func Consume(ctx context.Context, cons jetstream.Consumer, v *Validator, h Handl
 		msg, err := iter.Next()
 		if err != nil {
 			<-slots
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, nats.ErrConnectionClosed) {
-				if ctx.Err() != nil {
-					return nil
-				}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, nats.ErrConnectionClosed) {
 				return err
+			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) {
+				return fmt.Errorf("%w: %w", ErrConsumerGone, err)
+			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				if _, ierr := cons.Info(ctx); errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+					return fmt.Errorf("%w: %w", ErrConsumerGone, ierr)
+				}
 			}
 			c.log.Warn("events: pull failed", "err", err)
 			continue

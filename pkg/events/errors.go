@@ -15,6 +15,10 @@ var (
 	// ErrUnsafeConfig: a stream, bucket or consumer is configured in a way
 	// that could lose events; start-up refuses it.
 	ErrUnsafeConfig = errors.New("events: unsafe configuration")
+	// ErrConsumerGone: Consume's consumer no longer exists on the server
+	// (deleted, or a consumer kept in memory lost with a restart); create
+	// it again and consume anew.
+	ErrConsumerGone = errors.New("events: consumer gone")
 )
 
 // ValidationError says which field of an event broke which rule. It matches

@@ -93,3 +93,35 @@ func TestExitsAreNoticed(t *testing.T) {
 		t.Fatalf("exit code %d; want 9", c.ExitCode)
 	}
 }
+
+// After the NATS server restarts, everything carries on: the workers'
+// command consumers, kept in memory by the server, are created again.
+func TestNATSRestart(t *testing.T) {
+	e := newEnv(t)
+	before := fakeSpec("--forever")
+	before.ContainerID, before.Start = "before", true
+	if _, err := e.c.Create(e.ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	e.nats.Restart()
+	after := fakeSpec("--forever")
+	after.ContainerID, after.Start = "after", true
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		c, err := e.c.Create(e.ctx, after)
+		if err == nil && c.Status == api.StatusRunning {
+			break
+		}
+		if err == nil {
+			e.waitStatus("after", api.StatusRunning)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no container runs after the restart: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if c, _ := e.c.Get(e.ctx, "before"); c == nil || c.Status != api.StatusRunning {
+		t.Fatalf("the container from before the restart: %+v", c)
+	}
+}

@@ -113,14 +113,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.reconcile(gctx); err != nil {
 		w.log.Warn("worker: reconcile", "err", err)
 	}
-	cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.StreamCommands, events.ConsumerConfig("worker-"+w.cfg.HostID, events.CommandFilter(w.cfg.HostID)))
-	if err != nil {
-		return fmt.Errorf("worker: command consumer: %w", err)
-	}
-	g.Go(func() error {
-		return events.Consume(gctx, cons, w.cfg.Validator, w.handle, events.WithConcurrency(w.cfg.Concurrency), events.WithLogger(w.log),
-			events.WithGiveUp(func(ctx context.Context, d *events.Delivery, cause error) { w.fail(ctx, d.Event, cause) }))
-	})
+	g.Go(func() error { return w.consumeCommands(gctx) })
 	sub, err := w.serveLogs(gctx)
 	if err != nil {
 		return err
@@ -129,6 +122,33 @@ func (w *Worker) Run(ctx context.Context) error {
 	_ = sub.Drain()
 	w.watchers.Wait()
 	return err
+}
+
+// consumeCommands runs the host's commands, creating its consumer again
+// whenever the server lost it.
+func (w *Worker) consumeCommands(ctx context.Context) error {
+	for {
+		cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.StreamCommands,
+			events.WorkQueueConsumerConfig("worker-"+w.cfg.HostID, events.CommandFilter(w.cfg.HostID)))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			w.log.Warn("worker: command consumer", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		err = events.Consume(ctx, cons, w.cfg.Validator, w.handle, events.WithConcurrency(w.cfg.Concurrency), events.WithLogger(w.log),
+			events.WithGiveUp(func(ctx context.Context, d *events.Delivery, cause error) { w.fail(ctx, d.Event, cause) }))
+		if !errors.Is(err, events.ErrConsumerGone) {
+			return err
+		}
+		w.log.Info("worker: command consumer lost; creating it again", "err", err)
+	}
 }
 
 func (w *Worker) hostRecord() map[string]any {
