@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/exec"
 	"text/tabwriter"
@@ -57,6 +59,7 @@ func (c *cli) benchCmd() *cobra.Command {
 
 func (c *cli) benchMemoryCmd() *cobra.Command {
 	var cfg bench.MemoryConfig
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "memory [--containers N] [--hosts N]",
 		Short: "The orchestrator's resident memory while it tracks N containers (it runs as its own process)",
@@ -67,7 +70,7 @@ func (c *cli) benchMemoryCmd() *cobra.Command {
 				return err
 			}
 			cfg.Orchestrator = func(natsURL string) *exec.Cmd {
-				return exec.Command(self, "bench", "orchestrator", "--nats-url", natsURL)
+				return exec.Command(self, "bench", "orchestrator", "--nats-url", natsURL, "--pprof", pprofAddr)
 			}
 			res, err := bench.Memory(cmd.Context(), cfg)
 			if err != nil {
@@ -84,17 +87,21 @@ func (c *cli) benchMemoryCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Containers, "containers", 100000, "containers to track")
 	cmd.Flags().IntVar(&cfg.Hosts, "hosts", 10, "simulated hosts (fake driver)")
 	cmd.Flags().IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
+	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "have the orchestrator serve net/http/pprof on this address")
 	return cmd
 }
 
 // benchOrchestratorCmd runs an orchestrator alone, for bench memory.
 func benchOrchestratorCmd() *cobra.Command {
-	var natsURL string
+	var natsURL, pprofAddr string
 	cmd := &cobra.Command{
 		Use:    "orchestrator --nats-url URL",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if pprofAddr != "" {
+				go http.ListenAndServe(pprofAddr, nil) // net/http/pprof's handlers
+			}
 			sys, err := system.Start(cmd.Context(), system.Config{NATSURL: natsURL, Orchestrator: true})
 			if err != nil {
 				return err
@@ -104,5 +111,6 @@ func benchOrchestratorCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&natsURL, "nats-url", "", "NATS server")
+	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address, to profile")
 	return cmd
 }

@@ -239,7 +239,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*api.Accep
 		}
 		return nil, reject(kind, "", d.ContainerID, "%v", err)
 	}
-	r := &record{Container: api.Container{ID: d.ContainerID, Name: d.Name, Host: plan.HostID, Driver: plan.Driver, RequestID: req.ID()}, Spec: d.Spec}
+	r := &record{Container: api.Container{ID: d.ContainerID, Name: d.Name, Host: plan.HostID, Driver: plan.Driver, RequestID: strings.Clone(req.ID())}, Spec: d.Spec}
 	api.FromSpec(&r.Container, d.Spec)
 	if taken := o.state.reserve(r); taken != "" {
 		if taken == "name" {

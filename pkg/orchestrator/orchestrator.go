@@ -134,7 +134,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	// Write what the projection learnt last, for the next start.
 	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if ferr := o.state.flush(fctx, o.containers); ferr != nil {
+	if ferr := o.state.flush(fctx, o.js, o.containers); ferr != nil {
 		o.log.Warn("orchestrator: final flush", "err", ferr)
 	}
 	return err
@@ -193,7 +193,7 @@ func (o *Orchestrator) flushLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := o.state.flush(ctx, o.containers); err != nil && ctx.Err() == nil {
+			if err := o.state.flush(ctx, o.js, o.containers); err != nil && ctx.Err() == nil {
 				o.log.Warn("orchestrator: write state", "err", err)
 			}
 		}

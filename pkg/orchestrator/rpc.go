@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -96,7 +97,13 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 
 func (o *Orchestrator) respondJSON(m *nats.Msg, v any) {
 	b, _ := json.Marshal(v)
-	_ = m.Respond(b)
+	if int64(len(b)) > o.nc.MaxPayload() {
+		b, _ = json.Marshal(&api.Error{Kind: "too_large", Message: fmt.Sprintf(
+			"the answer is %d bytes, more than NATS carries (%d); narrow the query or use the HTTP API", len(b), o.nc.MaxPayload())})
+	}
+	if err := m.Respond(b); err != nil {
+		o.log.Warn("orchestrator: reply", "subject", m.Subject, "err", err)
+	}
 }
 
 // Container returns a container by id or name.

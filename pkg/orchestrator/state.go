@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -159,7 +160,9 @@ func (s *state) apply(seq uint64, e events.Event) {
 			s.setStatus(r, api.StatusFailed) // release a stale reservation elsewhere
 		}
 		r.Host, r.Driver, r.Name, r.Spec, r.CreatedAt = d.HostID, d.Driver, d.Name, d.Spec, e.Time()
-		r.RequestID = events.CorrelationID(e)
+		// Clone what comes from a message's headers: a substring would keep
+		// the whole header block alive for as long as the record.
+		r.RequestID = strings.Clone(events.CorrelationID(e))
 		api.FromSpec(&r.Container, d.Spec)
 		if r.Name != "" {
 			s.names[r.Name] = r.ID
@@ -234,7 +237,7 @@ func (s *state) applyContainer(r *record, e events.Event) {
 			delete(s.names, r.Name)
 		}
 	case events.ContainerFailed:
-		r.Error, r.FailedRequest = d.Error, events.CorrelationID(e)
+		r.Error, r.FailedRequest = d.Error, strings.Clone(events.CorrelationID(e))
 		if d.Operation == "place" || d.Operation == "create" {
 			s.setStatus(r, api.StatusFailed)
 		}
@@ -335,8 +338,10 @@ func (s *state) list() []*record {
 }
 
 // flush writes the changed records and then the cursor to the bucket, so
-// that a restart resumes from a consistent point.
-func (s *state) flush(ctx context.Context, kv jetstream.KeyValue) error {
+// that a restart resumes from a consistent point. Puts are pipelined: the
+// bucket is written as fast as the server stores, and the dirty set never
+// piles up.
+func (s *state) flush(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) error {
 	s.mu.Lock()
 	if len(s.dirty) == 0 {
 		s.mu.Unlock()
@@ -361,10 +366,23 @@ func (s *state) flush(ctx context.Context, kv jetstream.KeyValue) error {
 	seq := s.seq
 	clear(s.dirty)
 	s.mu.Unlock()
-	for _, p := range puts {
-		if _, err := kv.Put(ctx, p.key, p.val); err != nil {
+	prefix := "$KV." + kv.Bucket() + "."
+	var futures []jetstream.PubAckFuture
+	for i, p := range puts {
+		f, err := js.PublishAsync(prefix+p.key, p.val)
+		if err != nil {
 			return err
 		}
+		futures = append(futures, f)
+		if i%256 == 255 {
+			if err := awaitAll(ctx, futures); err != nil {
+				return err
+			}
+			futures = futures[:0]
+		}
+	}
+	if err := awaitAll(ctx, futures); err != nil {
+		return err
 	}
 	for _, id := range dels {
 		if err := kv.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -373,6 +391,19 @@ func (s *state) flush(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 	_, err := kv.Put(ctx, cursorKey, fmt.Appendf(nil, "%d", seq))
 	return err
+}
+
+func awaitAll(ctx context.Context, futures []jetstream.PubAckFuture) error {
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 const cursorKey = "_cursor"
