@@ -50,13 +50,13 @@ type Config struct {
 
 // Driver is the Docker driver. It is safe for concurrent use.
 type Driver struct {
-	cli        *client.Client
-	cfg        Config
-	started    time.Time
-	diskQuota  bool // the storage driver honours storage-opt size
-	storage    string
-	mu         sync.Mutex
-	stopped    map[string]string // container id → start time of the run Stop ended
+	cli       *client.Client
+	cfg       Config
+	started   time.Time
+	diskQuota bool // the storage driver honours storage-opt size
+	storage   string
+	mu        sync.Mutex
+	stopped   map[string]string // container id → start time of the run Stop ended
 }
 
 // New connects to the engine and checks that it answers.
@@ -346,3 +346,6 @@ func (d *Driver) list(ctx context.Context, extra ...filters.KeyValuePair) ([]con
 	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	return cs, kind("list", "", err)
 }
+
+// Config returns the driver's configuration.
+func (d *Driver) Config() Config { return d.cfg }

@@ -46,3 +46,15 @@ func TestConformance(t *testing.T) {
 		Slow:    3,
 	})
 }
+
+// newDriverLike is a second driver with the first's scope and state, as a
+// restarted worker has.
+func newDriverLike(t *testing.T, d *docker.Driver) *docker.Driver {
+	t.Helper()
+	again, err := docker.New(context.Background(), d.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { again.Close() })
+	return again
+}

@@ -38,7 +38,9 @@ func (d *Driver) Health(ctx context.Context) (*driver.Health, error) {
 
 // Enforcement says what the engine enforces of each setting here.
 func (d *Driver) Enforcement() []driver.Enforcement {
-	e := func(s, how string) driver.Enforcement { return driver.Enforcement{Setting: s, Enforced: true, How: how} }
+	e := func(s, how string) driver.Enforcement {
+		return driver.Enforcement{Setting: s, Enforced: true, How: how}
+	}
 	disk := driver.Enforcement{Setting: "resources.diskMB", How: "storage driver " + d.storage + " cannot cap a container's writable layer (storage-opt size needs overlay2 on xfs with pquota, btrfs, zfs or devicemapper)"}
 	if d.diskQuota {
 		disk = e("resources.diskMB", "storage-opt size on "+d.storage)

@@ -221,4 +221,3 @@ func (d *Driver) ContainerHealth(ctx context.Context, id string) (driver.HealthS
 	}
 	return driver.HealthUnhealthy, nil
 }
-

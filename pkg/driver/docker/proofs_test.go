@@ -1,0 +1,204 @@
+package docker_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/driver/docker"
+)
+
+func start(t *testing.T, d *docker.Driver, id string, cfg driver.ContainerConfig) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := d.Create(ctx, id, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Remove(context.Background(), id, driver.RemoveOptions{Force: true}) })
+	if err := d.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func shell(image, script string) driver.ContainerConfig {
+	cfg := driver.DefaultConfig()
+	cfg.SessionID, cfg.Image, cfg.Command = "proofs", image, []string{"/bin/sh", "-c", script}
+	return cfg
+}
+
+func run(t *testing.T, d *docker.Driver, id, script string) *driver.ExecResult {
+	t.Helper()
+	res, err := d.Exec(context.Background(), id, driver.ExecOptions{Command: []string{"/bin/sh", "-c", script}, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestProofOOMKill(t *testing.T) {
+	d := newDriver(t)
+	cfg := shell(docker.ImagePython, "python3 -c 'b = bytearray(400 << 20); print(len(b))'")
+	cfg.Resources.MemoryMB = 64
+	start(t, d, "oom", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := d.Wait(ctx, "oom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.OOMKilled || st.ExitCode != 137 || st.Reason != "oom-killed" {
+		t.Fatalf("exit %+v; want OOM-killed (137)", st)
+	}
+}
+
+func TestProofForkBombStopsAtPids(t *testing.T) {
+	d := newDriver(t)
+	cfg := shell(docker.ImageShell, "i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); echo $i; done; sleep 60")
+	cfg.Resources.Pids = 30
+	start(t, d, "bomb", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := d.Wait(ctx, "bomb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, _ := d.Logs(ctx, "bomb", driver.LogOptions{})
+	var last, stderr string
+	for e, err := range seq {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Stream == driver.Stderr {
+			stderr += e.Line + "\n"
+		} else {
+			last = e.Line
+		}
+	}
+	if n, _ := strconv.Atoi(last); !strings.Contains(stderr, "fork") || n >= 30 || n < 20 || st.ExitCode == 0 {
+		t.Fatalf("spawned up to %s, exit %d, stderr %q; want forks refused under the limit of 30", last, st.ExitCode, stderr)
+	}
+}
+
+func TestProofSecurity(t *testing.T) {
+	d := newDriver(t)
+	start(t, d, "sec", shell(docker.ImagePython, "exec sleep 600"))
+	for name, tc := range map[string]struct{ script, want string }{
+		"not root":            {"id -u", "65534\n"},
+		"read-only root":      {"touch /etc/probe 2>&1 || echo refused", "refused"},
+		"/tmp writable":       {"touch /tmp/probe && echo ok", "ok\n"},
+		"chown refused":       {"touch /tmp/c && chown 0 /tmp/c 2>&1 || echo refused", "refused"},
+		"raw socket refused":  {`python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)' 2>&1 || echo refused`, "refused"},
+		"no new privileges":   {"grep NoNewPrivs /proc/self/status", "NoNewPrivs:\t1\n"},
+		"no capabilities":     {"grep CapEff /proc/self/status", "CapEff:\t0000000000000000\n"},
+		"empty bounding set":  {"grep CapBnd /proc/self/status", "CapBnd:\t0000000000000000\n"},
+		"init is docker-init": {"cat /proc/1/comm", "docker-init\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res := run(t, d, "sec", tc.script)
+			if !strings.Contains(string(res.Stdout), tc.want) {
+				t.Fatalf("%s: stdout %q stderr %q; want %q", tc.script, res.Stdout, res.Stderr, tc.want)
+			}
+		})
+	}
+}
+
+// docker inspect shows each setting as configured.
+func TestProofInspectShowsSettings(t *testing.T) {
+	d := newDriver(t)
+	cfg := shell(docker.ImageShell, "exec sleep 600")
+	cfg.Resources = driver.Resources{CPU: 0.25, MemoryMB: 96, DiskMB: 512, Pids: 42}
+	cfg.Labels = map[string]string{"team": "ml"}
+	cfg.Env = map[string]string{"GREETING": "hi"}
+	cfg.WorkingDir = "/tmp"
+	start(t, d, "inspected", cfg)
+	in, err := d.Client().ContainerInspect(context.Background(), "oa-inspected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := in.HostConfig
+	checks := map[string]bool{
+		"NanoCPUs 0.25":            h.NanoCPUs == 250_000_000,
+		"Memory 96 MB":             h.Memory == 96<<20,
+		"MemorySwap = Memory":      h.MemorySwap == h.Memory,
+		"PidsLimit 42":             h.PidsLimit != nil && *h.PidsLimit == 42,
+		"ReadonlyRootfs":           h.ReadonlyRootfs,
+		"tmpfs /tmp":               h.Tmpfs["/tmp"] != "",
+		"no-new-privileges":        slices.Contains(h.SecurityOpt, "no-new-privileges:true"),
+		"CapDrop ALL":              slices.Equal(h.CapDrop, []string{"ALL"}),
+		"Init":                     h.Init != nil && *h.Init,
+		"User 65534:65534":         in.Config.User == "65534:65534",
+		"WorkingDir":               in.Config.WorkingDir == "/tmp",
+		"Env":                      slices.Contains(in.Config.Env, "GREETING=hi"),
+		"label team":               in.Config.Labels["team"] == "ml",
+		"label container id":       in.Config.Labels[docker.LabelContainerID] == "inspected",
+		"label session id":         in.Config.Labels[docker.LabelSessionID] == "proofs",
+		"name derived from the id": in.Name == "/oa-inspected",
+	}
+	for what, ok := range checks {
+		if !ok {
+			t.Errorf("inspect does not show %s", what)
+		}
+	}
+	h2, err := d.Health(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range h2.Enforcement {
+		if e.Setting == "resources.diskMB" && !e.Enforced && !strings.Contains(e.How, "cannot cap") {
+			t.Errorf("disk not enforced without saying why: %s", e.How)
+		}
+	}
+}
+
+// A create whose answer was lost is retried: the retry finds the first
+// container by its derived name instead of making a second.
+func TestCreateRetryAdopts(t *testing.T) {
+	d := newDriver(t)
+	ctx := context.Background()
+	cfg := shell(docker.ImageShell, "exec sleep 600")
+	if _, err := d.Create(ctx, "twice", cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Remove(context.Background(), "twice", driver.RemoveOptions{Force: true}) })
+	_, err := d.Create(ctx, "twice", cfg)
+	if !errors.Is(err, driver.ErrAlreadyExists) {
+		t.Fatalf("second create: %v; want ErrAlreadyExists (the worker then adopts)", err)
+	}
+	list, _ := d.List(ctx, driver.Filter{SessionID: "proofs"})
+	if len(list) != 1 {
+		t.Fatalf("%d containers; want 1", len(list))
+	}
+}
+
+// A restarted driver (worker) finds running containers without restarting
+// them, and reports a stop made before the restart as a stop.
+func TestReattach(t *testing.T) {
+	ctx := context.Background()
+	d := newDriver(t)
+	start(t, d, "keeps", shell(docker.ImageShell, "exec sleep 600"))
+	start(t, d, "stopped", shell(docker.ImageShell, "exec sleep 600"))
+	before, _ := d.Get(ctx, "keeps")
+	if err := d.Stop(ctx, "stopped", driver.StopOptions{Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	again := newDriverLike(t, d)
+	found, err := again.Reattach(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*driver.Container{}
+	for _, c := range found {
+		got[c.ID] = c
+	}
+	if k := got["keeps"]; k == nil || k.Status != driver.StatusRunning || !k.StartedAt.Equal(before.StartedAt) {
+		t.Fatalf("keeps: %+v; want still running since %v", k, before.StartedAt)
+	}
+	if s := got["stopped"]; s == nil || s.Status != driver.StatusStopped {
+		t.Fatalf("stopped: %+v; want stopped, remembered across the restart", s)
+	}
+}
