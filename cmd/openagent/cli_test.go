@@ -14,8 +14,10 @@ import (
 
 	"github.com/openagent/orchestrator/internal/natstest"
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver/docker"
 	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/system"
+	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 var binary string
@@ -173,5 +175,63 @@ func TestCLIErrors(t *testing.T) {
 	}
 	if r := run(t, "http://127.0.0.1:1", "ps"); r.code != 1 || !strings.HasPrefix(r.stderr, "openagent: unavailable:") {
 		t.Fatalf("no orchestrator: exit %d stderr %q", r.code, r.stderr)
+	}
+}
+
+// The CLI drives docker containers end to end.
+func TestCLIDocker(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	drivers, err := system.Drivers(ctx, t.TempDir(), []string{"docker"})
+	if err != nil {
+		if os.Getenv("OPENAGENT_REQUIRE_DOCKER") != "" {
+			t.Fatalf("docker engine required: %v", err)
+		}
+		t.Skipf("no docker engine here: %v", err)
+	}
+	if err := docker.EnsureImages(ctx, drivers[0].(*docker.Driver).Client(), nil); err != nil {
+		t.Fatal(err)
+	}
+	sys, err := system.Start(ctx, system.Config{NATSURL: ns.ClientURL(), HTTPAddr: "127.0.0.1:0", Orchestrator: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Stop() })
+	if err := sys.AddWorker(ctx, worker.Config{HostID: "docker-host", Drivers: drivers, Capacity: api.Resources{CPU: 2, Memory: 4096, Pids: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := sys.HTTPURL
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(run(t, srv, "hosts").stdout, "docker-host") {
+		if time.Now().After(deadline) {
+			t.Fatal("no host")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r := run(t, srv, "run", "--driver", "docker", docker.ImageShell, "--", "/bin/sh", "-c", "echo from docker; exec sleep 60")
+	if r.code != 0 {
+		t.Fatalf("run: %s", r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	t.Cleanup(func() { run(t, srv, "rm", "--force", id) })
+	if r := run(t, srv, "exec", id, "--", "/bin/sh", "-c", "id -u; exit 7"); r.code != 7 || r.stdout != "65534\n" {
+		t.Fatalf("exec: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for r := run(t, srv, "logs", id); r.stdout != "from docker\n"; r = run(t, srv, "logs", id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs %q", r.stdout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := run(t, srv, "stop", "--timeout", "1s", id); r.code != 0 {
+		t.Fatalf("stop: %s", r.stderr)
+	}
+	if r := run(t, srv, "inspect", "-o", "json", id); !strings.Contains(r.stdout, `"status":"stopped"`) || !strings.Contains(r.stdout, `"driver":"docker"`) {
+		t.Fatalf("inspect: %s", r.stdout)
+	}
+	if r := run(t, srv, "rm", id); r.code != 0 {
+		t.Fatalf("rm: %s", r.stderr)
 	}
 }

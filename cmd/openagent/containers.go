@@ -87,9 +87,6 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 				}
 				spec.Volumes = append(spec.Volumes, m)
 			}
-			if drv == "" && spec.Image == "host" {
-				drv = "local"
-			}
 			ct, err := c.client().Create(cmd.Context(), api.CreateRequest{Name: name, Driver: drv, Start: start, Spec: spec})
 			if err != nil {
 				return err
@@ -102,7 +99,7 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&drv, "driver", "", "driver: local, fake, docker (default: local for the host image, else any)")
+	f.StringVar(&drv, "driver", "", "driver: local, fake, docker (default: local for the host image, fake for fake, else docker)")
 	f.StringVar(&name, "name", "", "a unique name")
 	f.StringVar(&session, "session", "", "session id (default: the container id)")
 	f.Float64Var(&cpu, "cpu", driver.DefaultCPU, "cpu cores")

@@ -44,7 +44,7 @@ func run() error {
 		natsListen = flag.String("nats-listen", "127.0.0.1:4222", "address the embedded NATS server listens on")
 		natsURL    = flag.String("nats-url", "", "use this external NATS JetStream instead of embedding one (no embedded worker then unless --worker)")
 		withWorker = flag.Bool("worker", true, "run a worker for this host in the same process")
-		drivers    = flag.String("drivers", "local,fake", "the embedded worker's drivers")
+		drivers    = flag.String("drivers", "auto", "the embedded worker's drivers: local, fake, docker; auto is local and fake, and docker when an engine answers")
 		hostID     = flag.String("host-id", "", "the embedded worker's host id (default: the hostname)")
 		syncAlways = flag.Bool("sync-always", false, "fsync every JetStream write (slower; survives power loss)")
 		verbose    = flag.Bool("v", false, "log debug messages")

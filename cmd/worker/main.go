@@ -35,7 +35,7 @@ func run() error {
 		natsURL = flag.String("nats-url", "nats://127.0.0.1:4222", "the NATS JetStream server")
 		hostID  = flag.String("host-id", "", "this host's id (default: the hostname)")
 		labels  = flag.String("labels", "", "labels of this host: k=v,k=v")
-		drivers = flag.String("drivers", "local,fake", "drivers to offer: local, fake")
+		drivers = flag.String("drivers", "auto", "drivers to offer: local, fake, docker; auto is local and fake, and docker when an engine answers")
 		cpu     = flag.Float64("cpu", capacity.CPU, "cpu cores to offer")
 		memory  = flag.Int64("memory", capacity.Memory, "memory to offer, MB")
 		pids    = flag.Int64("pids", capacity.Pids, "processes to offer")
@@ -62,7 +62,7 @@ func run() error {
 	if err := os.MkdirAll(*dataDir, 0o711); err != nil {
 		return err
 	}
-	drvs, err := system.Drivers(*dataDir, strings.Split(*drivers, ","))
+	drvs, err := system.Drivers(ctx, *dataDir, strings.Split(*drivers, ","))
 	if err != nil {
 		return err
 	}

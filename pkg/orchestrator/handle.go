@@ -196,6 +196,19 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*api.Accep
 	return nil, reject("invalid", "type", "", "unknown request %s", req.Type())
 }
 
+// driverFor picks the driver of a request that names none, by its image:
+// "host" is the local driver's, "fake" the fake's, any other a Docker
+// image.
+func driverFor(image string) string {
+	switch image {
+	case "host":
+		return "local"
+	case "fake":
+		return "fake"
+	}
+	return "docker"
+}
+
 func retry(err error) error {
 	if err != nil {
 		return events.Retry(err, 0)
@@ -223,6 +236,9 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*api.Accep
 	}
 	if e := admit(d.Spec, o.protected); e != nil {
 		return nil, &rejection{e: *e}
+	}
+	if d.Driver == "" {
+		d.Driver = driverFor(d.Spec.Image)
 	}
 	plan, err := scheduler.Place(o.snapshot(), scheduler.Request{
 		Driver: d.Driver, HostID: d.HostID, Constraints: d.Constraints, Resources: demand(d.Spec),

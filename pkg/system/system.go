@@ -25,6 +25,7 @@ import (
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/driver/docker"
 	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/events"
@@ -119,7 +120,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		}
 	}
 	if cfg.Worker {
-		drivers, err := Drivers(cfg.DataDir, cfg.Drivers)
+		drivers, err := Drivers(ctx, cfg.DataDir, cfg.Drivers)
 		if err != nil {
 			return nil, err
 		}
@@ -247,11 +248,22 @@ func sanitize(h string) string {
 	return b.String()
 }
 
-// Drivers makes the named drivers; local keeps its state in dataDir/local.
-func Drivers(dataDir string, names []string) ([]driver.Driver, error) {
+// Drivers makes the named drivers; local keeps its state in
+// dataDir/local, docker in dataDir/docker. "auto" is local and fake, and
+// docker when an engine answers.
+func Drivers(ctx context.Context, dataDir string, names []string) ([]driver.Driver, error) {
 	var out []driver.Driver
 	for _, n := range names {
 		switch n {
+		case "auto":
+			more, err := Drivers(ctx, dataDir, []string{"local", "fake"})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, more...)
+			if d, err := newDocker(ctx, dataDir); err == nil {
+				out = append(out, d)
+			}
 		case "fake":
 			out = append(out, fake.New())
 		case "local":
@@ -263,11 +275,27 @@ func Drivers(dataDir string, names []string) ([]driver.Driver, error) {
 				return nil, err
 			}
 			out = append(out, d)
+		case "docker":
+			d, err := newDocker(ctx, dataDir)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
 		default:
-			return nil, fmt.Errorf("system: unknown driver %q (have local, fake)", n)
+			return nil, fmt.Errorf("system: unknown driver %q (have auto, local, fake, docker)", n)
 		}
 	}
 	return out, nil
+}
+
+func newDocker(ctx context.Context, dataDir string) (driver.Driver, error) {
+	cfg := docker.Config{}
+	if dataDir != "" {
+		cfg.StateDir = filepath.Join(dataDir, "docker")
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return docker.New(dctx, cfg)
 }
 
 // MachineCapacity is this machine's cpu cores, memory and a pids budget.
