@@ -39,6 +39,8 @@ func run() error {
 		cpu     = flag.Float64("cpu", capacity.CPU, "cpu cores to offer")
 		memory  = flag.Int64("memory", capacity.Memory, "memory to offer, MB")
 		pids    = flag.Int64("pids", capacity.Pids, "processes to offer")
+		reap    = flag.Duration("reap-after", 0, "remove containers the orchestrator has not known for this long (0: never)")
+		dryRun  = flag.Bool("reap-dry-run", false, "only log what the reaper would remove")
 		dataDir = flag.String("data-dir", filepath.Join(home, ".local", "share", "openagent-worker"), "where the local driver keeps its state")
 	)
 	flag.Parse()
@@ -71,7 +73,7 @@ func run() error {
 		return err
 	}
 	if err := sys.AddWorker(ctx, worker.Config{HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log,
-		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids}}); err != nil {
+		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids}, ReapAfter: *reap, ReapDryRun: *dryRun}); err != nil {
 		sys.Stop()
 		return err
 	}

@@ -1,6 +1,8 @@
 package system_test
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,8 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/system"
+	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 func localSpec(script string) api.CreateRequest {
@@ -123,5 +127,57 @@ func TestNATSRestart(t *testing.T) {
 	}
 	if c, _ := e.c.Get(e.ctx, "before"); c == nil || c.Status != api.StatusRunning {
 		t.Fatalf("the container from before the restart: %+v", c)
+	}
+}
+
+// The reaper removes containers the orchestrator never knew, with an event
+// saying why; in dry-run mode it only logs.
+func TestReaper(t *testing.T) {
+	e := newEnv(t)
+	reaped, dry := fake.New(), fake.New()
+	for host, d := range map[string]*fake.Driver{"reaping": reaped, "dry": dry} {
+		sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sys.Stop() })
+		if err := sys.AddWorker(e.ctx, worker.Config{HostID: host, Drivers: []driver.Driver{d}, Capacity: api.Resources{CPU: 1, Memory: 1024, Pids: 100},
+			Heartbeat: 200 * time.Millisecond, ReapAfter: 300 * time.Millisecond, ReapDryRun: host == "dry"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stray := driver.DefaultConfig()
+	stray.SessionID, stray.Image, stray.Labels = "s", "fake", map[string]string{worker.LabelContainerID: "stray"}
+	for _, d := range []*fake.Driver{reaped, dry} {
+		if _, err := d.Create(e.ctx, "stray", stray); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A container the orchestrator knows is left alone.
+	known := fakeSpec("--forever")
+	known.ContainerID, known.Start, known.HostID = "known", true, "reaping"
+	if _, err := e.c.Create(e.ctx, known); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the stray reaped", func() bool {
+		_, err := reaped.Get(e.ctx, "stray")
+		return errors.Is(err, driver.ErrNotFound)
+	})
+	var reason string
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Container: "stray"}) {
+		var d struct{ Reason string }
+		if err == nil && ev.Type() == events.ContainerRemoved && events.Data(ev, &d) == nil {
+			reason = d.Reason
+		}
+	}
+	if !strings.HasPrefix(reason, "reaped: unknown to the orchestrator") {
+		t.Fatalf("removal event reason %q", reason)
+	}
+	time.Sleep(time.Second)
+	if _, err := dry.Get(e.ctx, "stray"); err != nil {
+		t.Fatalf("the dry run removed the stray: %v", err)
+	}
+	if _, err := reaped.Get(e.ctx, "known"); err != nil {
+		t.Fatalf("the reaper removed a known container: %v", err)
 	}
 }

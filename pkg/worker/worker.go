@@ -38,6 +38,12 @@ type Config struct {
 	Heartbeat time.Duration
 	// Concurrency bounds the commands run at once; 32 when zero.
 	Concurrency int
+	// ReapAfter, when set, makes the worker remove containers of its
+	// drivers that the orchestrator has not known for this long (left by a
+	// lost create, or by hand); each removal is a removed event with the
+	// reason. ReapDryRun only logs what would be removed.
+	ReapAfter  time.Duration
+	ReapDryRun bool
 }
 
 // Worker runs one host's commands.
@@ -114,6 +120,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Warn("worker: reconcile", "err", err)
 	}
 	g.Go(func() error { return w.consumeCommands(gctx) })
+	if w.cfg.ReapAfter > 0 {
+		g.Go(func() error { return w.reapLoop(gctx) })
+	}
 	sub, err := w.serveLogs(gctx)
 	if err != nil {
 		return err
