@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/openagent/orchestrator/pkg/bench"
+	"github.com/openagent/orchestrator/pkg/driver/docker"
 	"github.com/openagent/orchestrator/pkg/system"
 )
 
@@ -53,7 +54,7 @@ func (c *cli) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	f.IntVar(&cfg.Requests, "requests", 10000, "container starts in all")
 	f.StringVar(&sync, "sync", "interval", "the embedded server's fsync: always or interval")
-	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd())
+	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd(), c.benchDockerCmd())
 	return cmd
 }
 
@@ -112,5 +113,66 @@ func benchOrchestratorCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&natsURL, "nats-url", "", "NATS server")
 	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address, to profile")
+	return cmd
+}
+
+func (c *cli) benchDockerCmd() *cobra.Command {
+	var cfg bench.DockerConfig
+	cmd := &cobra.Command{
+		Use:   "docker [--image IMAGE] [--runs N]",
+		Short: "The lifecycle create, start, exec true, stop, remove: direct engine calls, the driver, and the whole system, in one run",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.Runs <= 0 {
+				return fmt.Errorf("invalid: --runs must be positive")
+			}
+			res, err := bench.Docker(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(res)
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "medians, ms (%d runs of %s)\tcreate\tstart\texec\tstop\tremove\tlifecycle p50\tp99\n", res.Runs, res.Image)
+			for _, r := range []struct {
+				name string
+				s    bench.Steps
+			}{{"direct engine calls", res.Direct}, {"driver", res.Driver}, {"whole system", res.System}} {
+				fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\n", r.name, r.s.Create, r.s.Start, r.s.Exec, r.s.Stop, r.s.Remove, r.s.Lifecycle, r.s.P99)
+			}
+			fmt.Fprintf(tw, "driver/direct %.2f, system/direct %.2f\n", res.DriverOverDirect, res.SystemOverDirect)
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Image, "image", "openagent/sandbox:shell", "image to run")
+	cmd.Flags().IntVar(&cfg.Runs, "runs", 20, "lifecycles of each kind")
+	return cmd
+}
+
+func (c *cli) imagesCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "images [--force]",
+		Short: "Build the sandbox images (openagent/sandbox:shell and :python) on this host's Docker Engine, from this host's files",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := docker.New(cmd.Context(), docker.Config{})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			if !force {
+				return docker.EnsureImages(cmd.Context(), d.Client(), c.out)
+			}
+			for _, img := range []string{docker.ImageShell, docker.ImagePython} {
+				if err := docker.BuildImage(cmd.Context(), d.Client(), img, c.out); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "build even the images that exist")
 	return cmd
 }
