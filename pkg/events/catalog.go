@@ -49,6 +49,19 @@ const (
 	ContainerFailed = Prefix + "container.failed"
 )
 
+// Session events: the life of an agent's sandbox and the audit of the code
+// run in it.
+const (
+	SessionRequested    = Prefix + "session.requested"
+	SessionReady        = Prefix + "session.ready"
+	SessionExpiring     = Prefix + "session.expiring"
+	SessionExpired      = Prefix + "session.expired"
+	SessionExtended     = Prefix + "session.extended"
+	SessionClosed       = Prefix + "session.closed"
+	SessionFailed       = Prefix + "session.failed"
+	SessionCodeExecuted = Prefix + "session.code.executed"
+)
+
 // Kind tells which stream an event type travels on.
 type Kind int
 
@@ -85,6 +98,15 @@ var catalog = map[string]Kind{
 	RequestRejected:  KindState,
 	ContainerPlaced:  KindState,
 	ContainerFailed:  KindState,
+
+	SessionRequested:    KindState,
+	SessionReady:        KindState,
+	SessionExpiring:     KindState,
+	SessionExpired:      KindState,
+	SessionExtended:     KindState,
+	SessionClosed:       KindState,
+	SessionFailed:       KindState,
+	SessionCodeExecuted: KindState,
 }
 
 // Types returns every event type of the catalog, in no particular order.

@@ -19,6 +19,7 @@ const (
 	BucketHosts      = "openagent-hosts"
 	BucketContainers = "openagent-containers"
 	BucketRequests   = "openagent-requests"
+	BucketSessions   = "openagent-sessions"
 )
 
 // Defaults chosen on purpose; docs/ARCHITECTURE.md says why.
@@ -110,6 +111,7 @@ func BucketConfigs(c ProvisionConfig) []jetstream.KeyValueConfig {
 	return []jetstream.KeyValueConfig{
 		{Bucket: BucketHosts, Description: "Registered hosts: labels, drivers, capacity, last heartbeat", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketContainers, Description: "Container state, a projection of the events stream", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketSessions, Description: "Sessions and their timers, which survive a restart", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketRequests, Description: "Outcome of each request, so a retried request gets the same answer", History: 1, TTL: requestsMaxAge, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }

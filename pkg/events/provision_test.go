@@ -30,8 +30,8 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(first) != 6 {
-		t.Fatalf("got %d changes; want 3 streams and 3 buckets", len(first))
+	if len(first) != 7 {
+		t.Fatalf("got %d changes; want 3 streams and 4 buckets", len(first))
 	}
 	for _, c := range first {
 		if c.Action != Created {
@@ -87,7 +87,7 @@ func TestProvisionedSettings(t *testing.T) {
 	if r := cmd.CachedInfo().Config.Retention; r != jetstream.WorkQueuePolicy {
 		t.Fatalf("commands retention %v; want work queue", r)
 	}
-	for _, b := range []string{BucketHosts, BucketContainers, BucketRequests} {
+	for _, b := range []string{BucketHosts, BucketContainers, BucketRequests, BucketSessions} {
 		if _, err := js.KeyValue(ctx, b); err != nil {
 			t.Errorf("bucket %s: %v", b, err)
 		}

@@ -38,6 +38,8 @@ func Subject(e Event) (string, error) {
 			entity, attr = "container", ExtContainerID
 		case "host":
 			attr = ExtHostID
+		case "session":
+			attr = ExtSessionID
 		case "request":
 			id = RequestToken(CorrelationID(e))
 		}
