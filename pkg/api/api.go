@@ -174,3 +174,72 @@ type Accepted struct {
 	ContainerID string `json:"containerId,omitempty"`
 	ExecID      string `json:"execId,omitempty"`
 }
+
+// SessionStatus is where a session is in its life.
+//
+//	requested ─▶ ready ─▶ expired (a timer fired) | closed (on request)
+//	    └──────▶ failed
+type SessionStatus string
+
+// Session statuses.
+const (
+	SessionRequested SessionStatus = "requested"
+	SessionReady     SessionStatus = "ready"
+	SessionExpired   SessionStatus = "expired"
+	SessionClosed    SessionStatus = "closed"
+	SessionFailed    SessionStatus = "failed"
+)
+
+// Session is an agent's sandbox: a container plus its timers.
+type Session struct {
+	ID             string            `json:"id"`
+	Status         SessionStatus     `json:"status"`
+	ContainerID    string            `json:"containerId,omitempty"`
+	Host           string            `json:"host,omitempty"`
+	Driver         string            `json:"driver"`
+	Image          string            `json:"image"`
+	Languages      []string          `json:"languages"`
+	AgentType      string            `json:"agentType,omitempty"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	CreatedAt      time.Time         `json:"createdAt"`
+	ReadyAt        time.Time         `json:"readyAt,omitzero"`
+	ExpiresAt      time.Time         `json:"expiresAt"`
+	TimeoutMs      int64             `json:"timeoutMs"`
+	IdleTimeoutMs  int64             `json:"idleTimeoutMs"` // 0: no idle timeout
+	LastActivityAt time.Time         `json:"lastActivityAt"`
+	SetBy          string            `json:"setBy,omitempty"` // who set the current timer
+	EndedAt        time.Time         `json:"endedAt,omitzero"`
+	Reason         string            `json:"reason,omitempty"` // why it ended
+	Error          *Error            `json:"error,omitempty"`
+}
+
+// SessionRequest is the body of POST /v1/sessions. Fields left out take
+// the defaults documented in docs/SESSIONS.md; a timeout of 0 is refused
+// (a session must end), an idle timeout of 0 turns idle expiry off.
+type SessionRequest struct {
+	Languages     []string          `json:"languages,omitempty"`
+	Image         string            `json:"image,omitempty"`
+	Driver        string            `json:"driver,omitempty"`
+	AgentType     string            `json:"agentType,omitempty"`
+	CPU           float64           `json:"cpu,omitempty"`
+	MemoryMB      int64             `json:"memoryMB,omitempty"`
+	TimeoutMs     *int64            `json:"timeoutMs,omitempty"`
+	IdleTimeoutMs *int64            `json:"idleTimeoutMs,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+}
+
+// RunCodeRequest is the body of POST /v1/sessions/{id}/exec.
+type RunCodeRequest struct {
+	Language   string            `json:"language,omitempty"` // the session's first language when empty
+	Code       string            `json:"code"`
+	TimeoutMs  int64             `json:"timeoutMs,omitempty"` // 0: 30s
+	Env        map[string]string `json:"env,omitempty"`
+	WorkingDir string            `json:"workingDir,omitempty"`
+	Stdin      string            `json:"stdin,omitempty"`
+}
+
+// ExtendRequest is the body of POST /v1/sessions/{id}/extend: the session
+// then expires TimeoutMs from now.
+type ExtendRequest struct {
+	TimeoutMs int64 `json:"timeoutMs"`
+}

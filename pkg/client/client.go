@@ -33,6 +33,7 @@ const DefaultServer = "http://127.0.0.1:8080"
 type Client struct {
 	base string
 	hc   *http.Client
+	user string
 }
 
 // Option configures a Client.
@@ -40,6 +41,10 @@ type Option func(*Client)
 
 // WithHTTPClient sets the HTTP client used.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithUser names who makes the requests (the X-OpenAgent-User header),
+// for session timers and the audit.
+func WithUser(name string) Option { return func(c *Client) { c.user = name } }
 
 // New returns a client of the orchestrator at server (DefaultServer if "").
 func New(server string, opts ...Option) *Client {
@@ -107,6 +112,9 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.user != "" {
+		req.Header.Set("X-OpenAgent-User", c.user)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -52,7 +52,7 @@ type route struct {
 // routes lists the API; the OpenAPI document describes exactly these, as a
 // test checks.
 func (o *Orchestrator) routes() []route {
-	return []route{
+	return append([]route{
 		{"GET", "/healthz", func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-o.ready:
@@ -79,8 +79,10 @@ func (o *Orchestrator) routes() []route {
 		{"GET", "/v1/hosts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, o.Hosts()) }},
 		{"GET", "/v1/events", o.httpEvents},
 		{"POST", "/v1/events", o.httpCloudEvent},
-	}
+	}, o.sessionRoutes()...)
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -331,28 +333,44 @@ func (o *Orchestrator) httpExec(w http.ResponseWriter, r *http.Request) {
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		e.SetID(key)
 	}
+	res, aerr := o.execWait(r.Context(), e)
+	switch {
+	case aerr != nil:
+		writeError(w, aerr)
+	case res == nil:
+		writeJSON(w, http.StatusAccepted, map[string]string{"requestId": e.ID()})
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// execWait handles an exec request and waits for its result; nil without
+// an error means the result did not come in time.
+func (o *Orchestrator) execWait(ctx context.Context, e events.Event) (*api.ExecResult, *api.Error) {
 	outcome, forget := o.state.expectExec(derive(e.ID(), "exec"))
 	defer forget()
-	acc, _ := o.handleHTTP(w, r.Context(), e)
-	if acc == nil {
-		return
+	reply, err := o.Handle(ctx, e)
+	if err != nil {
+		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+	}
+	if reply.Type() == events.RequestRejected {
+		var d struct{ Error api.Error }
+		_ = events.Data(reply, &d)
+		return nil, &d.Error
 	}
 	var req api.ExecRequest
-	_ = json.Unmarshal(body, &req)
-	limit := waitLimit
-	if req.TimeoutMs > 0 {
-		limit = time.Duration(req.TimeoutMs)*time.Millisecond + waitLimit
-	}
+	_ = events.Data(e, &req)
+	limit := waitLimit + time.Duration(req.TimeoutMs)*time.Millisecond
 	select {
 	case out := <-outcome:
 		if out.err != nil {
-			writeError(w, out.err)
-			return
+			return nil, out.err
 		}
-		writeJSON(w, http.StatusOK, out.res)
+		return out.res, nil
 	case <-time.After(limit):
-		writeJSON(w, http.StatusAccepted, acc)
-	case <-r.Context().Done():
+		return nil, nil
+	case <-ctx.Done():
+		return nil, &api.Error{Kind: "timeout", Message: ctx.Err().Error()}
 	}
 }
 

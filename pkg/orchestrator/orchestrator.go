@@ -37,6 +37,9 @@ type Config struct {
 	Protected []string
 	// Concurrency bounds the requests handled at once; 64 when zero.
 	Concurrency int
+	// KeepCode keeps the code and output of session runs in their audit
+	// events; by default only hashes and sizes are.
+	KeepCode bool
 }
 
 // Orchestrator is the control plane. Run it; its HTTP API is Handler.
@@ -55,6 +58,8 @@ type Orchestrator struct {
 	containers jetstream.KeyValue
 	hosts      jetstream.KeyValue
 	ready      chan struct{}
+	sess       *sessions
+	keepCode   bool
 }
 
 // New returns an orchestrator on provisioned streams and buckets.
@@ -62,7 +67,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	o := &Orchestrator{
 		nc: cfg.NC, js: cfg.JS, v: cfg.Validator, pub: events.NewPublisher(cfg.JS, cfg.Validator),
 		log: cfg.Logger, liveness: cfg.HostLiveness, protected: cfg.Protected, conc: cfg.Concurrency,
-		source: "/openagent/orchestrator", state: newState(), ready: make(chan struct{}),
+		source: "/openagent/orchestrator", state: newState(), ready: make(chan struct{}), keepCode: cfg.KeepCode,
 	}
 	if o.log == nil {
 		o.log = slog.Default()
@@ -95,6 +100,9 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	if cursor == 0 {
 		o.log.Info("orchestrator: rebuilding state from the events stream")
 	}
+	if err := o.loadSessions(ctx); err != nil {
+		return fmt.Errorf("orchestrator: load sessions: %w", err)
+	}
 	stream, err := o.js.Stream(ctx, events.StreamEvents)
 	if err != nil {
 		return err
@@ -119,6 +127,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+		g.Go(func() error { return o.sessionTimers(ctx) })
 		subs, err := o.serveRPC()
 		if err != nil {
 			return err

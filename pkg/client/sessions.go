@@ -1,0 +1,54 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/api"
+)
+
+// CreateSession makes a session and returns once its sandbox takes code.
+//
+//	s, err := c.CreateSession(ctx, api.SessionRequest{Languages: []string{"python"}})
+//	res, err := c.RunCode(ctx, s.ID, api.RunCodeRequest{Code: "print(sum([1, 2, 3]))"})
+//	fmt.Print(res.Stdout) // 6
+func (c *Client) CreateSession(ctx context.Context, req api.SessionRequest) (*api.Session, error) {
+	var out api.Session
+	return &out, c.do(ctx, http.MethodPost, "/v1/sessions", req, &out)
+}
+
+// Session returns a session.
+func (c *Client) Session(ctx context.Context, id string) (*api.Session, error) {
+	var out api.Session
+	return &out, c.do(ctx, http.MethodGet, "/v1/sessions/"+url.PathEscape(id), nil, &out)
+}
+
+// Sessions returns live sessions, or with all every one.
+func (c *Client) Sessions(ctx context.Context, all bool) ([]api.Session, error) {
+	var out []api.Session
+	path := "/v1/sessions"
+	if all {
+		path += "?all=true"
+	}
+	return out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// ExtendSession makes a session expire timeout from now.
+func (c *Client) ExtendSession(ctx context.Context, id string, timeout time.Duration) (*api.Session, error) {
+	var out api.Session
+	return &out, c.do(ctx, http.MethodPost, "/v1/sessions/"+url.PathEscape(id)+"/extend", api.ExtendRequest{TimeoutMs: timeout.Milliseconds()}, &out)
+}
+
+// CloseSession ends a session and removes its sandbox.
+func (c *Client) CloseSession(ctx context.Context, id string) (*api.Session, error) {
+	var out api.Session
+	return &out, c.do(ctx, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, &out)
+}
+
+// RunCode runs code in a session and returns how it ended.
+func (c *Client) RunCode(ctx context.Context, id string, req api.RunCodeRequest) (*api.ExecResult, error) {
+	var out api.ExecResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/sessions/"+url.PathEscape(id)+"/exec", req, &out)
+}

@@ -1,0 +1,473 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+// Session defaults; docs/SESSIONS.md explains them.
+const (
+	DefaultSessionTimeout = 30 * time.Minute
+	DefaultIdleTimeout    = 10 * time.Minute
+	MaxSessionTimeout     = 24 * time.Hour
+	DefaultCodeTimeout    = 30 * time.Second
+	// MaxCodeBytes bounds code run in a session: it travels as an argument.
+	MaxCodeBytes = 64 << 10
+	// LabelSession marks a session's container.
+	LabelSession = "io.openagent.session"
+)
+
+// languages maps a language to the interpreter that runs code given as an
+// argument.
+var languages = map[string][]string{
+	"python":     {"python3", "-c"},
+	"javascript": {"node", "-e"},
+	"bash":       {"bash", "-c"},
+	"sh":         {"sh", "-c"},
+}
+
+// sessions are the orchestrator's sessions, kept in the sessions bucket so
+// that their timers survive a restart.
+type sessions struct {
+	mu     sync.Mutex
+	m      map[string]*api.Session
+	warned map[string]time.Time // session → the expiry its expiring event announced
+	kv     jetstream.KeyValue
+	// KeepCode keeps code and output in the audit events.
+	keepCode bool
+}
+
+func (o *Orchestrator) loadSessions(ctx context.Context) error {
+	o.sess = &sessions{m: map[string]*api.Session{}, warned: map[string]time.Time{}, keepCode: o.keepCode}
+	kv, err := o.js.KeyValue(ctx, events.BucketSessions)
+	if err != nil {
+		return err
+	}
+	o.sess.kv = kv
+	lister, err := kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for key := range lister.Keys() {
+		entry, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var s api.Session
+		if json.Unmarshal(entry.Value(), &s) == nil {
+			o.sess.m[s.ID] = &s
+		}
+	}
+	return nil
+}
+
+// save writes a session to its bucket.
+func (o *Orchestrator) saveSession(ctx context.Context, s *api.Session) error {
+	b, _ := json.Marshal(s)
+	_, err := o.sess.kv.Put(ctx, s.ID, b)
+	return err
+}
+
+func (o *Orchestrator) sessionEvent(ctx context.Context, typ string, s *api.Session, id string, data map[string]any) error {
+	data["sessionId"] = s.ID
+	if s.ContainerID != "" {
+		data["containerId"] = s.ContainerID
+	}
+	if s.Host != "" {
+		data["hostId"] = s.Host
+	}
+	_, err := o.publish(ctx, typ, data, events.WithSession(s.ID), events.WithID(id))
+	return err
+}
+
+// defaultsFor fills a session's driver and image from its languages.
+func defaultsFor(req *api.SessionRequest) *api.Error {
+	if len(req.Languages) == 0 {
+		req.Languages = []string{"python"}
+	}
+	for i, l := range req.Languages {
+		if _, ok := languages[l]; !ok {
+			return &api.Error{Kind: "invalid", Field: fmt.Sprintf("languages[%d]", i), Message: fmt.Sprintf("language %q: use python, javascript, bash or sh", l)}
+		}
+	}
+	if req.Driver == "" {
+		req.Driver = "local"
+		if req.Image != "" && req.Image != "host" {
+			req.Driver = "docker"
+		}
+	}
+	if req.Image == "" {
+		switch req.Driver {
+		case "local":
+			req.Image = "host"
+		case "fake":
+			req.Image = "fake"
+		default:
+			req.Image = "openagent/sandbox:shell"
+			if slices.Contains(req.Languages, "python") {
+				req.Image = "openagent/sandbox:python"
+			}
+		}
+	}
+	return nil
+}
+
+// CreateSession makes a session and waits until its sandbox runs.
+func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest, by string) (*api.Session, *api.Error) {
+	if aerr := defaultsFor(&req); aerr != nil {
+		return nil, aerr
+	}
+	ttl := DefaultSessionTimeout
+	if req.TimeoutMs != nil {
+		ttl = time.Duration(*req.TimeoutMs) * time.Millisecond
+		if ttl <= 0 || ttl > MaxSessionTimeout {
+			return nil, &api.Error{Kind: "invalid", Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d: a session must end", MaxSessionTimeout.Milliseconds())}
+		}
+	}
+	idle := DefaultIdleTimeout
+	if req.IdleTimeoutMs != nil {
+		if *req.IdleTimeoutMs < 0 {
+			return nil, &api.Error{Kind: "invalid", Field: "idleTimeoutMs", Message: "idleTimeoutMs must be 0 (no idle expiry) or positive"}
+		}
+		idle = time.Duration(*req.IdleTimeoutMs) * time.Millisecond
+	}
+	now := time.Now().UTC()
+	s := &api.Session{ID: "s" + newContainerID()[:20], Status: api.SessionRequested, Driver: req.Driver, Image: req.Image,
+		Languages: req.Languages, AgentType: req.AgentType, Labels: req.Labels, CreatedAt: now, ExpiresAt: now.Add(ttl),
+		TimeoutMs: ttl.Milliseconds(), IdleTimeoutMs: idle.Milliseconds(), LastActivityAt: now, SetBy: by}
+	o.sess.mu.Lock()
+	o.sess.m[s.ID] = s
+	o.sess.mu.Unlock()
+	if err := o.saveSession(ctx, s); err != nil {
+		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+	}
+	_ = o.sessionEvent(ctx, events.SessionRequested, s, derive(s.ID, "requested"), map[string]any{
+		"languages": s.Languages, "image": s.Image, "driver": s.Driver, "expiresAt": s.ExpiresAt, "idleTimeoutMs": s.IdleTimeoutMs, "requestedBy": by,
+	})
+
+	spec := driver.DefaultConfig()
+	spec.SessionID, spec.Image = s.ID, s.Image
+	spec.Command = []string{"sleep", "2147483647"}
+	if req.Driver == "fake" {
+		spec.Command = []string{"fake", "--forever"}
+	}
+	if req.Driver == "docker" {
+		spec.Security.User = "1000:1000" // the images' sandbox user, who owns /workspace
+	}
+	if req.CPU > 0 {
+		spec.Resources.CPU = req.CPU
+	}
+	if req.MemoryMB > 0 {
+		spec.Resources.MemoryMB = req.MemoryMB
+	}
+	spec.Labels = maps.Clone(req.Labels)
+	if spec.Labels == nil {
+		spec.Labels = map[string]string{}
+	}
+	spec.Labels[LabelSession] = s.ID
+	e, err := events.New(events.ContainerCreateRequested, "/openagent/sessions", api.CreateRequest{Driver: s.Driver, Start: true, Spec: spec},
+		events.WithSession(s.ID), events.WithID(derive(s.ID, "create")))
+	if err != nil {
+		return nil, &api.Error{Kind: "internal", Message: err.Error()}
+	}
+	begin := time.Now()
+	c, aerr := o.runContainer(ctx, e)
+	if aerr != nil {
+		o.endSession(ctx, s, api.SessionFailed, aerr.Message, "")
+		s.Error = aerr
+		_ = o.sessionEvent(ctx, events.SessionFailed, s, derive(s.ID, "failed"), map[string]any{"error": aerr})
+		_ = o.saveSession(ctx, s)
+		return s, aerr
+	}
+	o.sess.mu.Lock()
+	s.Status, s.ContainerID, s.Host, s.ReadyAt = api.SessionReady, c.ID, c.Host, time.Now().UTC()
+	s.LastActivityAt = s.ReadyAt
+	cp := *s
+	o.sess.mu.Unlock()
+	_ = o.saveSession(ctx, &cp)
+	_ = o.sessionEvent(ctx, events.SessionReady, &cp, derive(s.ID, "ready"), map[string]any{
+		"readyMs": float64(time.Since(begin).Microseconds()) / 1000, "warm": false,
+	})
+	return &cp, nil
+}
+
+// runContainer handles a create-and-start request and waits until the
+// container runs.
+func (o *Orchestrator) runContainer(ctx context.Context, e events.Event) (*api.Container, *api.Error) {
+	reply, err := o.Handle(ctx, e)
+	if err != nil {
+		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+	}
+	if reply.Type() == events.RequestRejected {
+		var d struct{ Error api.Error }
+		_ = events.Data(reply, &d)
+		return nil, &d.Error
+	}
+	var acc api.Accepted
+	_ = events.Data(reply, &acc)
+	wctx, cancel := context.WithTimeout(ctx, waitLimit)
+	defer cancel()
+	rec, err := o.state.waitFor(wctx, acc.ContainerID, func(r *record) bool {
+		return r.Status == api.StatusRunning || r.Status == api.StatusFailed || r.Status == api.StatusExited || r.FailedRequest == acc.RequestID
+	})
+	if err != nil {
+		return nil, &api.Error{Kind: "timeout", ID: acc.ContainerID, Message: "the sandbox did not start within " + waitLimit.String()}
+	}
+	if rec.Status != api.StatusRunning {
+		if rec.Error != nil {
+			return nil, rec.Error
+		}
+		return nil, &api.Error{Kind: "unavailable", ID: rec.ID, Message: fmt.Sprintf("the sandbox is %s", rec.Status)}
+	}
+	c := o.state.view(rec, o.live)
+	return &c, nil
+}
+
+// Session returns a session.
+func (o *Orchestrator) Session(id string) (*api.Session, bool) {
+	o.sess.mu.Lock()
+	defer o.sess.mu.Unlock()
+	s, ok := o.sess.m[id]
+	if !ok {
+		return nil, false
+	}
+	cp := *s
+	return &cp, true
+}
+
+// Sessions returns the sessions, newest last; ended ones only with all.
+func (o *Orchestrator) Sessions(all bool) []api.Session {
+	o.sess.mu.Lock()
+	defer o.sess.mu.Unlock()
+	out := []api.Session{}
+	for _, s := range o.sess.m {
+		if all || s.Status == api.SessionReady || s.Status == api.SessionRequested {
+			out = append(out, *s)
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Session) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+func (o *Orchestrator) liveSession(id string) (*api.Session, *api.Error) {
+	s, ok := o.Session(id)
+	if !ok {
+		return nil, &api.Error{Kind: "not_found", ID: id, Message: "no session " + id}
+	}
+	if s.Status != api.SessionReady {
+		return nil, &api.Error{Kind: "conflict", ID: id, Message: fmt.Sprintf("session %s is %s", id, s.Status)}
+	}
+	return s, nil
+}
+
+// ExtendSession makes a session expire timeout from now.
+func (o *Orchestrator) ExtendSession(ctx context.Context, id string, timeout time.Duration, by string) (*api.Session, *api.Error) {
+	if timeout <= 0 || timeout > MaxSessionTimeout {
+		return nil, &api.Error{Kind: "invalid", Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d", MaxSessionTimeout.Milliseconds())}
+	}
+	if _, aerr := o.liveSession(id); aerr != nil {
+		return nil, aerr
+	}
+	o.sess.mu.Lock()
+	s := o.sess.m[id]
+	s.ExpiresAt, s.TimeoutMs, s.SetBy = time.Now().UTC().Add(timeout), timeout.Milliseconds(), by
+	cp := *s
+	o.sess.mu.Unlock()
+	if err := o.saveSession(ctx, &cp); err != nil {
+		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+	}
+	_ = o.sessionEvent(ctx, events.SessionExtended, &cp, derive(id, "extended "+cp.ExpiresAt.String()), map[string]any{"expiresAt": cp.ExpiresAt, "setBy": by})
+	return &cp, nil
+}
+
+// CloseSession removes a session's sandbox.
+func (o *Orchestrator) CloseSession(ctx context.Context, id, by string) (*api.Session, *api.Error) {
+	s, aerr := o.liveSession(id)
+	if aerr != nil {
+		return nil, aerr
+	}
+	o.endSession(ctx, s, api.SessionClosed, "closed on request", s.ContainerID)
+	_ = o.sessionEvent(ctx, events.SessionClosed, s, derive(id, "closed"), map[string]any{"closedBy": by, "reason": "closed on request"})
+	cp, _ := o.Session(id)
+	return cp, nil
+}
+
+// endSession marks a session ended and removes its sandbox.
+func (o *Orchestrator) endSession(ctx context.Context, s *api.Session, st api.SessionStatus, reason, containerID string) {
+	o.sess.mu.Lock()
+	live := o.sess.m[s.ID]
+	if live != nil {
+		live.Status, live.Reason, live.EndedAt = st, reason, time.Now().UTC()
+		*s = *live
+	}
+	o.sess.mu.Unlock()
+	if err := o.saveSession(ctx, s); err != nil {
+		o.log.Warn("orchestrator: save session", "session_id", s.ID, "err", err)
+	}
+	if containerID == "" {
+		return
+	}
+	rm, err := events.New(events.ContainerRemoveRequested, "/openagent/sessions", map[string]any{"containerId": containerID, "force": true},
+		events.WithSession(s.ID), events.WithID(derive(s.ID, "remove")))
+	if err == nil {
+		_, err = o.Handle(ctx, rm)
+	}
+	if err != nil {
+		o.log.Warn("orchestrator: remove a session's sandbox", "session_id", s.ID, "err", err)
+	}
+}
+
+// RunCode runs code in a session and audits it.
+func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRequest, by string) (*api.ExecResult, *api.Error) {
+	s, aerr := o.liveSession(id)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if req.Language == "" {
+		req.Language = s.Languages[0]
+	}
+	interp, ok := languages[req.Language]
+	if !ok || !slices.Contains(s.Languages, req.Language) {
+		return nil, &api.Error{Kind: "invalid", Field: "language", Message: fmt.Sprintf("session %s runs %v, not %q", id, s.Languages, req.Language)}
+	}
+	if len(req.Code) > MaxCodeBytes {
+		return nil, &api.Error{Kind: "too_large", Field: "code", Message: fmt.Sprintf("code is %d bytes; at most %d", len(req.Code), MaxCodeBytes)}
+	}
+	if req.TimeoutMs < 0 {
+		return nil, &api.Error{Kind: "invalid", Field: "timeoutMs", Message: "timeoutMs must be positive (0: the default of 30s)"}
+	}
+	timeout := DefaultCodeTimeout
+	if req.TimeoutMs > 0 {
+		timeout = time.Duration(req.TimeoutMs) * time.Millisecond
+	}
+	o.touch(s.ID)
+	cmd := append(slices.Clone(interp), req.Code)
+	if s.Driver == "fake" {
+		cmd = []string{"fake", "--stdout", req.Code}
+	}
+	data := map[string]any{"containerId": s.ContainerID, "command": cmd, "timeoutMs": timeout.Milliseconds()}
+	if len(req.Env) > 0 {
+		data["env"] = req.Env
+	}
+	if req.WorkingDir != "" {
+		data["workingDir"] = req.WorkingDir
+	}
+	if req.Stdin != "" {
+		data["stdin"] = req.Stdin
+	}
+	e, err := events.New(events.ContainerExecRequested, "/openagent/sessions", data, events.WithSession(s.ID))
+	if err != nil {
+		return nil, &api.Error{Kind: "internal", Message: err.Error()}
+	}
+	res, aerr := o.execWait(ctx, e)
+	o.touch(s.ID)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if res == nil {
+		return nil, &api.Error{Kind: "timeout", ID: id, Message: "no result in time"}
+	}
+	sum := sha256.Sum256([]byte(req.Code))
+	audit := map[string]any{"execId": res.ExecID, "language": req.Language, "codeSha256": hex.EncodeToString(sum[:]),
+		"codeBytes": len(req.Code), "exitCode": res.ExitCode, "durationMs": res.DurationMs, "timedOut": res.TimedOut,
+		"truncated": res.Truncated, "stdoutBytes": len(res.Stdout), "stderrBytes": len(res.Stderr), "by": by}
+	if o.sess.keepCode {
+		audit["code"], audit["stdout"], audit["stderr"] = req.Code, res.Stdout, res.Stderr
+	}
+	if err := o.sessionEvent(ctx, events.SessionCodeExecuted, s, derive(res.ExecID, "audit"), audit); err != nil {
+		o.log.Warn("orchestrator: audit", "session_id", id, "err", err)
+	}
+	return res, nil
+}
+
+// touch records activity, which holds off the idle timer.
+func (o *Orchestrator) touch(id string) {
+	o.sess.mu.Lock()
+	defer o.sess.mu.Unlock()
+	if s, ok := o.sess.m[id]; ok {
+		s.LastActivityAt = time.Now().UTC()
+		delete(o.sess.warned, id)
+	}
+}
+
+// sessionTimers fires the sessions' timers. They are absolute times in
+// the bucket, so a restarted orchestrator fires them on time.
+func (o *Orchestrator) sessionTimers(ctx context.Context) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	lastSave := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now := time.Now()
+		type due struct {
+			s     api.Session
+			timer string
+			at    time.Time
+			fire  bool
+		}
+		var todo []due
+		o.sess.mu.Lock()
+		for _, s := range o.sess.m {
+			if s.Status != api.SessionReady {
+				continue
+			}
+			at, timer := s.ExpiresAt, "ttl"
+			if s.IdleTimeoutMs > 0 {
+				if idleAt := s.LastActivityAt.Add(time.Duration(s.IdleTimeoutMs) * time.Millisecond); idleAt.Before(at) {
+					at, timer = idleAt, "idle"
+				}
+			}
+			warn := min(30*time.Second, time.Duration(s.TimeoutMs)*time.Millisecond/10)
+			switch {
+			case !now.Before(at):
+				todo = append(todo, due{*s, timer, at, true})
+			case !now.Before(at.Add(-warn)) && !o.sess.warned[s.ID].Equal(at):
+				o.sess.warned[s.ID] = at
+				todo = append(todo, due{*s, timer, at, false})
+			}
+		}
+		o.sess.mu.Unlock()
+		for _, d := range todo {
+			s := d.s
+			if !d.fire {
+				_ = o.sessionEvent(ctx, events.SessionExpiring, &s, derive(s.ID, "expiring "+d.at.String()), map[string]any{"expiresAt": d.at, "timer": d.timer})
+				continue
+			}
+			reason := fmt.Sprintf("its time to live of %s ran out", time.Duration(s.TimeoutMs)*time.Millisecond)
+			if d.timer == "idle" {
+				reason = fmt.Sprintf("idle for %s", time.Duration(s.IdleTimeoutMs)*time.Millisecond)
+			}
+			o.endSession(ctx, &s, api.SessionExpired, reason, s.ContainerID)
+			_ = o.sessionEvent(ctx, events.SessionExpired, &s, derive(s.ID, "expired"), map[string]any{"timer": d.timer, "setBy": s.SetBy, "reason": reason})
+		}
+		// Activity is kept in memory between writes; write it now and then
+		// so that an idle timer survives a restart too.
+		if time.Since(lastSave) > 5*time.Second {
+			lastSave = time.Now()
+			for _, s := range o.Sessions(false) {
+				_ = o.saveSession(ctx, &s)
+			}
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package orchestrator
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/api"
+)
+
+// principal names who made an HTTP request, for timers and the audit:
+// the X-OpenAgent-User header, "anonymous" without one.
+func principal(r *http.Request) string {
+	if u := r.Header.Get("X-OpenAgent-User"); u != "" {
+		return u
+	}
+	return "anonymous"
+}
+
+func (o *Orchestrator) sessionRoutes() []route {
+	return []route{
+		{"POST", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+			var req api.SessionRequest
+			if !decodeBody(w, r, &req) {
+				return
+			}
+			s, aerr := o.CreateSession(r.Context(), req, principal(r))
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			writeJSON(w, http.StatusCreated, s)
+		}},
+		{"GET", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, o.Sessions(r.URL.Query().Get("all") == "true"))
+		}},
+		{"GET", "/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+			s, ok := o.Session(r.PathValue("id"))
+			if !ok {
+				writeError(w, &api.Error{Kind: "not_found", ID: r.PathValue("id"), Message: "no session " + r.PathValue("id")})
+				return
+			}
+			writeJSON(w, http.StatusOK, s)
+		}},
+		{"DELETE", "/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+			s, aerr := o.CloseSession(r.Context(), r.PathValue("id"), principal(r))
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			writeJSON(w, http.StatusOK, s)
+		}},
+		{"POST", "/v1/sessions/{id}/extend", func(w http.ResponseWriter, r *http.Request) {
+			var req api.ExtendRequest
+			if !decodeBody(w, r, &req) {
+				return
+			}
+			s, aerr := o.ExtendSession(r.Context(), r.PathValue("id"), time.Duration(req.TimeoutMs)*time.Millisecond, principal(r))
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			writeJSON(w, http.StatusOK, s)
+		}},
+		{"POST", "/v1/sessions/{id}/exec", func(w http.ResponseWriter, r *http.Request) {
+			var req api.RunCodeRequest
+			if !decodeBody(w, r, &req) {
+				return
+			}
+			res, aerr := o.RunCode(r.Context(), r.PathValue("id"), req, principal(r))
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			writeJSON(w, http.StatusOK, res)
+		}},
+	}
+}
+
+// decodeBody reads a JSON body into v, refusing unknown fields.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, aerr := readBody(w, r)
+	if aerr != nil {
+		writeError(w, aerr)
+		return false
+	}
+	dec := json.NewDecoder(bytesReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, &api.Error{Kind: "invalid", Field: "body", Message: err.Error()})
+		return false
+	}
+	return true
+}

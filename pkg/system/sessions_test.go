@@ -1,0 +1,149 @@
+package system_test
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/client"
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+func ms(d time.Duration) *int64 { v := d.Milliseconds(); return &v }
+
+func TestSessionRunsCode(t *testing.T) {
+	e := newEnv(t)
+	c := client.New(e.sys.HTTPURL, client.WithUser("alice"))
+	langs := []string{"python", "sh"}
+	if _, err := exec.LookPath("node"); err == nil {
+		langs = append(langs, "javascript")
+	}
+	s, err := c.CreateSession(e.ctx, api.SessionRequest{Languages: langs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Status != api.SessionReady || s.Driver != "local" || s.Image != "host" || s.ContainerID == "" || s.ExpiresAt.Before(time.Now().Add(29*time.Minute)) {
+		t.Fatalf("session %+v; want ready on the local driver, expiring in 30 minutes", s)
+	}
+	res, err := c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "print(sum([1,2,3]))"})
+	if err != nil || res.Stdout != "6\n" || res.ExitCode != 0 {
+		t.Fatalf("python: %+v, %v", res, err)
+	}
+	if res, err = c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Language: "sh", Code: "echo $((6*7)); exit 3"}); err != nil || res.Stdout != "42\n" || res.ExitCode != 3 {
+		t.Fatalf("sh: %+v, %v", res, err)
+	}
+	if len(langs) == 3 {
+		if res, err = c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Language: "javascript", Code: "console.log([1,2,3].reduce((a,b)=>a+b))"}); err != nil || res.Stdout != "6\n" {
+			t.Fatalf("javascript: %+v, %v", res, err)
+		}
+	}
+	// An endless loop is killed at its timeout, and the session stays usable.
+	begin := time.Now()
+	res, err = c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "while True: pass", TimeoutMs: 500})
+	if err != nil || !res.TimedOut || time.Since(begin) > 10*time.Second {
+		t.Fatalf("endless loop: %+v, %v after %v", res, err, time.Since(begin))
+	}
+	if res, err = c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "print('still here')"}); err != nil || res.Stdout != "still here\n" {
+		t.Fatalf("after the timeout: %+v, %v", res, err)
+	}
+	if _, err := c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Language: "ruby", Code: "puts 1"}); !errors.Is(err, driver.ErrInvalid) {
+		t.Fatalf("a language the session lacks: %v", err)
+	}
+	// Every run is audited: who, the code's hash and size, exit code.
+	var audits int
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Session: s.ID, Type: "session.code"}) {
+		var d struct {
+			By, CodeSha256 string
+			CodeBytes      int
+			Code           *string
+		}
+		if err != nil || events.Data(ev, &d) != nil {
+			t.Fatal(err)
+		}
+		if d.By != "alice" || len(d.CodeSha256) != 64 || d.CodeBytes == 0 || d.Code != nil {
+			t.Fatalf("audit %+v; want by alice with a hash and size, and no code kept", d)
+		}
+		audits++
+	}
+	if audits < 4 {
+		t.Fatalf("%d audit events; want one per run", audits)
+	}
+	closed, err := c.CloseSession(e.ctx, s.ID)
+	if err != nil || closed.Status != api.SessionClosed {
+		t.Fatalf("close: %+v, %v", closed, err)
+	}
+	e.eventually("the sandbox removed", func() bool {
+		_, err := e.c.Get(e.ctx, s.ContainerID)
+		return errors.Is(err, driver.ErrNotFound)
+	})
+}
+
+func TestSessionTimeouts(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake", TimeoutMs: ms(0)}); !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "timeoutMs") {
+		t.Fatalf("a timeout of 0: %v; want refused", err)
+	}
+	if _, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake", IdleTimeoutMs: ms(-time.Second)}); !errors.Is(err, driver.ErrInvalid) {
+		t.Fatalf("a negative idle timeout: %v; want refused", err)
+	}
+	idle, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake", IdleTimeoutMs: ms(0), TimeoutMs: ms(time.Hour)})
+	if err != nil || idle.IdleTimeoutMs != 0 {
+		t.Fatalf("idle timeout 0 (off): %+v, %v", idle, err)
+	}
+	// TTL expiry removes the sandbox, with events saying which timer fired.
+	s, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake", TimeoutMs: ms(1500 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An orchestrator restart in the middle of the TTL: it still expires on time.
+	if err := e.sys.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.startOrchestrator()
+	e.eventually("the session expired", func() bool {
+		got, err := e.c.Session(e.ctx, s.ID)
+		return err == nil && got.Status == api.SessionExpired
+	})
+	late := time.Since(s.ExpiresAt)
+	if late > 3*time.Second {
+		t.Fatalf("expired %v after its time", late)
+	}
+	e.eventually("the sandbox removed", func() bool {
+		_, err := e.c.Get(e.ctx, s.ContainerID)
+		return errors.Is(err, driver.ErrNotFound)
+	})
+	var types []string
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Session: s.ID, Type: "session."}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, strings.TrimPrefix(ev.Type(), "io.openagent.session."))
+		if ev.Type() == events.SessionExpired {
+			var d struct{ Timer, Reason string }
+			_ = events.Data(ev, &d)
+			if d.Timer != "ttl" || !strings.Contains(d.Reason, "time to live") {
+				t.Fatalf("expired event %+v", d)
+			}
+		}
+	}
+	if got := strings.Join(types, " "); got != "requested ready expiring expired" {
+		t.Fatalf("session events %q; want requested ready expiring expired", got)
+	}
+	// Extending moves the expiry; an idle session expires by its idle timer.
+	x, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake", TimeoutMs: ms(time.Hour), IdleTimeoutMs: ms(800 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := e.c.ExtendSession(e.ctx, x.ID, 2*time.Hour)
+	if err != nil || ext.ExpiresAt.Before(time.Now().Add(119*time.Minute)) {
+		t.Fatalf("extend: %+v, %v", ext, err)
+	}
+	e.eventually("the idle session expired", func() bool {
+		got, err := e.c.Session(e.ctx, x.ID)
+		return err == nil && got.Status == api.SessionExpired && strings.HasPrefix(got.Reason, "idle")
+	})
+}
