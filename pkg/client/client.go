@@ -96,22 +96,42 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
+// raw sends bytes and reads bytes, for files.
+func (c *Client) raw(ctx context.Context, method, path string, body []byte, out *[]byte) error {
+	resp, err := c.sendBytes(ctx, method, path, body, "application/octet-stream")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		*out, err = io.ReadAll(resp.Body)
+	}
+	return err
+}
+
 // send makes a request and turns an error status into an *Error.
 func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var r io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			return nil, err
 		}
-		r = bytes.NewReader(b)
+	}
+	return c.sendBytes(ctx, method, path, b, "application/json")
+}
+
+func (c *Client) sendBytes(ctx context.Context, method, path string, body []byte, ctype string) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
 	if err != nil {
 		return nil, err
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", ctype)
 	}
 	if c.user != "" {
 		req.Header.Set("X-OpenAgent-User", c.user)

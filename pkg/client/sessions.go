@@ -52,3 +52,14 @@ func (c *Client) RunCode(ctx context.Context, id string, req api.RunCodeRequest)
 	var out api.ExecResult
 	return &out, c.do(ctx, http.MethodPost, "/v1/sessions/"+url.PathEscape(id)+"/exec", req, &out)
 }
+
+// WriteFile puts data at path in a session's workspace.
+func (c *Client) WriteFile(ctx context.Context, id, path string, data []byte) error {
+	return c.raw(ctx, http.MethodPut, "/v1/sessions/"+url.PathEscape(id)+"/files?path="+url.QueryEscape(path), data, nil)
+}
+
+// ReadFile gets the file at path in a session's workspace.
+func (c *Client) ReadFile(ctx context.Context, id, path string) ([]byte, error) {
+	var out []byte
+	return out, c.raw(ctx, http.MethodGet, "/v1/sessions/"+url.PathEscape(id)+"/files?path="+url.QueryEscape(path), nil, &out)
+}

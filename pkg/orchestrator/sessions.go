@@ -372,9 +372,9 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 	if req.Stdin != "" {
 		data["stdin"] = req.Stdin
 	}
-	e, err := events.New(events.ContainerExecRequested, "/openagent/sessions", data, events.WithSession(s.ID))
-	if err != nil {
-		return nil, &api.Error{Kind: "internal", Message: err.Error()}
+	e, aerr := o.newRequest(data, s.ID)
+	if aerr != nil {
+		return nil, aerr
 	}
 	res, aerr := o.execWait(ctx, e)
 	o.touch(s.ID)
@@ -395,6 +395,15 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 		o.log.Warn("orchestrator: audit", "session_id", id, "err", err)
 	}
 	return res, nil
+}
+
+// newRequest builds an exec request on behalf of a session.
+func (o *Orchestrator) newRequest(data map[string]any, sessionID string) (events.Event, *api.Error) {
+	e, err := events.New(events.ContainerExecRequested, "/openagent/sessions", data, events.WithSession(sessionID))
+	if err != nil {
+		return events.Event{}, &api.Error{Kind: "internal", Message: err.Error()}
+	}
+	return e, nil
 }
 
 // touch records activity, which holds off the idle timer.

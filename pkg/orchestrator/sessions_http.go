@@ -62,6 +62,26 @@ func (o *Orchestrator) sessionRoutes() []route {
 			}
 			writeJSON(w, http.StatusOK, s)
 		}},
+		{"PUT", "/v1/sessions/{id}/files", func(w http.ResponseWriter, r *http.Request) {
+			b, aerr := readBody(w, r)
+			if aerr == nil {
+				aerr = o.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b)
+			}
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}},
+		{"GET", "/v1/sessions/{id}/files", func(w http.ResponseWriter, r *http.Request) {
+			b, aerr := o.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Write(b)
+		}},
 		{"POST", "/v1/sessions/{id}/exec", func(w http.ResponseWriter, r *http.Request) {
 			var req api.RunCodeRequest
 			if !decodeBody(w, r, &req) {

@@ -147,3 +147,48 @@ func TestSessionTimeouts(t *testing.T) {
 		return err == nil && got.Status == api.SessionExpired && strings.HasPrefix(got.Reason, "idle")
 	})
 }
+
+func TestSessionFiles(t *testing.T) {
+	e := newEnv(t)
+	s, err := e.c.CreateSession(e.ctx, api.SessionRequest{Languages: []string{"python", "sh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("line one\nbinary \x00\xff end\n")
+	if err := e.c.WriteFile(e.ctx, s.ID, "in/data.bin", data); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "print(len(open('in/data.bin','rb').read())); open('out.txt','w').write('made inside')"})
+	if err != nil || res.Stdout != "23\n" {
+		t.Fatalf("reading the upload in the sandbox: %+v, %v", res, err)
+	}
+	got, err := e.c.ReadFile(e.ctx, s.ID, "out.txt")
+	if err != nil || string(got) != "made inside" {
+		t.Fatalf("download: %q, %v", got, err)
+	}
+	if back, err := e.c.ReadFile(e.ctx, s.ID, "in/data.bin"); err != nil || string(back) != string(data) {
+		t.Fatalf("round trip: %q, %v", back, err)
+	}
+	// A symbolic link made inside pointing out of the workspace.
+	if _, err := e.c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Language: "sh", Code: "ln -s /etc escape && ln -s /etc/hostname host"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"../outside", "/etc/passwd", "a/../../b", "escape/passwd", "host", ""} {
+		t.Run(p, func(t *testing.T) {
+			if _, err := e.c.ReadFile(e.ctx, s.ID, p); err == nil {
+				t.Fatalf("read of %q allowed", p)
+			}
+			if err := e.c.WriteFile(e.ctx, s.ID, p, []byte("x")); err == nil {
+				t.Fatalf("write of %q allowed", p)
+			} else if !errors.Is(err, driver.ErrInvalid) && !errors.Is(err, driver.ErrPermission) {
+				t.Fatalf("write of %q: %v; want invalid or permission", p, err)
+			}
+		})
+	}
+	if _, err := e.c.ReadFile(e.ctx, s.ID, "missing.txt"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("missing file: %v", err)
+	}
+	if err := e.c.WriteFile(e.ctx, s.ID, "big", make([]byte, 200<<10)); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("a file over the cap: %v", err)
+	}
+}

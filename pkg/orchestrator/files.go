@@ -1,0 +1,115 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/openagent/orchestrator/pkg/api"
+)
+
+// MaxFileBytes caps a file moved into or out of a session: files travel
+// base64-encoded inside events, whose output is capped at 256 KiB.
+const MaxFileBytes = 190 << 10
+
+// checkScript refuses a path any existing component of which is a
+// symbolic link, so that nothing reaches out of the workspace through one;
+// "..", absolute paths and empty ones are refused before.
+const checkScript = `p="$1"; cur=.; IFS=/; for c in $p; do cur="$cur/$c"; if [ -L "$cur" ]; then echo "path $p: $cur is a symbolic link" >&2; exit 3; fi; done; unset IFS; `
+
+// workspacePath checks a path relative to the session's workspace.
+func workspacePath(p string) (string, *api.Error) {
+	bad := func(why string) (string, *api.Error) {
+		return "", &api.Error{Kind: "invalid", Field: "path", Message: fmt.Sprintf("path %q %s", p, why)}
+	}
+	switch {
+	case p == "":
+		return bad("is empty")
+	case strings.HasPrefix(p, "/"):
+		return bad("is absolute; give a path inside the session's workspace")
+	case strings.ContainsRune(p, 0):
+		return bad("holds a NUL byte")
+	}
+	clean := path.Clean(p)
+	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+		return bad("leaves the workspace")
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == ".." {
+			return bad("leaves the workspace")
+		}
+	}
+	return clean, nil
+}
+
+// fileExec runs a shell script in a session's sandbox, with the path as
+// its first argument.
+func (o *Orchestrator) fileExec(ctx context.Context, s *api.Session, script, rel, stdin string) (*api.ExecResult, *api.Error) {
+	data := map[string]any{"containerId": s.ContainerID, "command": []string{"sh", "-c", checkScript + script, "sh", rel}, "timeoutMs": 30000}
+	if stdin != "" {
+		data["stdin"] = stdin
+	}
+	e, aerr := o.newRequest(data, s.ID)
+	if aerr != nil {
+		return nil, aerr
+	}
+	o.touch(s.ID)
+	res, aerr := o.execWait(ctx, e)
+	if aerr == nil && res == nil {
+		aerr = &api.Error{Kind: "timeout", ID: s.ID, Message: "no result in time"}
+	}
+	if aerr != nil {
+		return nil, aerr
+	}
+	switch res.ExitCode {
+	case 0:
+		return res, nil
+	case 3:
+		return nil, &api.Error{Kind: "permission", Field: "path", Message: strings.TrimSpace(res.Stderr)}
+	case 4:
+		return nil, &api.Error{Kind: "too_large", Field: "path", Message: fmt.Sprintf("%s is larger than %d bytes", rel, MaxFileBytes)}
+	case 5:
+		return nil, &api.Error{Kind: "not_found", Field: "path", Message: fmt.Sprintf("no file %s in the workspace", rel)}
+	}
+	return nil, &api.Error{Kind: "unavailable", Message: fmt.Sprintf("%s: exit %d: %s", rel, res.ExitCode, strings.TrimSpace(res.Stderr))}
+}
+
+// WriteFile puts data at a path in a session's workspace.
+func (o *Orchestrator) WriteFile(ctx context.Context, id, p string, data []byte) *api.Error {
+	if len(data) > MaxFileBytes {
+		return &api.Error{Kind: "too_large", Field: "body", Message: fmt.Sprintf("file is %d bytes; at most %d", len(data), MaxFileBytes)}
+	}
+	rel, aerr := workspacePath(p)
+	if aerr != nil {
+		return aerr
+	}
+	s, aerr := o.liveSession(id)
+	if aerr != nil {
+		return aerr
+	}
+	_, aerr = o.fileExec(ctx, s, `mkdir -p -- "$(dirname -- "$p")" && base64 -d > "$p"`, rel, base64.StdEncoding.EncodeToString(data))
+	return aerr
+}
+
+// ReadFile gets the file at a path in a session's workspace.
+func (o *Orchestrator) ReadFile(ctx context.Context, id, p string) ([]byte, *api.Error) {
+	rel, aerr := workspacePath(p)
+	if aerr != nil {
+		return nil, aerr
+	}
+	s, aerr := o.liveSession(id)
+	if aerr != nil {
+		return nil, aerr
+	}
+	res, aerr := o.fileExec(ctx, s, fmt.Sprintf(`[ -f "$p" ] || exit 5; [ "$(wc -c < "$p")" -le %d ] || exit 4; base64 < "$p"`, MaxFileBytes), rel, "")
+	if aerr != nil {
+		return nil, aerr
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(res.Stdout), ""))
+	if err != nil {
+		return nil, &api.Error{Kind: "unavailable", Message: "file came back garbled: " + err.Error()}
+	}
+	return b, nil
+}
