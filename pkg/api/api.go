@@ -243,3 +243,21 @@ type RunCodeRequest struct {
 type ExtendRequest struct {
 	TimeoutMs int64 `json:"timeoutMs"`
 }
+
+// Pool keeps sandboxes of one profile created and started, so that a
+// session of that profile is ready at once.
+type Pool struct {
+	Driver   string  `json:"driver"`
+	Image    string  `json:"image"`
+	CPU      float64 `json:"cpu,omitempty"`
+	MemoryMB int64   `json:"memoryMB,omitempty"`
+	// Size is the least the pool keeps warm; Max the most it grows to when
+	// sessions take sandboxes faster than it refills (2 × Size when 0).
+	Size int `json:"size"`
+	Max  int `json:"max,omitempty"`
+	// Read only: the current target between Size and Max, and how many
+	// sandboxes are warm and being made.
+	Target   int `json:"target"`
+	Warm     int `json:"warm"`
+	Creating int `json:"creating"`
+}

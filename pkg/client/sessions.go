@@ -63,3 +63,15 @@ func (c *Client) ReadFile(ctx context.Context, id, path string) ([]byte, error) 
 	var out []byte
 	return out, c.raw(ctx, http.MethodGet, "/v1/sessions/"+url.PathEscape(id)+"/files?path="+url.QueryEscape(path), nil, &out)
 }
+
+// SetPool creates or changes the warm pool of a profile; size 0 empties it.
+func (c *Client) SetPool(ctx context.Context, p api.Pool) (*api.Pool, error) {
+	var out api.Pool
+	return &out, c.do(ctx, http.MethodPut, "/v1/pools", p, &out)
+}
+
+// Pools lists the warm pools.
+func (c *Client) Pools(ctx context.Context) ([]api.Pool, error) {
+	var out []api.Pool
+	return out, c.do(ctx, http.MethodGet, "/v1/pools", nil, &out)
+}

@@ -59,6 +59,7 @@ type Orchestrator struct {
 	hosts      jetstream.KeyValue
 	ready      chan struct{}
 	sess       *sessions
+	pools      *pools
 	keepCode   bool
 }
 
@@ -103,6 +104,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	if err := o.loadSessions(ctx); err != nil {
 		return fmt.Errorf("orchestrator: load sessions: %w", err)
 	}
+	o.loadPools(ctx)
 	stream, err := o.js.Stream(ctx, events.StreamEvents)
 	if err != nil {
 		return err
@@ -128,6 +130,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 			return nil
 		}
 		g.Go(func() error { return o.sessionTimers(ctx) })
+		g.Go(func() error { return o.poolLoop(ctx) })
 		subs, err := o.serveRPC()
 		if err != nil {
 			return err

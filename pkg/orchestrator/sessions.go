@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +67,9 @@ func (o *Orchestrator) loadSessions(ctx context.Context) error {
 		return err
 	}
 	for key := range lister.Keys() {
+		if strings.HasPrefix(key, poolKeyPrefix) {
+			continue
+		}
 		entry, err := kv.Get(ctx, key)
 		if err != nil {
 			continue
@@ -162,33 +166,27 @@ func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest
 		"languages": s.Languages, "image": s.Image, "driver": s.Driver, "expiresAt": s.ExpiresAt, "idleTimeoutMs": s.IdleTimeoutMs, "requestedBy": by,
 	})
 
-	spec := driver.DefaultConfig()
-	spec.SessionID, spec.Image = s.ID, s.Image
-	spec.Command = []string{"sleep", "2147483647"}
-	if req.Driver == "fake" {
-		spec.Command = []string{"fake", "--forever"}
-	}
-	if req.Driver == "docker" {
-		spec.Security.User = "1000:1000" // the images' sandbox user, who owns /workspace
-	}
-	if req.CPU > 0 {
-		spec.Resources.CPU = req.CPU
-	}
-	if req.MemoryMB > 0 {
-		spec.Resources.MemoryMB = req.MemoryMB
-	}
-	spec.Labels = maps.Clone(req.Labels)
-	if spec.Labels == nil {
-		spec.Labels = map[string]string{}
-	}
-	spec.Labels[LabelSession] = s.ID
-	e, err := events.New(events.ContainerCreateRequested, "/openagent/sessions", api.CreateRequest{Driver: s.Driver, Start: true, Spec: spec},
-		events.WithSession(s.ID), events.WithID(derive(s.ID, "create")))
-	if err != nil {
-		return nil, &api.Error{Kind: "internal", Message: err.Error()}
-	}
 	begin := time.Now()
-	c, aerr := o.runContainer(ctx, e)
+	var c *api.Container
+	warm := false
+	if id, ok := o.take(profile(s.Driver, s.Image, req.CPU, req.MemoryMB)); ok {
+		if r, ok := o.state.get(id); ok {
+			view := o.state.view(r, o.live)
+			c, warm = &view, true
+		}
+	}
+	var aerr *api.Error
+	if c == nil {
+		spec := sandboxSpec(s.Driver, s.Image, req.CPU, req.MemoryMB, req.Labels)
+		spec.SessionID = s.ID
+		spec.Labels[LabelSession] = s.ID
+		e, err := events.New(events.ContainerCreateRequested, "/openagent/sessions", api.CreateRequest{Driver: s.Driver, Start: true, Spec: spec},
+			events.WithSession(s.ID), events.WithID(derive(s.ID, "create")))
+		if err != nil {
+			return nil, &api.Error{Kind: "internal", Message: err.Error()}
+		}
+		c, aerr = o.runContainer(ctx, e)
+	}
 	if aerr != nil {
 		o.endSession(ctx, s, api.SessionFailed, aerr.Message, "")
 		s.Error = aerr
@@ -203,9 +201,34 @@ func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest
 	o.sess.mu.Unlock()
 	_ = o.saveSession(ctx, &cp)
 	_ = o.sessionEvent(ctx, events.SessionReady, &cp, derive(s.ID, "ready"), map[string]any{
-		"readyMs": float64(time.Since(begin).Microseconds()) / 1000, "warm": false,
+		"readyMs": float64(time.Since(begin).Microseconds()) / 1000, "warm": warm,
 	})
 	return &cp, nil
+}
+
+// sandboxSpec is the container of a session or a pool: secure defaults, a
+// process that waits forever, the resources asked for.
+func sandboxSpec(drv, image string, cpu float64, mem int64, labels map[string]string) driver.ContainerConfig {
+	spec := driver.DefaultConfig()
+	spec.Image = image
+	spec.Command = []string{"sleep", "2147483647"}
+	if drv == "fake" {
+		spec.Command = []string{"fake", "--forever"}
+	}
+	if drv == "docker" {
+		spec.Security.User = "1000:1000" // the images' sandbox user, who owns /workspace
+	}
+	if cpu > 0 {
+		spec.Resources.CPU = cpu
+	}
+	if mem > 0 {
+		spec.Resources.MemoryMB = mem
+	}
+	spec.Labels = maps.Clone(labels)
+	if spec.Labels == nil {
+		spec.Labels = map[string]string{}
+	}
+	return spec
 }
 
 // runContainer handles a create-and-start request and waits until the

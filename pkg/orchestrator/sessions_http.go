@@ -82,6 +82,19 @@ func (o *Orchestrator) sessionRoutes() []route {
 			w.Header().Set("Content-Type", "application/octet-stream")
 			w.Write(b)
 		}},
+		{"PUT", "/v1/pools", func(w http.ResponseWriter, r *http.Request) {
+			var p api.Pool
+			if !decodeBody(w, r, &p) {
+				return
+			}
+			out, aerr := o.SetPool(r.Context(), p)
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			writeJSON(w, http.StatusOK, out)
+		}},
+		{"GET", "/v1/pools", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, o.Pools()) }},
 		{"POST", "/v1/sessions/{id}/exec", func(w http.ResponseWriter, r *http.Request) {
 			var req api.RunCodeRequest
 			if !decodeBody(w, r, &req) {

@@ -192,3 +192,63 @@ func TestSessionFiles(t *testing.T) {
 		t.Fatalf("a file over the cap: %v", err)
 	}
 }
+
+func TestWarmPool(t *testing.T) {
+	e := newEnv(t)
+	p, err := e.c.SetPool(e.ctx, api.Pool{Driver: "fake", Size: 2, Max: 3})
+	if err != nil || p.Image != "fake" || p.Target != 2 {
+		t.Fatalf("set pool: %+v, %v", p, err)
+	}
+	pool := func() api.Pool {
+		ps, err := e.c.Pools(e.ctx)
+		if err != nil || len(ps) != 1 {
+			t.Fatalf("pools: %+v, %v", ps, err)
+		}
+		return ps[0]
+	}
+	e.eventually("the pool filled", func() bool { return pool().Warm == 2 })
+	s, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var warm bool
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Session: s.ID, Type: "session.ready"}) {
+		var d struct{ Warm bool }
+		if err == nil && events.Data(ev, &d) == nil {
+			warm = d.Warm
+		}
+	}
+	if !warm {
+		t.Fatal("the session did not take a warm sandbox")
+	}
+	e.eventually("the pool refilled", func() bool { return pool().Warm == 2 })
+	// Demand beyond the pool raises its target, never past its bound.
+	for range 6 {
+		if _, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := pool(); got.Warm+got.Creating > 3 || got.Target > 3 {
+			t.Fatalf("pool %+v exceeds its bound of 3", got)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := pool(); got.Warm > 3 {
+		t.Fatalf("pool %+v exceeds its bound of 3", got)
+	}
+	// Idle sandboxes of the pool, counted from the containers themselves.
+	taken := map[string]bool{}
+	sessions, _ := e.c.Sessions(e.ctx, true)
+	for _, s := range sessions {
+		taken[s.ContainerID] = true
+	}
+	idle := 0
+	all, _ := e.c.List(e.ctx, client.ListOptions{})
+	for _, c := range all {
+		if c.Labels["io.openagent.pool"] != "" && !taken[c.ID] {
+			idle++
+		}
+	}
+	if idle > 3 || idle < 2 {
+		t.Fatalf("%d idle pool sandboxes; want between the size 2 and the bound 3", idle)
+	}
+}
