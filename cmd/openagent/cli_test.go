@@ -235,3 +235,53 @@ func TestCLIDocker(t *testing.T) {
 		t.Fatalf("rm: %s", r.stderr)
 	}
 }
+
+func TestCLISessions(t *testing.T) {
+	srv := startSystem(t)
+	r := run(t, srv, "session", "create", "--language", "python", "--language", "sh", "--timeout", "10m", "--idle-timeout", "0", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("create: %s", r.stderr)
+	}
+	var s api.Session
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || s.Status != api.SessionReady || s.IdleTimeoutMs != 0 || s.ContainerID == "" || s.Host == "" || len(s.Languages) != 2 {
+		t.Fatalf("session %+v (%v)", s, err)
+	}
+	if r := run(t, srv, "session", "exec", s.ID, "--code", "print(sum([1,2,3]))"); r.code != 0 || r.stdout != "6\n" {
+		t.Fatalf("exec: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, srv, "session", "exec", "--language", "sh", s.ID, "--code", "echo oops >&2; exit 5"); r.code != 5 || r.stderr != "oops\n" {
+		t.Fatalf("exit status: %d %q", r.code, r.stderr)
+	}
+	if r := run(t, srv, "session", "exec", "--timeout", "300ms", s.ID, "--code", "while True: pass"); r.code != 124 {
+		t.Fatalf("timeout: %d %q", r.code, r.stderr)
+	}
+	local := filepath.Join(t.TempDir(), "in.txt")
+	os.WriteFile(local, []byte("hello file"), 0o644)
+	if r := run(t, srv, "session", "cp", local, s.ID+":data/in.txt"); r.code != 0 {
+		t.Fatalf("cp in: %s", r.stderr)
+	}
+	if r := run(t, srv, "session", "cp", s.ID+":data/in.txt", "-"); r.stdout != "hello file" {
+		t.Fatalf("cp out: %q %s", r.stdout, r.stderr)
+	}
+	if r := run(t, srv, "session", "cp", s.ID+":../etc/passwd", "-"); r.code != 1 || !strings.Contains(r.stderr, "leaves the workspace") {
+		t.Fatalf("path escape: %d %q", r.code, r.stderr)
+	}
+	if r := run(t, srv, "session", "extend", s.ID, "--timeout", "2h"); r.code != 0 {
+		t.Fatalf("extend: %s", r.stderr)
+	}
+	if r := run(t, srv, "session", "ls"); !strings.Contains(r.stdout, s.ID) {
+		t.Fatalf("ls: %s", r.stdout)
+	}
+	if r := run(t, srv, "session", "rm", s.ID); r.code != 0 {
+		t.Fatalf("rm: %s", r.stderr)
+	}
+	if r := run(t, srv, "session", "create", "--timeout", "0s"); r.code != 1 || !strings.Contains(r.stderr, "timeoutMs") {
+		t.Fatalf("timeout 0: %d %q", r.code, r.stderr)
+	}
+	if r := run(t, srv, "pool", "set", "--driver", "fake", "--size", "1"); r.code != 0 {
+		t.Fatalf("pool set: %s", r.stderr)
+	}
+	if r := run(t, srv, "pool", "ls"); !strings.Contains(r.stdout, "fake") {
+		t.Fatalf("pool ls: %s", r.stdout)
+	}
+}

@@ -144,9 +144,17 @@ func (c *cli) showContainer(ct *api.Container) error {
 	if c.json() {
 		return c.emit(ct)
 	}
-	b, _ := json.MarshalIndent(ct, "", "  ")
-	fmt.Fprintln(c.out, string(b))
-	return nil
+	return c.pretty(ct)
+}
+
+// pretty prints indented JSON, for people.
+func (c *cli) pretty(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(c.out, string(b))
+	return err
 }
 
 func (c *cli) startCmd() *cobra.Command {

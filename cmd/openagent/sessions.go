@@ -1,0 +1,271 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/openagent/orchestrator/pkg/api"
+)
+
+func (c *cli) sessionCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "session", Short: "Sandboxes for agents' code: create, exec, cp, extend, rm"}
+	cmd.AddCommand(c.sessionCreateCmd(), c.sessionLsCmd(), c.sessionInspectCmd(), c.sessionRmCmd(), c.sessionExtendCmd(),
+		c.sessionExecCmd(), c.sessionCpCmd())
+	return cmd
+}
+
+func (c *cli) showSession(s *api.Session) error {
+	if c.json() {
+		return c.emit(s)
+	}
+	fmt.Fprintln(c.out, s.ID)
+	return nil
+}
+
+func (c *cli) sessionCreateCmd() *cobra.Command {
+	var req api.SessionRequest
+	var timeout, idle time.Duration
+	var labels []string
+	cmd := &cobra.Command{
+		Use:   "create [--language L]... [--image I] [--driver D] [--cpu C] [--memory MB] [--timeout D] [--idle-timeout D] [--label K=V]...",
+		Short: "Create a session; prints its id once it takes code",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if req.Labels, err = keyValues("label", labels); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("timeout") {
+				ms := timeout.Milliseconds()
+				req.TimeoutMs = &ms
+			}
+			if cmd.Flags().Changed("idle-timeout") {
+				ms := idle.Milliseconds()
+				req.IdleTimeoutMs = &ms
+			}
+			s, err := c.client().CreateSession(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return c.showSession(s)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&req.Languages, "language", nil, "python, javascript, bash, sh (repeatable; default python)")
+	f.StringVar(&req.Image, "image", "", "image (default by driver and language: host for local, openagent/sandbox:python or :shell for docker)")
+	f.StringVar(&req.Driver, "driver", "", "local, docker or fake (default local, docker for an image other than host)")
+	f.Float64Var(&req.CPU, "cpu", 0, "cpu cores (default 0.5)")
+	f.Int64Var(&req.MemoryMB, "memory", 0, "memory, MB (default 512)")
+	f.DurationVar(&timeout, "timeout", 0, "time to live (default 30m; 0 is refused)")
+	f.DurationVar(&idle, "idle-timeout", 0, "expire after this long without a run (default 10m; 0 turns it off)")
+	f.StringArrayVar(&labels, "label", nil, "label K=V (repeatable)")
+	return cmd
+}
+
+func (c *cli) sessionLsCmd() *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{Use: "ls [--all]", Short: "List live sessions, or with --all every one", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			list, err := c.client().Sessions(cmd.Context(), all)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				for _, s := range list {
+					if err := c.emit(s); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATUS\tLANGUAGES\tDRIVER\tIMAGE\tHOST\tEXPIRES")
+			for _, s := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Status, strings.Join(s.Languages, ","), s.Driver, s.Image, s.Host,
+					time.Until(s.ExpiresAt).Round(time.Second))
+			}
+			return tw.Flush()
+		}}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "ended sessions too")
+	return cmd
+}
+
+func (c *cli) sessionInspectCmd() *cobra.Command {
+	return &cobra.Command{Use: "inspect ID", Short: "Show a session", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		s, err := c.client().Session(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		if c.json() {
+			return c.emit(s)
+		}
+		return c.pretty(s)
+	}}
+}
+
+func (c *cli) sessionRmCmd() *cobra.Command {
+	return &cobra.Command{Use: "rm ID", Short: "Close a session; its sandbox is removed", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		s, err := c.client().CloseSession(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		return c.showSession(s)
+	}}
+}
+
+func (c *cli) sessionExtendCmd() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{Use: "extend ID --timeout DURATION", Short: "Make a session expire DURATION from now", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("timeout") {
+				return fmt.Errorf("invalid: extend needs --timeout")
+			}
+			s, err := c.client().ExtendSession(cmd.Context(), args[0], timeout)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(s)
+			}
+			fmt.Fprintf(c.out, "%s expires at %s\n", s.ID, s.ExpiresAt.Format(time.RFC3339))
+			return nil
+		}}
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "the new time to live, from now")
+	return cmd
+}
+
+func (c *cli) sessionExecCmd() *cobra.Command {
+	var req api.RunCodeRequest
+	var timeout time.Duration
+	var code string
+	cmd := &cobra.Command{Use: "exec [--language L] [--timeout DURATION] ID (--code CODE | -)", Short: "Run code in a session; prints its output and exits with its status",
+		Args: cobra.RangeArgs(1, 2), RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 2 && args[1] == "-" && !cmd.Flags().Changed("code"):
+				b, err := io.ReadAll(os.Stdin)
+				if err != nil {
+					return err
+				}
+				req.Code = string(b)
+			case len(args) == 1 && cmd.Flags().Changed("code"):
+				req.Code = code
+			default:
+				return fmt.Errorf("invalid: give the code with --code CODE or as - on stdin")
+			}
+			req.TimeoutMs = timeout.Milliseconds()
+			res, err := c.client().RunCode(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				if err := c.emit(res); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprint(c.out, res.Stdout)
+				fmt.Fprint(c.errOut, res.Stderr)
+				if res.Truncated {
+					fmt.Fprintln(c.errOut, "openagent: output truncated")
+				}
+				if res.TimedOut {
+					fmt.Fprintf(c.errOut, "openagent: timeout: the code ran past %s and was killed\n", timeout)
+				}
+			}
+			switch {
+			case res.TimedOut:
+				return &exitError{code: 124}
+			case res.ExitCode != 0:
+				return &exitError{code: res.ExitCode}
+			}
+			return nil
+		}}
+	f := cmd.Flags()
+	f.StringVar(&req.Language, "language", "", "the language (default: the session's first)")
+	f.DurationVar(&timeout, "timeout", 0, "kill the run after DURATION (default 30s; exit code 124)")
+	f.StringVar(&code, "code", "", "the code to run")
+	return cmd
+}
+
+func (c *cli) sessionCpCmd() *cobra.Command {
+	return &cobra.Command{Use: "cp SRC DST", Short: "Copy a file into or out of a session's workspace; one side is SESSION_ID:PATH",
+		Args: cobra.ExactArgs(2), RunE: func(cmd *cobra.Command, args []string) error {
+			src, dst := args[0], args[1]
+			sid, spath, fromSession := strings.Cut(src, ":")
+			did, dpath, toSession := strings.Cut(dst, ":")
+			switch {
+			case fromSession == toSession:
+				return fmt.Errorf("invalid: exactly one of SRC and DST is SESSION_ID:PATH")
+			case toSession:
+				data, err := os.ReadFile(src)
+				if err != nil {
+					return err
+				}
+				return c.client().WriteFile(cmd.Context(), did, dpath, data)
+			default:
+				data, err := c.client().ReadFile(cmd.Context(), sid, spath)
+				if err != nil {
+					return err
+				}
+				if dst == "-" {
+					_, err = c.out.Write(data)
+					return err
+				}
+				return os.WriteFile(dst, data, 0o644)
+			}
+		}}
+}
+
+func (c *cli) poolCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "pool", Short: "Warm pools: sandboxes kept ready for sessions"}
+	var p api.Pool
+	set := &cobra.Command{Use: "set --image I --driver D --size N [--max N] [--cpu C] [--memory MB]", Short: "Create or change a pool; size 0 empties it",
+		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("size") {
+				return fmt.Errorf("invalid: pool set needs --size")
+			}
+			out, err := c.client().SetPool(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(out)
+			}
+			fmt.Fprintf(c.out, "%s %s: size %d, max %d\n", out.Driver, out.Image, out.Size, out.Max)
+			return nil
+		}}
+	f := set.Flags()
+	f.StringVar(&p.Image, "image", "", "image")
+	f.StringVar(&p.Driver, "driver", "", "driver")
+	f.IntVar(&p.Size, "size", 0, "sandboxes kept warm")
+	f.IntVar(&p.Max, "max", 0, "the most the pool grows to under demand (default 2 × size)")
+	f.Float64Var(&p.CPU, "cpu", 0, "cpu cores of each sandbox")
+	f.Int64Var(&p.MemoryMB, "memory", 0, "memory of each sandbox, MB")
+	ls := &cobra.Command{Use: "ls", Short: "List pools", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+		pools, err := c.client().Pools(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if c.json() {
+			for _, p := range pools {
+				if err := c.emit(p); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DRIVER\tIMAGE\tCPU\tMEMORY\tSIZE\tMAX\tTARGET\tWARM\tCREATING")
+		for _, p := range pools {
+			fmt.Fprintf(tw, "%s\t%s\t%g\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Driver, p.Image, p.CPU, p.MemoryMB, p.Size, p.Max, p.Target, p.Warm, p.Creating)
+		}
+		return tw.Flush()
+	}}
+	cmd.AddCommand(set, ls)
+	return cmd
+}
