@@ -159,17 +159,27 @@ func (c *cli) sessionExecCmd() *cobra.Command {
 				return fmt.Errorf("invalid: give the code with --code CODE or as - on stdin")
 			}
 			req.TimeoutMs = timeout.Milliseconds()
-			res, err := c.client().RunCode(cmd.Context(), args[0], req)
-			if err != nil {
-				return err
-			}
+			var res *api.ExecResult
+			var err error
 			if c.json() {
+				if res, err = c.client().RunCode(cmd.Context(), args[0], req); err != nil {
+					return err
+				}
 				if err := c.emit(res); err != nil {
 					return err
 				}
 			} else {
-				fmt.Fprint(c.out, res.Stdout)
-				fmt.Fprint(c.errOut, res.Stderr)
+				// Output is printed as the code produces it.
+				res, err = c.client().RunCodeStream(cmd.Context(), args[0], req, func(stream, data string) {
+					if stream == "stderr" {
+						fmt.Fprint(c.errOut, data)
+					} else {
+						fmt.Fprint(c.out, data)
+					}
+				})
+				if err != nil {
+					return err
+				}
 				if res.Truncated {
 					fmt.Fprintln(c.errOut, "openagent: output truncated")
 				}

@@ -1,8 +1,11 @@
 package client
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"net/http"
+	"strings"
 	"net/url"
 	"time"
 
@@ -74,4 +77,44 @@ func (c *Client) SetPool(ctx context.Context, p api.Pool) (*api.Pool, error) {
 func (c *Client) Pools(ctx context.Context) ([]api.Pool, error) {
 	var out []api.Pool
 	return out, c.do(ctx, http.MethodGet, "/v1/pools", nil, &out)
+}
+
+// RunCodeStream runs code in a session, calling onOutput with its output
+// ("stdout" or "stderr") as it is produced, and returns how it ended.
+func (c *Client) RunCodeStream(ctx context.Context, id string, req api.RunCodeRequest, onOutput func(stream, data string)) (*api.ExecResult, error) {
+	resp, err := c.send(ctx, http.MethodPost, "/v1/sessions/"+url.PathEscape(id)+"/exec?stream=true", req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var event string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data := []byte(strings.TrimPrefix(line, "data: "))
+			switch event {
+			case "stdout", "stderr":
+				var s string
+				if json.Unmarshal(data, &s) == nil {
+					onOutput(event, s)
+				}
+			case "result":
+				var res api.ExecResult
+				return &res, json.Unmarshal(data, &res)
+			case "error":
+				var ae api.Error
+				_ = json.Unmarshal(data, &ae)
+				return nil, &Error{StatusCode: resp.StatusCode, Kind: ae.Kind, Message: ae.Message, Field: ae.Field, ID: ae.ID}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, &Error{Kind: "unavailable", Message: "the stream ended without a result"}
 }

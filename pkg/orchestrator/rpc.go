@@ -92,6 +92,11 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 	if err == nil {
 		err = add(SubjectListHosts, func(m *nats.Msg) { o.respondJSON(m, o.Hosts()) })
 	}
+	for subject, h := range o.sessionRPC() {
+		if err == nil {
+			err = add(subject, h)
+		}
+	}
 	return subs, err
 }
 

@@ -13,11 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 // Session defaults; docs/SESSIONS.md explains them.
@@ -357,8 +359,9 @@ func (o *Orchestrator) endSession(ctx context.Context, s *api.Session, st api.Se
 	}
 }
 
-// RunCode runs code in a session and audits it.
-func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRequest, by string) (*api.ExecResult, *api.Error) {
+// RunCode runs code in a session and audits it. With onChunk, output is
+// handed over while it is produced, in order, before RunCode returns.
+func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(worker.Chunk)) (*api.ExecResult, *api.Error) {
 	s, aerr := o.liveSession(id)
 	if aerr != nil {
 		return nil, aerr
@@ -395,11 +398,57 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 	if req.Stdin != "" {
 		data["stdin"] = req.Stdin
 	}
+	var chunks chan *nats.Msg
+	if onChunk != nil {
+		inbox := nats.NewInbox()
+		chunks = make(chan *nats.Msg, 1024)
+		sub, err := o.nc.ChanSubscribe(inbox, chunks)
+		if err != nil {
+			return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+		}
+		defer sub.Unsubscribe()
+		data["streamTo"] = inbox
+	}
 	e, aerr := o.newRequest(data, s.ID)
 	if aerr != nil {
 		return nil, aerr
 	}
-	res, aerr := o.execWait(ctx, e)
+	var res *api.ExecResult
+	if onChunk == nil {
+		res, aerr = o.execWait(ctx, e)
+	} else {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			res, aerr = o.execWait(ctx, e)
+		}()
+		forward := func(m *nats.Msg) {
+			var c worker.Chunk
+			if json.Unmarshal(m.Data, &c) == nil {
+				onChunk(c)
+			}
+		}
+	wait:
+		for {
+			select {
+			case m := <-chunks:
+				forward(m)
+			case <-done:
+				break wait
+			}
+		}
+		// Chunks travel apart from the completed event: take the stragglers.
+		_ = o.nc.FlushTimeout(time.Second)
+		for {
+			select {
+			case m := <-chunks:
+				forward(m)
+				continue
+			case <-time.After(20 * time.Millisecond):
+			}
+			break
+		}
+	}
 	o.touch(s.ID)
 	if aerr != nil {
 		return nil, aerr

@@ -2,10 +2,12 @@ package orchestrator
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 // principal names who made an HTTP request, for timers and the audit:
@@ -100,12 +102,32 @@ func (o *Orchestrator) sessionRoutes() []route {
 			if !decodeBody(w, r, &req) {
 				return
 			}
-			res, aerr := o.RunCode(r.Context(), r.PathValue("id"), req, principal(r))
-			if aerr != nil {
-				writeError(w, aerr)
+			if r.URL.Query().Get("stream") != "true" && r.Header.Get("Accept") != "text/event-stream" {
+				res, aerr := o.RunCode(r.Context(), r.PathValue("id"), req, principal(r), nil)
+				if aerr != nil {
+					writeError(w, aerr)
+					return
+				}
+				writeJSON(w, http.StatusOK, res)
 				return
 			}
-			writeJSON(w, http.StatusOK, res)
+			// Server-sent events: stdout and stderr chunks as they come, then
+			// the result (or error) as the last event.
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Cache-Control", "no-cache")
+			w.WriteHeader(http.StatusOK)
+			flush(w)
+			sse := func(event string, v any) {
+				b, _ := json.Marshal(v)
+				fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+				flush(w)
+			}
+			res, aerr := o.RunCode(r.Context(), r.PathValue("id"), req, principal(r), func(c worker.Chunk) { sse(c.Stream, c.Data) })
+			if aerr != nil {
+				sse("error", aerr)
+				return
+			}
+			sse("result", res)
 		}},
 	}
 }

@@ -1,16 +1,20 @@
 package system_test
 
 import (
+	"encoding/json"
 	"errors"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator"
 )
 
 func ms(d time.Duration) *int64 { v := d.Milliseconds(); return &v }
@@ -250,5 +254,86 @@ func TestWarmPool(t *testing.T) {
 	}
 	if idle > 3 || idle < 2 {
 		t.Fatalf("%d idle pool sandboxes; want between the size 2 and the bound 3", idle)
+	}
+}
+
+// Output streams while the code runs: the first line arrives before the
+// code has finished.
+func TestSessionStreamsOutput(t *testing.T) {
+	e := newEnv(t)
+	s, err := e.c.CreateSession(e.ctx, api.SessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	var firstAt time.Duration
+	var got strings.Builder
+	res, err := e.c.RunCodeStream(e.ctx, s.ID, api.RunCodeRequest{Code: "import time, sys\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')\nsys.stderr.write('err\\n')"},
+		func(stream, data string) {
+			if firstAt == 0 {
+				firstAt = time.Since(begin)
+			}
+			got.WriteString(stream + ":" + data)
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := time.Since(begin)
+	if res.Stdout != "first\nsecond\n" || res.Stderr != "err\n" || res.ExitCode != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if firstAt == 0 || firstAt > total-time.Second {
+		t.Fatalf("first output after %v of %v; want it streamed before the 1.5s sleep ended", firstAt, total)
+	}
+	if !strings.Contains(got.String(), "stdout:first\n") || !strings.Contains(got.String(), "stderr:err\n") {
+		t.Fatalf("streamed %q", got.String())
+	}
+}
+
+// The NATS door: the same requests as JSON request/reply, and output
+// chunks on a subject of the caller's.
+func TestSessionOverNATS(t *testing.T) {
+	e := newEnv(t)
+	nc, _ := e.nats.Connect()
+	ask := func(subject string, q orchestrator.SessionRPC, out any) {
+		t.Helper()
+		b, _ := json.Marshal(q)
+		m, err := nc.Request(subject, b, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ae api.Error
+		if json.Unmarshal(m.Data, &ae) == nil && ae.Kind != "" {
+			t.Fatalf("%s: %+v", subject, ae)
+		}
+		if err := json.Unmarshal(m.Data, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s api.Session
+	ask(orchestrator.SubjectSessionCreate, orchestrator.SessionRPC{By: "bot-7", Create: api.SessionRequest{Languages: []string{"sh"}}}, &s)
+	if s.Status != api.SessionReady || s.SetBy != "bot-7" {
+		t.Fatalf("session %+v", s)
+	}
+	chunks := make(chan *nats.Msg, 16)
+	sub, _ := nc.ChanSubscribe("my.output", chunks)
+	defer sub.Unsubscribe()
+	var res api.ExecResult
+	ask(orchestrator.SubjectSessionExec, orchestrator.SessionRPC{SessionID: s.ID, Run: api.RunCodeRequest{Code: "echo over nats"}, StreamTo: "my.output"}, &res)
+	if res.Stdout != "over nats\n" {
+		t.Fatalf("result %+v", res)
+	}
+	select {
+	case m := <-chunks:
+		if !strings.Contains(string(m.Data), "over nats") {
+			t.Fatalf("chunk %s", m.Data)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no output chunk on the caller's subject")
+	}
+	var closed api.Session
+	ask(orchestrator.SubjectSessionClose, orchestrator.SessionRPC{SessionID: s.ID}, &closed)
+	if closed.Status != api.SessionClosed {
+		t.Fatalf("closed %+v", closed)
 	}
 }

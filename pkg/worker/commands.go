@@ -1,10 +1,13 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/driver"
@@ -34,6 +37,7 @@ type command struct {
 	Env         map[string]string      `json:"env"`
 	WorkingDir  string                 `json:"workingDir"`
 	Stdin       string                 `json:"stdin"`
+	StreamTo    string                 `json:"streamTo"`
 }
 
 var opOf = map[string]string{
@@ -245,9 +249,18 @@ func (w *Worker) exec(ctx context.Context, drv driver.Driver, e *events.Event, c
 	if c.Stdin != "" {
 		opts.Stdin = strings.NewReader(c.Stdin)
 	}
+	var out, errOut *chunker
+	if c.StreamTo != "" {
+		out = &chunker{w: w, subject: c.StreamTo, stream: "stdout"}
+		errOut = &chunker{w: w, subject: c.StreamTo, stream: "stderr"}
+		opts.Stdout, opts.Stderr = out, errOut
+	}
 	res, err := drv.Exec(ctx, c.ContainerID, opts)
 	if err != nil {
 		return err
+	}
+	if out != nil {
+		res.Stdout, res.Stderr = out.buf.Bytes(), errOut.buf.Bytes()
 	}
 	stdout, t1 := clip(res.Stdout)
 	stderr, t2 := clip(res.Stderr)
@@ -255,6 +268,33 @@ func (w *Worker) exec(ctx context.Context, drv driver.Driver, e *events.Event, c
 		"execId": c.ExecID, "exitCode": res.ExitCode, "stdout": stdout, "stderr": stderr, "truncated": t1 || t2,
 		"timedOut": res.TimedOut, "durationMs": float64(res.Duration.Microseconds()) / 1000,
 	}, e)
+}
+
+// chunker publishes output as it comes to a subject (core NATS: not
+// stored) and keeps it, up to the cap, for the completed event.
+type chunker struct {
+	w       *Worker
+	subject string
+	stream  string
+	mu      sync.Mutex
+	buf     bytes.Buffer
+}
+
+// Chunk is one piece of streamed output.
+type Chunk struct {
+	Stream string `json:"stream"`
+	Data   string `json:"data"`
+}
+
+func (c *chunker) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if room := maxOutput + 1 - c.buf.Len(); room > 0 {
+		c.buf.Write(p[:min(len(p), room)])
+	}
+	c.mu.Unlock()
+	b, _ := json.Marshal(Chunk{Stream: c.stream, Data: strings.ToValidUTF8(string(p), "\uFFFD")})
+	_ = c.w.cfg.NC.Publish(c.subject, b)
+	return len(p), nil
 }
 
 // clip caps output at maxOutput bytes on a rune boundary, and replaces
