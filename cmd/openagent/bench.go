@@ -54,7 +54,7 @@ func (c *cli) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	f.IntVar(&cfg.Requests, "requests", 10000, "container starts in all")
 	f.StringVar(&sync, "sync", "interval", "the embedded server's fsync: always or interval")
-	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd(), c.benchDockerCmd())
+	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd(), c.benchDockerCmd(), c.benchSessionCmd())
 	return cmd
 }
 
@@ -174,5 +174,33 @@ func (c *cli) imagesCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "build even the images that exist")
+	return cmd
+}
+
+func (c *cli) benchSessionCmd() *cobra.Command {
+	var cfg bench.SessionConfig
+	cmd := &cobra.Command{
+		Use:   "session [--embedded] [--driver D] [--warm N] [--runs N]",
+		Short: "Session create → ready, cold and from a warm pool, and print(1) in Python, in one run",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Server = c.server
+			res, err := bench.Session(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(res)
+			}
+			fmt.Fprintf(c.out, "%s (%s), %d runs: ready cold p50 %.1f ms p99 %.1f; warm p50 %.1f ms p99 %.1f; print(1) p50 %.1f ms p99 %.1f\n",
+				res.Driver, res.Image, res.Runs, res.ColdReady, res.ColdReady99, res.WarmReady, res.WarmReady99, res.Exec, res.Exec99)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&cfg.Embedded, "embedded", false, "start a system in this process (else use --server)")
+	f.StringVar(&cfg.Driver, "driver", "local", "local or docker")
+	f.IntVar(&cfg.Warm, "warm", 2, "the warm pool's size")
+	f.IntVar(&cfg.Runs, "runs", 20, "measurements of each kind")
 	return cmd
 }

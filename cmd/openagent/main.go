@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/openagent/orchestrator/pkg/client"
+	"github.com/openagent/orchestrator/pkg/driver/local"
 )
 
 // exitError ends the CLI with a code and no message of its own (exec
@@ -25,6 +26,9 @@ type exitError struct{ code int }
 func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func main() {
+	// The embedded benchmarks run the local driver, whose shims are this
+	// program re-executed.
+	local.MaybeRunShim()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx)
 	stop()

@@ -2,8 +2,16 @@ package bench
 
 import (
 	"context"
+	"os"
 	"testing"
+
+	"github.com/openagent/orchestrator/pkg/driver/local"
 )
+
+func TestMain(m *testing.M) {
+	local.MaybeRunShim()
+	os.Exit(m.Run())
+}
 
 // BenchmarkLifecycle runs b.N container starts through an embedded system:
 // go test -bench Lifecycle -cpuprofile cpu.out ./pkg/bench
@@ -25,6 +33,16 @@ func TestLifecycleSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Errors != 0 || res.LatencyP50 <= 0 || res.Throughput <= 0 || res.BaselineJSPublish <= 0 || res.BaselineReqReply <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestSessionSmall(t *testing.T) {
+	res, err := Session(context.Background(), SessionConfig{Embedded: true, Driver: "local", Warm: 1, Runs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ColdReady <= 0 || res.WarmReady <= 0 || res.Exec <= 0 || res.Image != "host" {
 		t.Fatalf("result %+v", res)
 	}
 }

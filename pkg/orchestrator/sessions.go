@@ -218,7 +218,10 @@ func sandboxSpec(drv, image string, cpu float64, mem int64, labels map[string]st
 		spec.Command = []string{"fake", "--forever"}
 	}
 	if drv == "docker" {
-		spec.Security.User = "1000:1000" // the images' sandbox user, who owns /workspace
+		// The images' sandbox user; with a read-only root the workspace is
+		// the writable tmpfs on /tmp.
+		spec.Security.User = "1000:1000"
+		spec.WorkingDir = "/tmp"
 	}
 	if cpu > 0 {
 		spec.Resources.CPU = cpu

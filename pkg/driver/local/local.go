@@ -285,6 +285,9 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		}
 		return driver.Errorf("start", id, driver.ErrTimeout, "shim did not report: %v", err)
 	}
+	if len(msg) == 0 {
+		return driver.Errorf("start", id, driver.ErrUnavailable, "the shim never answered: the program using the local driver must call local.MaybeRunShim first thing in main (tests: in TestMain)")
+	}
 	if reply := string(msg); reply != "ok" {
 		reply = strings.TrimPrefix(reply, "error: ")
 		kind := driver.ErrUnavailable
