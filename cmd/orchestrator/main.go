@@ -47,6 +47,7 @@ func run() error {
 		drivers    = flag.String("drivers", "auto", "the embedded worker's drivers: local, fake, docker; auto is local and fake, and docker when an engine answers")
 		hostID     = flag.String("host-id", "", "the embedded worker's host id (default: the hostname)")
 		syncAlways = flag.Bool("sync-always", false, "fsync every JetStream write (slower; survives power loss)")
+		keepCode   = flag.Bool("keep-code", false, "keep the code and output of session runs in their audit events (default: hashes and sizes only)")
 		verbose    = flag.Bool("v", false, "log debug messages")
 	)
 	flag.Parse()
@@ -67,7 +68,7 @@ func run() error {
 	defer stop()
 	cfg := system.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, NATSListen: *natsListen, NATSURL: *natsURL, SyncAlways: *syncAlways,
-		Orchestrator: true, Worker: *withWorker, HostID: *hostID, Drivers: splitList(*drivers), Logger: log,
+		Orchestrator: true, Worker: *withWorker, HostID: *hostID, Drivers: splitList(*drivers), Logger: log, KeepCode: *keepCode,
 	}
 	sys, err := system.Start(ctx, cfg)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
+	"github.com/openagent/orchestrator/pkg/system"
 )
 
 func ms(d time.Duration) *int64 { v := d.Milliseconds(); return &v }
@@ -76,12 +77,35 @@ func TestSessionRunsCode(t *testing.T) {
 	if audits < 4 {
 		t.Fatalf("%d audit events; want one per run", audits)
 	}
+	// Where configured, the audit keeps the code and its output too.
+	if err := e.sys.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0", KeepCode: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Stop() })
+	c = client.New(sys.HTTPURL, client.WithUser("alice"))
+	if _, err := c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "print('kept')"}); err != nil {
+		t.Fatal(err)
+	}
+	kept := false
+	for ev, err := range c.Events(e.ctx, client.EventFilter{Session: s.ID, Type: "session.code"}) {
+		var d struct{ Code, Stdout string }
+		if err == nil && events.Data(ev, &d) == nil && d.Code == "print('kept')" && d.Stdout == "kept\n" {
+			kept = true
+		}
+	}
+	if !kept {
+		t.Fatal("with KeepCode the audit does not hold the code and output")
+	}
 	closed, err := c.CloseSession(e.ctx, s.ID)
 	if err != nil || closed.Status != api.SessionClosed {
 		t.Fatalf("close: %+v, %v", closed, err)
 	}
 	e.eventually("the sandbox removed", func() bool {
-		_, err := e.c.Get(e.ctx, s.ContainerID)
+		_, err := c.Get(e.ctx, s.ContainerID)
 		return errors.Is(err, driver.ErrNotFound)
 	})
 }

@@ -50,6 +50,9 @@ type Config struct {
 	Drivers      []string // the worker's drivers: local, fake
 	Capacity     api.Resources
 	Logger       *slog.Logger
+	// KeepCode keeps the code and output of session runs in their audit
+	// events, not only hashes and sizes.
+	KeepCode bool
 }
 
 // System is a running system.
@@ -100,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if cfg.DataDir != "" {
 			protected = append(protected, cfg.DataDir)
 		}
-		o, err := orchestrator.New(ctx, orchestrator.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected})
+		o, err := orchestrator.New(ctx, orchestrator.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, KeepCode: cfg.KeepCode})
 		if err != nil {
 			return nil, err
 		}
