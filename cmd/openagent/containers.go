@@ -222,12 +222,7 @@ func (c *cli) psCmd() *cobra.Command {
 				return err
 			}
 			if c.json() {
-				for _, ct := range list {
-					if err := c.emit(ct); err != nil {
-						return err
-					}
-				}
-				return nil
+				return emitEach(c, list)
 			}
 			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tDRIVER\tHOST\tSTATUS\tCREATED")
@@ -364,12 +359,7 @@ func (c *cli) hostsCmd() *cobra.Command {
 			return err
 		}
 		if c.json() {
-			for _, h := range hosts {
-				if err := c.emit(h); err != nil {
-					return err
-				}
-			}
-			return nil
+			return emitEach(c, hosts)
 		}
 		tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tDRIVERS\tCPU\tMEMORY MB\tCONTAINERS\tLIVE\tLAST SEEN")

@@ -85,6 +85,16 @@ func (c *cli) emit(v any) error {
 	return err
 }
 
+// emitEach writes each item as a JSON object on a line.
+func emitEach[T any](c *cli, items []T) error {
+	for _, it := range items {
+		if err := c.emit(it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func newRoot(out, errOut io.Writer) *cobra.Command {
 	c := &cli{out: out, errOut: errOut}
 	root := &cobra.Command{

@@ -77,12 +77,7 @@ func (c *cli) sessionLsCmd() *cobra.Command {
 				return err
 			}
 			if c.json() {
-				for _, s := range list {
-					if err := c.emit(s); err != nil {
-						return err
-					}
-				}
-				return nil
+				return emitEach(c, list)
 			}
 			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATUS\tLANGUAGES\tDRIVER\tIMAGE\tHOST\tEXPIRES")
@@ -262,12 +257,7 @@ func (c *cli) poolCmd() *cobra.Command {
 			return err
 		}
 		if c.json() {
-			for _, p := range pools {
-				if err := c.emit(p); err != nil {
-					return err
-				}
-			}
-			return nil
+			return emitEach(c, pools)
 		}
 		tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DRIVER\tIMAGE\tCPU\tMEMORY\tSIZE\tMAX\tTARGET\tWARM\tCREATING")

@@ -35,14 +35,16 @@ type Steps struct {
 
 // DockerResult compares the three ways of one run.
 type DockerResult struct {
-	Image                  string  `json:"image"`
-	Runs                   int     `json:"runs"`
-	DirectLifecycleP50     float64 `json:"direct_lifecycle_p50_ms"`
-	DriverLifecycleP50     float64 `json:"driver_lifecycle_p50_ms"`
-	SystemLifecycleP50     float64 `json:"system_lifecycle_p50_ms"`
-	DriverOverDirect       float64 `json:"driver_over_direct"`
-	SystemOverDirect       float64 `json:"system_over_direct"`
-	Direct, Driver, System Steps
+	Image              string  `json:"image"`
+	Runs               int     `json:"runs"`
+	DirectLifecycleP50 float64 `json:"direct_lifecycle_p50_ms"`
+	DriverLifecycleP50 float64 `json:"driver_lifecycle_p50_ms"`
+	SystemLifecycleP50 float64 `json:"system_lifecycle_p50_ms"`
+	DriverOverDirect   float64 `json:"driver_over_direct"`
+	SystemOverDirect   float64 `json:"system_over_direct"`
+	Direct             Steps   `json:"direct"`
+	Driver             Steps   `json:"driver"`
+	System             Steps   `json:"system"`
 }
 
 type timings struct{ create, start, exec, stop, remove, total []time.Duration }

@@ -86,7 +86,19 @@ func Session(ctx context.Context, cfg SessionConfig) (*SessionResult, error) {
 	if _, err := c.SetPool(ctx, api.Pool{Driver: cfg.Driver, Image: res.Image, Size: cfg.Warm}); err != nil {
 		return nil, err
 	}
-	defer c.SetPool(context.WithoutCancel(ctx), api.Pool{Driver: cfg.Driver, Image: res.Image, Size: 0})
+	// Empty the pool at the end and wait until it is: its sandboxes would
+	// outlive the benchmark (containers outlive their workers by design).
+	defer func() {
+		ctx := context.WithoutCancel(ctx)
+		if _, err := c.SetPool(ctx, api.Pool{Driver: cfg.Driver, Image: res.Image, Size: 0}); err != nil {
+			return
+		}
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if pools, err := c.Pools(ctx); err == nil && len(pools) > 0 && pools[0].Warm == 0 && pools[0].Creating == 0 {
+				return
+			}
+		}
+	}()
 	waitWarm := func() error {
 		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			pools, err := c.Pools(ctx)

@@ -121,10 +121,10 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
 // request turns an API call into a request event and handles it: the
 // same path as the other doors. It returns the accepted outcome, or writes
 // the rejection and returns nil.
-func (o *Orchestrator) request(w http.ResponseWriter, r *http.Request, typ string, data []byte) (*api.Accepted, events.Event) {
+func (o *Orchestrator) request(w http.ResponseWriter, r *http.Request, typ string, data []byte) *api.Accepted {
 	if !json.Valid(data) {
 		writeError(w, &api.Error{Kind: "invalid", Field: "body", Message: "body is not JSON"})
-		return nil, events.Event{}
+		return nil
 	}
 	opts := []events.Option{events.WithTrace(r.Header.Get("traceparent"), r.Header.Get("tracestate"))}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
@@ -133,27 +133,34 @@ func (o *Orchestrator) request(w http.ResponseWriter, r *http.Request, typ strin
 	e, err := events.New(typ, "/openagent/http", json.RawMessage(data), opts...)
 	if err != nil {
 		writeError(w, &api.Error{Kind: "invalid", Field: "body", Message: err.Error()})
-		return nil, events.Event{}
+		return nil
 	}
 	return o.handleHTTP(w, r.Context(), e)
 }
 
 // handleHTTP handles a request event and writes its rejection, if any.
-func (o *Orchestrator) handleHTTP(w http.ResponseWriter, ctx context.Context, e events.Event) (*api.Accepted, events.Event) {
+func (o *Orchestrator) handleHTTP(w http.ResponseWriter, ctx context.Context, e events.Event) *api.Accepted {
+	acc, aerr := o.accept(ctx, e)
+	if aerr != nil {
+		writeError(w, aerr)
+	}
+	return acc
+}
+
+// accept handles a request in-process: what was accepted, or why not.
+func (o *Orchestrator) accept(ctx context.Context, e events.Event) (*api.Accepted, *api.Error) {
 	reply, err := o.Handle(ctx, e)
 	if err != nil {
-		writeError(w, &api.Error{Kind: "unavailable", Message: err.Error()})
-		return nil, events.Event{}
+		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
 	}
 	if reply.Type() == events.RequestRejected {
 		var d struct{ Error api.Error }
 		_ = events.Data(reply, &d)
-		writeError(w, &d.Error)
-		return nil, reply
+		return nil, &d.Error
 	}
 	var acc api.Accepted
 	_ = events.Data(reply, &acc)
-	return &acc, reply
+	return &acc, nil
 }
 
 // await waits until the container satisfies done, or an operation of this
@@ -191,7 +198,7 @@ func (o *Orchestrator) httpCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	acc, _ := o.request(w, r, events.ContainerCreateRequested, body)
+	acc := o.request(w, r, events.ContainerCreateRequested, body)
 	if acc == nil {
 		return
 	}
@@ -267,7 +274,7 @@ func (o *Orchestrator) httpStart(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	acc, _ := o.request(w, r, events.ContainerStartRequested, body)
+	acc := o.request(w, r, events.ContainerStartRequested, body)
 	if acc == nil {
 		return
 	}
@@ -282,7 +289,7 @@ func (o *Orchestrator) httpStop(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	acc, _ := o.request(w, r, events.ContainerStopRequested, body)
+	acc := o.request(w, r, events.ContainerStopRequested, body)
 	if acc == nil {
 		return
 	}
@@ -300,7 +307,7 @@ func (o *Orchestrator) httpRemove(w http.ResponseWriter, r *http.Request) {
 		m["force"] = true
 		body, _ = json.Marshal(m)
 	}
-	acc, _ := o.request(w, r, events.ContainerRemoveRequested, body)
+	acc := o.request(w, r, events.ContainerRemoveRequested, body)
 	if acc == nil {
 		return
 	}
@@ -349,14 +356,8 @@ func (o *Orchestrator) httpExec(w http.ResponseWriter, r *http.Request) {
 func (o *Orchestrator) execWait(ctx context.Context, e events.Event) (*api.ExecResult, *api.Error) {
 	outcome, forget := o.state.expectExec(derive(e.ID(), "exec"))
 	defer forget()
-	reply, err := o.Handle(ctx, e)
-	if err != nil {
-		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
-	}
-	if reply.Type() == events.RequestRejected {
-		var d struct{ Error api.Error }
-		_ = events.Data(reply, &d)
-		return nil, &d.Error
+	if _, aerr := o.accept(ctx, e); aerr != nil {
+		return nil, aerr
 	}
 	var req api.ExecRequest
 	_ = events.Data(e, &req)

@@ -239,17 +239,10 @@ func sandboxSpec(drv, image string, cpu float64, mem int64, labels map[string]st
 // runContainer handles a create-and-start request and waits until the
 // container runs.
 func (o *Orchestrator) runContainer(ctx context.Context, e events.Event) (*api.Container, *api.Error) {
-	reply, err := o.Handle(ctx, e)
-	if err != nil {
-		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+	acc, aerr := o.accept(ctx, e)
+	if aerr != nil {
+		return nil, aerr
 	}
-	if reply.Type() == events.RequestRejected {
-		var d struct{ Error api.Error }
-		_ = events.Data(reply, &d)
-		return nil, &d.Error
-	}
-	var acc api.Accepted
-	_ = events.Data(reply, &acc)
 	wctx, cancel := context.WithTimeout(ctx, waitLimit)
 	defer cancel()
 	rec, err := o.state.waitFor(wctx, acc.ContainerID, func(r *record) bool {
