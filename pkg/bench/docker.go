@@ -109,13 +109,15 @@ func Docker(ctx context.Context, cfg DockerConfig) (*DockerResult, error) {
 	spec := driver.DefaultConfig()
 	spec.SessionID, spec.Image, spec.Command = "bench", cfg.Image, []string{"sleep", "3600"}
 	var direct, drv, whole timings
+	// Names unique to this run: a run that was killed leaves its containers.
+	run := time.Now().UnixNano() % 1e9
 	for i := range cfg.Runs {
-		steps, err := directLifecycle(ctx, d, spec, fmt.Sprintf("bench-direct-%d", i))
+		steps, err := directLifecycle(ctx, d, spec, fmt.Sprintf("bench-direct-%d-%d", run, i))
 		if err != nil {
 			return nil, fmt.Errorf("direct: %w", err)
 		}
 		direct.add(steps...)
-		if steps, err = driverLifecycle(ctx, d, spec, fmt.Sprintf("bench-driver-%d", i)); err != nil {
+		if steps, err = driverLifecycle(ctx, d, spec, fmt.Sprintf("bench-driver-%d-%d", run, i)); err != nil {
 			return nil, fmt.Errorf("driver: %w", err)
 		}
 		drv.add(steps...)
