@@ -14,6 +14,7 @@ import (
 
 	"github.com/openagent/orchestrator/internal/natstest"
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/driver/docker"
 	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/system"
@@ -183,16 +184,18 @@ func TestCLIDocker(t *testing.T) {
 	ns := natstest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	drivers, err := system.Drivers(ctx, t.TempDir(), []string{"docker"})
+	d, err := docker.New(ctx, docker.Config{StateDir: t.TempDir(), Scope: "test-cli"})
 	if err != nil {
 		if os.Getenv("OPENAGENT_REQUIRE_DOCKER") != "" {
 			t.Fatalf("docker engine required: %v", err)
 		}
 		t.Skipf("no docker engine here: %v", err)
 	}
-	if err := docker.EnsureImages(ctx, drivers[0].(*docker.Driver).Client(), nil); err != nil {
+	defer d.Close()
+	if err := docker.EnsureImages(ctx, d.Client(), nil); err != nil {
 		t.Fatal(err)
 	}
+	drivers := []driver.Driver{d}
 	sys, err := system.Start(ctx, system.Config{NATSURL: ns.ClientURL(), HTTPAddr: "127.0.0.1:0", Orchestrator: true})
 	if err != nil {
 		t.Fatal(err)

@@ -19,16 +19,18 @@ func TestDockerSession(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	drivers, err := system.Drivers(ctx, t.TempDir(), []string{"docker"})
+	d, err := docker.New(ctx, docker.Config{StateDir: t.TempDir(), Scope: "test-system"})
 	if err != nil {
 		if os.Getenv("OPENAGENT_REQUIRE_DOCKER") != "" {
 			t.Fatalf("docker engine required: %v", err)
 		}
 		t.Skipf("no docker engine here: %v", err)
 	}
-	if err := docker.EnsureImages(ctx, drivers[0].(*docker.Driver).Client(), nil); err != nil {
+	t.Cleanup(func() { removeAll(d); d.Close() })
+	if err := docker.EnsureImages(ctx, d.Client(), nil); err != nil {
 		t.Fatal(err)
 	}
+	drivers := []driver.Driver{d}
 	sys, err := system.Start(ctx, system.Config{NATSURL: e.nats.ClientURL()})
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,8 @@ func newEnv(t *testing.T) *env {
 	if e.local, err = local.New(localRoot(t)); err != nil {
 		t.Fatal(err)
 	}
+	// Containers outlive their workers by design: remove the test's own.
+	t.Cleanup(func() { removeAll(e.local) })
 	e.startOrchestrator()
 	e.addWorker("host-a", fake.New(), e.local)
 	e.addWorker("host-b", fake.New())
@@ -160,5 +162,15 @@ func TestLifecycleOverHTTP(t *testing.T) {
 	}
 	if _, err := e.c.Get(e.ctx, c.ID); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("get after remove: %v; want not found", err)
+	}
+}
+
+// removeAll force-removes every container of a driver.
+func removeAll(d driver.Driver) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	list, _ := d.List(ctx, driver.Filter{})
+	for _, c := range list {
+		_ = d.Remove(ctx, c.ID, driver.RemoveOptions{Force: true})
 	}
 }
