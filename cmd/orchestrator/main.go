@@ -26,7 +26,13 @@ func main() {
 	}
 }
 
+// defaultDataDir is /var/lib/openagent for root (the local driver's
+// containers run as other users and must reach their directories, which a
+// root home does not let them), else the user's XDG data directory.
 func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/openagent"
+	}
 	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
 		return filepath.Join(d, "openagent")
 	}

@@ -31,6 +31,11 @@ func main() {
 func run() error {
 	capacity := system.MachineCapacity()
 	home, _ := os.UserHomeDir()
+	defaultData := filepath.Join(home, ".local", "share", "openagent-worker")
+	if os.Geteuid() == 0 {
+		// Containers run as other users and must reach their directories.
+		defaultData = "/var/lib/openagent-worker"
+	}
 	var (
 		natsURL = flag.String("nats-url", "nats://127.0.0.1:4222", "the NATS JetStream server")
 		hostID  = flag.String("host-id", "", "this host's id (default: the hostname)")
@@ -41,7 +46,7 @@ func run() error {
 		pids    = flag.Int64("pids", capacity.Pids, "processes to offer")
 		reap    = flag.Duration("reap-after", 0, "remove containers the orchestrator has not known for this long (0: never)")
 		dryRun  = flag.Bool("reap-dry-run", false, "only log what the reaper would remove")
-		dataDir = flag.String("data-dir", filepath.Join(home, ".local", "share", "openagent-worker"), "where the local driver keeps its state")
+		dataDir = flag.String("data-dir", defaultData, "where the local driver keeps its state")
 	)
 	flag.Parse()
 	lbls := map[string]string{}

@@ -314,3 +314,20 @@ func TestHealthReportsEnforcement(t *testing.T) {
 		}
 	}
 }
+
+// A root directory its containers' user cannot reach is refused at create,
+// naming the directory, rather than failing at start.
+func TestRefusesUnreachableRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs containers as other users")
+	}
+	private := t.TempDir() // 0700
+	d, err := local.New(private + "/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Create(context.Background(), "c", sh("true"))
+	if !errors.Is(err, driver.ErrPermission) || !strings.Contains(err.Error(), "not searchable") {
+		t.Fatalf("got %v; want ErrPermission naming the directory", err)
+	}
+}

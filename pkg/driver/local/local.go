@@ -177,6 +177,11 @@ func (d *Driver) admit(cfg *driver.ContainerConfig) (uid, gid int, err error) {
 			return 0, 0, refuse(driver.ErrInvalid, "%v", err)
 		}
 	}
+	if isRoot() && uid != 0 {
+		if dir := untraversable(d.root); dir != "" {
+			return 0, 0, refuse(driver.ErrPermission, "security.user: the container's user %d cannot reach the driver's directory: %s is not searchable by others (chmod o+x it, or keep the driver's state elsewhere, e.g. /var/lib)", uid, dir)
+		}
+	}
 	if !isRoot() {
 		switch {
 		case uid != os.Getuid():
@@ -204,6 +209,23 @@ func (d *Driver) admit(cfg *driver.ContainerConfig) (uid, gid int, err error) {
 		}
 	}
 	return uid, gid, nil
+}
+
+// untraversable returns the first directory on the way to path that other
+// users cannot search, "" if there is none.
+func untraversable(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		if st, err := os.Stat(p); err == nil && st.Mode().Perm()&0o001 == 0 {
+			return p
+		}
+		if p == "/" {
+			return ""
+		}
+	}
 }
 
 // prepare lays out a new container's directory.
