@@ -55,6 +55,11 @@ func TestSessionRunsCode(t *testing.T) {
 	if res, err = c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "print('still here')"}); err != nil || res.Stdout != "still here\n" {
 		t.Fatalf("after the timeout: %+v, %v", res, err)
 	}
+	// Output beyond the cap is cut, and the result says so.
+	res, err = c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "print('x' * 300000)"})
+	if err != nil || !res.Truncated || len(res.Stdout) != 256<<10 {
+		t.Fatalf("big output: %d bytes, truncated %v, %v; want 256 KiB, truncated", len(res.Stdout), res.Truncated, err)
+	}
 	if _, err := c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Language: "ruby", Code: "puts 1"}); !errors.Is(err, driver.ErrInvalid) {
 		t.Fatalf("a language the session lacks: %v", err)
 	}
