@@ -336,13 +336,7 @@ func (c *cli) execCmd() *cobra.Command {
 					fmt.Fprintf(c.errOut, "openagent: timeout: the command ran past %s and was killed\n", timeout)
 				}
 			}
-			switch {
-			case res.TimedOut:
-				return &exitError{code: 124}
-			case res.ExitCode != 0:
-				return &exitError{code: res.ExitCode}
-			}
-			return nil
+			return exitOf(res)
 		}}
 	f := cmd.Flags()
 	f.DurationVar(&timeout, "timeout", 0, "kill the command after DURATION (exit code 124)")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver/local"
 )
@@ -83,6 +84,18 @@ func (c *cli) emit(v any) error {
 	}
 	_, err = fmt.Fprintf(c.out, "%s\n", b)
 	return err
+}
+
+// exitOf passes a command's ending on as the CLI's: 124 for a timeout (as
+// timeout(1) does), else its exit code.
+func exitOf(res *api.ExecResult) error {
+	switch {
+	case res.TimedOut:
+		return &exitError{code: 124}
+	case res.ExitCode != 0:
+		return &exitError{code: res.ExitCode}
+	}
+	return nil
 }
 
 // emitEach writes each item as a JSON object on a line.

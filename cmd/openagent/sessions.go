@@ -182,13 +182,7 @@ func (c *cli) sessionExecCmd() *cobra.Command {
 					fmt.Fprintf(c.errOut, "openagent: timeout: the code ran past %s and was killed\n", timeout)
 				}
 			}
-			switch {
-			case res.TimedOut:
-				return &exitError{code: 124}
-			case res.ExitCode != 0:
-				return &exitError{code: res.ExitCode}
-			}
-			return nil
+			return exitOf(res)
 		}}
 	f := cmd.Flags()
 	f.StringVar(&req.Language, "language", "", "the language (default: the session's first)")
