@@ -347,11 +347,18 @@ func (o *Orchestrator) endSession(ctx context.Context, s *api.Session, st api.Se
 	}
 	rm, err := events.New(events.ContainerRemoveRequested, "/openagent/sessions", map[string]any{"containerId": containerID, "force": true},
 		events.WithSession(s.ID), events.WithID(derive(s.ID, "remove")))
-	if err == nil {
-		_, err = o.Handle(ctx, rm)
-	}
 	if err != nil {
-		o.log.Warn("orchestrator: remove a session's sandbox", "session_id", s.ID, "err", err)
+		return
+	}
+	if _, aerr := o.accept(ctx, rm); aerr != nil {
+		o.log.Warn("orchestrator: remove a session's sandbox", "session_id", s.ID, "err", aerr.Message)
+		return
+	}
+	// A closed session's sandbox is gone when the answer comes.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := o.state.waitFor(wctx, containerID, func(r *record) bool { return r.Status == api.StatusRemoved }); err != nil {
+		o.log.Warn("orchestrator: a session's sandbox not removed in time", "session_id", s.ID, "container_id", containerID)
 	}
 }
 

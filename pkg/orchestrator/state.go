@@ -306,13 +306,15 @@ func (s *state) waitFor(ctx context.Context, id string, cond func(*record) bool)
 	for {
 		s.mu.RLock()
 		r, ok := s.containers[id]
-		var cp record
+		// A record no longer kept was removed (the write-behind forgets
+		// removed containers).
+		cp := record{Container: api.Container{ID: id, Status: api.StatusRemoved}}
 		if ok {
 			cp = *r
 		}
 		changed := s.changed
 		s.mu.RUnlock()
-		if ok && cond(&cp) {
+		if cond(&cp) {
 			return &cp, nil
 		}
 		select {
