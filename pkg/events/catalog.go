@@ -62,6 +62,16 @@ const (
 	SessionCodeExecuted = Prefix + "session.code.executed"
 )
 
+// Session requests, served by request/reply on openagent.rpc.sessions; the
+// reply is the outcome event (session.ready, exec.completed,
+// session.extended, session.closed, or request.rejected).
+const (
+	SessionCreateRequested = Prefix + "session.create.requested"
+	SessionExecRequested   = Prefix + "session.exec.requested"
+	SessionExtendRequested = Prefix + "session.extend.requested"
+	SessionCloseRequested  = Prefix + "session.close.requested"
+)
+
 // Kind tells which stream an event type travels on.
 type Kind int
 
@@ -107,6 +117,11 @@ var catalog = map[string]Kind{
 	SessionClosed:       KindState,
 	SessionFailed:       KindState,
 	SessionCodeExecuted: KindState,
+
+	SessionCreateRequested: KindRequest,
+	SessionExecRequested:   KindRequest,
+	SessionExtendRequested: KindRequest,
+	SessionCloseRequested:  KindRequest,
 }
 
 // Types returns every event type of the catalog, in no particular order.

@@ -124,8 +124,11 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*api.Accep
 	if events.KindOf(req.Type()) != events.KindRequest {
 		return nil, reject("invalid", "type", "", "%s is not a request", req.Type())
 	}
-	if req.Type() == events.ContainerCreateRequested {
+	switch req.Type() {
+	case events.ContainerCreateRequested:
 		return o.create(ctx, req)
+	case events.SessionCreateRequested, events.SessionExecRequested, events.SessionExtendRequested, events.SessionCloseRequested:
+		return nil, reject("not_supported", "type", "", "session requests are served by request/reply on %s", SubjectSessions)
 	}
 	var d struct {
 		ContainerID string `json:"containerId"`

@@ -92,10 +92,8 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 	if err == nil {
 		err = add(SubjectListHosts, func(m *nats.Msg) { o.respondJSON(m, o.Hosts()) })
 	}
-	for subject, h := range o.sessionRPC() {
-		if err == nil {
-			err = add(subject, h)
-		}
+	if err == nil {
+		err = add(SubjectSessions, o.serveSessionRequest)
 	}
 	return subs, err
 }

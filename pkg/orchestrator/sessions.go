@@ -203,7 +203,7 @@ func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest
 	o.sess.mu.Unlock()
 	_ = o.saveSession(ctx, &cp)
 	_ = o.sessionEvent(ctx, events.SessionReady, &cp, derive(s.ID, "ready"), map[string]any{
-		"readyMs": float64(time.Since(begin).Microseconds()) / 1000, "warm": warm,
+		"readyMs": float64(time.Since(begin).Microseconds()) / 1000, "warm": warm, "expiresAt": cp.ExpiresAt,
 	})
 	return &cp, nil
 }

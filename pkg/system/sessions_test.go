@@ -1,7 +1,6 @@
 package system_test
 
 import (
-	"encoding/json"
 	"errors"
 	"os/exec"
 	"strings"
@@ -319,38 +318,52 @@ func TestSessionStreamsOutput(t *testing.T) {
 	}
 }
 
-// The NATS door: the same requests as JSON request/reply, and output
-// chunks on a subject of the caller's.
+// The NATS door: session requests as CloudEvents, answered with the
+// outcome event; output chunks on a subject of the caller's.
 func TestSessionOverNATS(t *testing.T) {
 	e := newEnv(t)
 	nc, _ := e.nats.Connect()
-	ask := func(subject string, q orchestrator.SessionRPC, out any) {
+	ask := func(typ string, data map[string]any) events.Event {
 		t.Helper()
-		b, _ := json.Marshal(q)
-		m, err := nc.Request(subject, b, 30*time.Second)
+		req, err := events.New(typ, "/agents/bot-7", data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ae api.Error
-		if json.Unmarshal(m.Data, &ae) == nil && ae.Kind != "" {
-			t.Fatalf("%s: %+v", subject, ae)
-		}
-		if err := json.Unmarshal(m.Data, out); err != nil {
+		m, err := events.ToMsg(orchestrator.SubjectSessions, req)
+		if err != nil {
 			t.Fatal(err)
 		}
+		reply, err := nc.RequestMsg(m, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := events.FromMsg(reply)
+		if err != nil {
+			t.Fatalf("reply is not a CloudEvent: %v: %s", err, reply.Data)
+		}
+		if events.Ext(out, events.ExtCorrelationID) != req.ID() {
+			t.Fatalf("reply %s is not correlated to the request", out.Type())
+		}
+		return out
 	}
-	var s api.Session
-	ask(orchestrator.SubjectSessionCreate, orchestrator.SessionRPC{By: "bot-7", Create: api.SessionRequest{Languages: []string{"sh"}}}, &s)
-	if s.Status != api.SessionReady || s.SetBy != "bot-7" {
-		t.Fatalf("session %+v", s)
+	ready := ask(events.SessionCreateRequested, map[string]any{"languages": []string{"sh"}})
+	var d struct {
+		SessionID, ContainerID string
+		ExpiresAt              time.Time
+	}
+	if err := events.Data(ready, &d); err != nil || ready.Type() != events.SessionReady || d.SessionID == "" || d.ExpiresAt.IsZero() {
+		t.Fatalf("reply %s %s", ready.Type(), ready.Data())
+	}
+	if s, err := e.c.Session(e.ctx, d.SessionID); err != nil || s.SetBy != "/agents/bot-7" {
+		t.Fatalf("session %+v, %v; want set by the request's source", s, err)
 	}
 	chunks := make(chan *nats.Msg, 16)
 	sub, _ := nc.ChanSubscribe("my.output", chunks)
 	defer sub.Unsubscribe()
+	done := ask(events.SessionExecRequested, map[string]any{"sessionId": d.SessionID, "code": "echo over nats", "streamTo": "my.output"})
 	var res api.ExecResult
-	ask(orchestrator.SubjectSessionExec, orchestrator.SessionRPC{SessionID: s.ID, Run: api.RunCodeRequest{Code: "echo over nats"}, StreamTo: "my.output"}, &res)
-	if res.Stdout != "over nats\n" {
-		t.Fatalf("result %+v", res)
+	if err := events.Data(done, &res); err != nil || done.Type() != events.ExecCompleted || res.Stdout != "over nats\n" {
+		t.Fatalf("reply %s %s", done.Type(), done.Data())
 	}
 	select {
 	case m := <-chunks:
@@ -360,9 +373,12 @@ func TestSessionOverNATS(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no output chunk on the caller's subject")
 	}
-	var closed api.Session
-	ask(orchestrator.SubjectSessionClose, orchestrator.SessionRPC{SessionID: s.ID}, &closed)
-	if closed.Status != api.SessionClosed {
-		t.Fatalf("closed %+v", closed)
+	rejected := ask(events.SessionExecRequested, map[string]any{"sessionId": "nope", "code": "true"})
+	var rd struct{ Error api.Error }
+	if _ = events.Data(rejected, &rd); rejected.Type() != events.RequestRejected || rd.Error.Kind != "not_found" {
+		t.Fatalf("reply %s %s; want rejected, not_found", rejected.Type(), rejected.Data())
+	}
+	if closed := ask(events.SessionCloseRequested, map[string]any{"sessionId": d.SessionID}); closed.Type() != events.SessionClosed {
+		t.Fatalf("reply %s", closed.Type())
 	}
 }
