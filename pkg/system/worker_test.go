@@ -146,6 +146,7 @@ func TestReaper(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	e.waitHosts(4)
 	stray := driver.DefaultConfig()
 	stray.SessionID, stray.Image, stray.Labels = "s", "fake", map[string]string{worker.LabelContainerID: "stray"}
 	for _, d := range []*fake.Driver{reaped, dry} {
