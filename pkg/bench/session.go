@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -94,7 +95,13 @@ func Session(ctx context.Context, cfg SessionConfig) (*SessionResult, error) {
 			return
 		}
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if pools, err := c.Pools(ctx); err == nil && len(pools) > 0 && pools[0].Warm == 0 && pools[0].Creating == 0 {
+			pools, err := c.Pools(ctx)
+			if err != nil || len(pools) == 0 || pools[0].Warm != 0 || pools[0].Creating != 0 {
+				continue
+			}
+			// The pool lets go of its sandboxes before they are removed.
+			running, err := c.List(ctx, client.ListOptions{})
+			if err == nil && !slices.ContainsFunc(running, func(c api.Container) bool { return c.Labels["io.openagent.pool"] != "" }) {
 				return
 			}
 		}
