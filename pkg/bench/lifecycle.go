@@ -80,11 +80,8 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 			return nil, err
 		}
 		defer sys.Stop()
-		for i := range cfg.Hosts {
-			if err := sys.AddWorker(ctx, worker.Config{HostID: fmt.Sprintf("bench-%03d", i), Drivers: []driver.Driver{fake.New()},
-				Capacity: api.Resources{CPU: 1000, Memory: 1e9, Pids: 1e9}}); err != nil {
-				return nil, err
-			}
+		if err := addFakeHosts(ctx, sys, "bench", cfg.Hosts); err != nil {
+			return nil, err
 		}
 		// Clients use a connection of their own, as services would.
 		if nc, err = nats.Connect(sys.NATSURL); err != nil {
@@ -199,6 +196,18 @@ func startOne(ctx context.Context, nc *nats.Conn, waiting *sync.Map, id string) 
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
+}
+
+// addFakeHosts runs n simulated hosts on the fake driver, roomy enough
+// that capacity never decides.
+func addFakeHosts(ctx context.Context, sys *system.System, prefix string, n int) error {
+	for i := range n {
+		if err := sys.AddWorker(ctx, worker.Config{HostID: fmt.Sprintf("%s-%03d", prefix, i), Drivers: []driver.Driver{fake.New()},
+			Capacity: api.Resources{CPU: 1000, Memory: 1e9, Pids: 1e9}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func waitHosts(ctx context.Context, nc *nats.Conn, n int) error {

@@ -15,12 +15,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/openagent/orchestrator/pkg/api"
-	"github.com/openagent/orchestrator/pkg/driver"
-	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/system"
-	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 // MemoryConfig says how many containers the orchestrator should track.
@@ -56,11 +53,8 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 		return nil, err
 	}
 	defer sys.Stop()
-	for i := range cfg.Hosts {
-		if err := sys.AddWorker(ctx, worker.Config{HostID: fmt.Sprintf("mem-%03d", i), Drivers: []driver.Driver{fake.New()},
-			Capacity: api.Resources{CPU: 1000, Memory: 1e9, Pids: 1e9}}); err != nil {
-			return nil, err
-		}
+	if err := addFakeHosts(ctx, sys, "mem", cfg.Hosts); err != nil {
+		return nil, err
 	}
 	cmd := cfg.Orchestrator(sys.NATSURL)
 	cmd.Stderr = os.Stderr
