@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/openagent/orchestrator/pkg/driver/local"
+	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/system"
 )
 
@@ -54,6 +55,7 @@ func run() error {
 		hostID     = flag.String("host-id", "", "the embedded worker's host id (default: the hostname)")
 		syncAlways = flag.Bool("sync-always", false, "fsync every JetStream write (slower; survives power loss)")
 		keepCode   = flag.Bool("keep-code", false, "keep the code and output of session runs in their audit events (default: hashes and sizes only)")
+		pending    = flag.Duration("pending-deadline", orchestrator.DefaultPendingDeadline, "how long a placed container may wait for its host to create it before it fails")
 		verbose    = flag.Bool("v", false, "log debug messages")
 	)
 	flag.Parse()
@@ -75,6 +77,7 @@ func run() error {
 	cfg := system.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, NATSListen: *natsListen, NATSURL: *natsURL, SyncAlways: *syncAlways,
 		Orchestrator: true, Worker: *withWorker, HostID: *hostID, Drivers: splitList(*drivers), Logger: log, KeepCode: *keepCode,
+		PendingDeadline: *pending,
 	}
 	sys, err := system.Start(ctx, cfg)
 	if err != nil {

@@ -152,6 +152,8 @@ type Host struct {
 type DriverInfo struct {
 	Name    string `json:"name"`
 	Version string `json:"version,omitempty"`
+	// MinCPU is the smallest cpu limit the driver sets, when it has one.
+	MinCPU float64 `json:"minCpu,omitempty"`
 }
 
 // Error is the body of every error response, and why a request was

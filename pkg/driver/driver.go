@@ -300,7 +300,10 @@ type Health struct {
 	// Enforcement lists, for every setting of ContainerConfig, whether this
 	// driver on this machine really enforces it, and how or why not.
 	Enforcement []Enforcement `json:"enforcement"`
-	Message     string        `json:"message,omitempty"`
+	// MinCPU is the smallest cpu limit the driver can set, when it has one;
+	// the orchestrator refuses less at request time.
+	MinCPU  float64 `json:"minCpu,omitempty"`
+	Message string  `json:"message,omitempty"`
 }
 
 // Enforcement is whether one setting really holds.

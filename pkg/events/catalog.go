@@ -47,6 +47,9 @@ const (
 	RequestRejected = Prefix + "request.rejected"
 	ContainerPlaced = Prefix + "container.placed"
 	ContainerFailed = Prefix + "container.failed"
+	// ContainerCommandRefused: a worker refused a command older than what
+	// it has carried out for the container (see ExtGeneration).
+	ContainerCommandRefused = Prefix + "container.command.refused"
 )
 
 // Session events: the life of an agent's sandbox and the audit of the code
@@ -108,6 +111,8 @@ var catalog = map[string]Kind{
 	RequestRejected:  KindState,
 	ContainerPlaced:  KindState,
 	ContainerFailed:  KindState,
+
+	ContainerCommandRefused: KindState,
 
 	SessionRequested:    KindState,
 	SessionReady:        KindState,

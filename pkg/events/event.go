@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -26,6 +27,11 @@ const (
 	ExtHostID      = "hostid"
 	ExtContainerID = "containerid"
 	ExtSessionID   = "sessionid"
+	// ExtGeneration fences commands: the generation of the container's
+	// desired state a command carries out, and on a state event the
+	// generation of what caused it. A worker refuses a command older than
+	// what it has carried out. Decimal, increasing per container.
+	ExtGeneration = "generation"
 )
 
 // Option sets an attribute of an event being built by New.
@@ -51,6 +57,21 @@ func WithExtension(name, value string) Option {
 func WithHost(id string) Option      { return WithExtension(ExtHostID, id) }
 func WithContainer(id string) Option { return WithExtension(ExtContainerID, id) }
 func WithSession(id string) Option   { return WithExtension(ExtSessionID, id) }
+
+// WithGeneration sets the generation of a command or state event.
+func WithGeneration(g uint64) Option {
+	return func(e *Event) {
+		if g != 0 {
+			e.SetExtension(ExtGeneration, strconv.FormatUint(g, 10))
+		}
+	}
+}
+
+// Generation returns an event's generation, 0 when it carries none.
+func Generation(e Event) uint64 {
+	g, _ := strconv.ParseUint(Ext(e, ExtGeneration), 10, 64)
+	return g
+}
 
 // WithTrace sets W3C trace context.
 func WithTrace(traceparent, tracestate string) Option {

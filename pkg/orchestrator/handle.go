@@ -2,8 +2,6 @@ package orchestrator
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,21 +15,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 )
-
-// idSpace derives the ids of the events a request causes, so that handling
-// the same request again publishes the same ids and JetStream keeps one.
-var idSpace = uuid.MustParse("5b1f6c2e-6f0a-4c1e-9a55-0e6a4b1d7c3a")
-
-func derive(requestID, step string) string {
-	return uuid.NewSHA1(idSpace, []byte(requestID+"\x00"+step)).String()
-}
-
-// newContainerID returns a fresh container id: 24 hex digits.
-func newContainerID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
 
 // rejection is a request's refusal; the handler turns it into a rejected
 // event.
@@ -49,11 +32,15 @@ func reject(kind, field, id, format string, args ...any) error {
 // outcome again and causes nothing new. An error means the outcome could
 // not be recorded and the request should be retried.
 func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Event, error) {
-	key := events.RequestToken(req.ID())
-	if entry, err := o.requests.Get(ctx, key); err == nil {
-		var prev events.Event
-		if json.Unmarshal(entry.Value(), &prev) == nil {
-			return prev, nil
+	key, digest := requestKey(req), requestDigest(req)
+	bucketKey := events.RequestToken(key)
+	if entry, err := o.requests.Get(ctx, bucketKey); err == nil {
+		var prev outcomeRecord
+		if json.Unmarshal(entry.Value(), &prev) == nil && prev.Event.ID() != "" {
+			if prev.Digest != "" && prev.Digest != digest {
+				return o.conflict(ctx, req, digest)
+			}
+			return prev.Event, nil
 		}
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return events.Event{}, events.Retry(fmt.Errorf("read outcome: %w", err), 0)
@@ -63,24 +50,53 @@ func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Eve
 	var reply events.Event
 	var rej *rejection
 	switch {
+	case errors.Is(err, errRequestConflict):
+		return o.conflict(ctx, req, digest)
 	case errors.As(err, &rej):
 		reply, err = o.publish(ctx, events.RequestRejected, map[string]any{
 			"requestId": req.ID(), "requestType": req.Type(), "error": rej.e,
-		}, events.CausedBy(req), events.WithID(derive(req.ID(), "rejected")))
+		}, events.CausedBy(req), events.WithID(derive(key, "rejected")))
 	case err != nil:
 		return events.Event{}, err
 	default:
 		accepted.RequestType = req.Type()
-		reply, err = o.publish(ctx, events.RequestAccepted, accepted, events.CausedBy(req),
-			events.WithID(derive(req.ID(), "accepted")), events.WithContainer(accepted.ContainerID))
+		opts := []events.Option{events.CausedBy(req), events.WithID(derive(key, "accepted")), events.WithContainer(accepted.ContainerID)}
+		if accepted.generation != 0 {
+			opts = append(opts, events.WithGeneration(accepted.generation))
+		}
+		reply, err = o.publish(ctx, events.RequestAccepted, accepted.Accepted, opts...)
 	}
 	if err != nil {
 		return events.Event{}, events.Retry(err, 0)
 	}
-	if b, err := json.Marshal(reply); err == nil {
-		if _, err := o.requests.Put(ctx, key, b); err != nil {
+	if b, err := json.Marshal(outcomeRecord{Digest: digest, Event: reply}); err == nil {
+		if _, err := o.requests.Put(ctx, bucketKey, b); err != nil {
 			o.log.Warn("orchestrator: record outcome", "event_id", req.ID(), "err", err)
 		}
+	}
+	return reply, nil
+}
+
+// outcomeRecord is what the requests bucket keeps of a handled request:
+// its outcome, and the digest of what it asked for.
+type outcomeRecord struct {
+	Digest string       `json:"digest"`
+	Event  events.Event `json:"event"`
+}
+
+// errRequestConflict says a request's identity was used before with
+// different data.
+var errRequestConflict = errors.New("orchestrator: request id reused with different data")
+
+// conflict rejects a request whose identity was used before with other
+// data. It records nothing: the first request keeps its outcome.
+func (o *Orchestrator) conflict(ctx context.Context, req events.Event, digest string) (events.Event, error) {
+	e := api.Error{Kind: "conflict", Field: "id", ID: req.ID(), Message: fmt.Sprintf(
+		"request id %s from %s was used before with different data; use a new id for a new request", req.ID(), req.Source())}
+	reply, err := o.publish(ctx, events.RequestRejected, map[string]any{"requestId": req.ID(), "requestType": req.Type(), "error": e},
+		events.CausedBy(req), events.WithID(derive(requestKey(req), "conflict "+digest)))
+	if err != nil {
+		return events.Event{}, events.Retry(err, 0)
 	}
 	return reply, nil
 }
@@ -111,9 +127,17 @@ func (o *Orchestrator) publish(ctx context.Context, typ string, data any, opts .
 	return e, nil
 }
 
+// accepted is what decide accepted, and the generation of the command it
+// published, which the accepted event carries.
+type accepted struct {
+	api.Accepted
+	generation uint64
+}
+
 // decide validates, admits and carries out a request up to publishing its
-// command; it returns what was accepted or a *rejection.
-func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*api.Accepted, error) {
+// command; it returns what was accepted, a *rejection, or
+// errRequestConflict.
+func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted, error) {
 	if err := o.v.Validate(req); err != nil {
 		var ve *events.ValidationError
 		if errors.As(err, &ve) {
@@ -142,8 +166,11 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*api.Accep
 	if !ok {
 		return nil, reject("not_found", "containerId", d.ContainerID, "no container %s", d.ContainerID)
 	}
-	acc := &api.Accepted{RequestID: req.ID(), ContainerID: r.ID}
-	cmdOpts := []events.Option{events.CausedBy(req), events.WithHost(r.Host), events.WithContainer(r.ID), events.WithID(derive(req.ID(), "command"))}
+	key := requestKey(req)
+	gen := o.state.nextGeneration(r.ID)
+	acc := &accepted{Accepted: api.Accepted{RequestID: req.ID(), ContainerID: r.ID}, generation: gen}
+	cmdOpts := []events.Option{events.CausedBy(req), events.WithHost(r.Host), events.WithContainer(r.ID),
+		events.WithID(derive(key, "command")), events.WithGeneration(gen)}
 	live := o.live(r.Host)
 	switch req.Type() {
 	case events.ContainerStartRequested:
@@ -175,7 +202,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*api.Accep
 				reason = "forgotten: host " + r.Host + " stopped reporting"
 			}
 			_, err := o.publish(ctx, events.ContainerRemoved, map[string]any{"containerId": r.ID, "hostId": r.Host, "reason": reason},
-				events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host), events.WithID(derive(req.ID(), "removed")))
+				events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host), events.WithID(derive(key, "removed")), events.WithGeneration(gen))
 			return acc, retry(err)
 		}
 		_, err := o.publish(ctx, events.CommandRemove, map[string]any{"containerId": r.ID, "hostId": r.Host, "force": d.Force}, cmdOpts...)
@@ -191,7 +218,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*api.Accep
 		if err := json.Unmarshal(req.Data(), &x); err != nil {
 			return nil, reject("invalid", "data", "", "%v", err)
 		}
-		acc.ExecID = derive(req.ID(), "exec")
+		acc.ExecID = derive(key, "exec")
 		x["execId"], x["hostId"] = acc.ExecID, r.Host
 		_, err := o.publish(ctx, events.CommandExec, x, cmdOpts...)
 		return acc, retry(err)
@@ -219,13 +246,14 @@ func retry(err error) error {
 	return nil
 }
 
-func (o *Orchestrator) create(ctx context.Context, req events.Event) (*api.Accepted, error) {
+func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted, error) {
 	var d api.CreateRequest
 	if err := events.Data(req, &d); err != nil {
 		return nil, reject("invalid", "data", "", "%v", err)
 	}
+	key := requestKey(req)
 	if d.ContainerID == "" {
-		d.ContainerID = newContainerID()
+		d.ContainerID = containerIDFor(key)
 	}
 	if d.Spec.SessionID == "" {
 		d.Spec.SessionID = d.ContainerID
@@ -243,6 +271,13 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*api.Accep
 	if d.Driver == "" {
 		d.Driver = driverFor(d.Spec.Image)
 	}
+	r := &record{Container: api.Container{ID: d.ContainerID, Name: d.Name, RequestID: strings.Clone(req.ID())},
+		RequestSource: req.Source(), RequestDigest: requestDigest(req), Spec: d.Spec}
+	// A request handled again, after a crash or redelivered while the first
+	// handling went on, finds its own container: it announces nothing new.
+	if prev, ok := o.state.placedBy(r.ID); ok && prev.sameRequest(r) {
+		return o.replace(ctx, req, prev, d)
+	}
 	plan, err := scheduler.Place(o.snapshot(), scheduler.Request{
 		Driver: d.Driver, HostID: d.HostID, Constraints: d.Constraints, Resources: demand(d.Spec),
 	})
@@ -258,28 +293,78 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*api.Accep
 		}
 		return nil, reject(kind, "", d.ContainerID, "%v", err)
 	}
-	r := &record{Container: api.Container{ID: d.ContainerID, Name: d.Name, Host: plan.HostID, Driver: plan.Driver, RequestID: strings.Clone(req.ID())}, Spec: d.Spec}
+	if err := o.checkDriverLimits(plan, d.Spec); err != nil {
+		return nil, err
+	}
+	r.Host, r.Driver = plan.HostID, plan.Driver
 	api.FromSpec(&r.Container, d.Spec)
-	if taken := o.state.reserve(r); taken != "" {
-		if taken == "name" {
-			return nil, reject("conflict", "name", d.Name, "a container named %s exists", d.Name)
+	prev, taken := o.state.reserve(r)
+	switch taken {
+	case "name":
+		return nil, reject("conflict", "name", d.Name, "a container named %s exists", d.Name)
+	case "id":
+		if prev.sameRequest(r) {
+			return o.replace(ctx, req, prev, d) // placed meanwhile by the same request
+		}
+		if prev.RequestID == r.RequestID && prev.RequestSource == r.RequestSource {
+			return nil, errRequestConflict
 		}
 		return nil, reject("conflict", "containerId", d.ContainerID, "container %s exists", d.ContainerID)
 	}
-	opts := []events.Option{events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(plan.HostID), events.WithSession(d.Spec.SessionID)}
-	placed := map[string]any{"containerId": r.ID, "hostId": plan.HostID, "driver": plan.Driver, "spec": d.Spec}
-	if d.Name != "" {
-		placed["name"] = d.Name
-	}
-	_, err = o.publish(ctx, events.ContainerPlaced, placed, append(opts, events.WithID(derive(req.ID(), "placed")))...)
-	if err == nil {
-		_, err = o.publish(ctx, events.CommandCreate, map[string]any{
-			"containerId": r.ID, "hostId": plan.HostID, "driver": plan.Driver, "spec": d.Spec, "start": d.Start,
-		}, append(opts, events.WithID(derive(req.ID(), "command")))...)
-	}
-	if err != nil {
+	if err := o.announce(ctx, req, r, d); err != nil {
 		o.state.release(r.ID)
 		return nil, events.Retry(err, 0)
 	}
-	return &api.Accepted{RequestID: req.ID(), ContainerID: r.ID}, nil
+	return &accepted{Accepted: api.Accepted{RequestID: req.ID(), ContainerID: r.ID}, generation: r.Generation}, nil
+}
+
+// announce publishes a reserved container's placement and its create
+// command, with ids derived from the request.
+func (o *Orchestrator) announce(ctx context.Context, req events.Event, r *record, d api.CreateRequest) error {
+	key := requestKey(req)
+	opts := []events.Option{events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host),
+		events.WithSession(d.Spec.SessionID), events.WithGeneration(r.Generation)}
+	placed := map[string]any{"containerId": r.ID, "hostId": r.Host, "driver": r.Driver, "spec": d.Spec,
+		"requestSource": r.RequestSource, "requestDigest": r.RequestDigest}
+	if d.Name != "" {
+		placed["name"] = d.Name
+	}
+	if _, err := o.publish(ctx, events.ContainerPlaced, placed, append(opts, events.WithID(derive(key, "placed")))...); err != nil {
+		return err
+	}
+	_, err := o.publish(ctx, events.CommandCreate, map[string]any{
+		"containerId": r.ID, "hostId": r.Host, "driver": r.Driver, "spec": d.Spec, "start": d.Start,
+	}, append(opts, events.WithID(derive(key, "command")))...)
+	return err
+}
+
+// replace answers a create request that placed its container before. While
+// the container is still pending its announcement is published again,
+// which JetStream deduplicates and a worker recognises; once the worker
+// reported on it, nothing is published.
+func (o *Orchestrator) replace(ctx context.Context, req events.Event, prev *record, d api.CreateRequest) (*accepted, error) {
+	if prev.Status == api.StatusPending {
+		if err := o.announce(ctx, req, prev, d); err != nil {
+			return nil, events.Retry(err, 0)
+		}
+	}
+	return &accepted{Accepted: api.Accepted{RequestID: req.ID(), ContainerID: prev.ID}, generation: prev.Generation}, nil
+}
+
+// checkDriverLimits refuses what the chosen host's driver is known to
+// refuse, naming the field and the limit, rather than failing on the host.
+func (o *Orchestrator) checkDriverLimits(plan scheduler.Plan, spec driver.ContainerConfig) error {
+	o.state.mu.RLock()
+	h := o.state.hosts[plan.HostID]
+	o.state.mu.RUnlock()
+	if h == nil {
+		return nil
+	}
+	for _, di := range h.Drivers {
+		if di.Name == plan.Driver && di.MinCPU > 0 && spec.Resources.CPU < di.MinCPU {
+			return reject("invalid", "spec.resources.cpu", "", "spec.resources.cpu: the %s driver needs at least %g cores, got %g",
+				plan.Driver, di.MinCPU, spec.Resources.CPU)
+		}
+	}
+	return nil
 }

@@ -354,7 +354,7 @@ func (o *Orchestrator) httpExec(w http.ResponseWriter, r *http.Request) {
 // execWait handles an exec request and waits for its result; nil without
 // an error means the result did not come in time.
 func (o *Orchestrator) execWait(ctx context.Context, e events.Event) (*api.ExecResult, *api.Error) {
-	outcome, forget := o.state.expectExec(derive(e.ID(), "exec"))
+	outcome, forget := o.state.expectExec(derive(requestKey(e), "exec"))
 	defer forget()
 	if _, aerr := o.accept(ctx, e); aerr != nil {
 		return nil, aerr

@@ -40,7 +40,16 @@ type Config struct {
 	// KeepCode keeps the code and output of session runs in their audit
 	// events; by default only hashes and sizes are.
 	KeepCode bool
+	// PendingDeadline is how long a placed container may wait for its host
+	// to create it before it fails with the reason; DefaultPendingDeadline
+	// when zero.
+	PendingDeadline time.Duration
 }
+
+// DefaultPendingDeadline bounds the pending state: a host that has not
+// created a container five minutes after it was placed there is not going
+// to soon (it is down, or its command was lost).
+const DefaultPendingDeadline = 5 * time.Minute
 
 // Orchestrator is the control plane. Run it; its HTTP API is Handler.
 type Orchestrator struct {
@@ -61,6 +70,7 @@ type Orchestrator struct {
 	sess       *sessions
 	pools      *pools
 	keepCode   bool
+	deadline   time.Duration
 }
 
 // New returns an orchestrator on provisioned streams and buckets.
@@ -79,6 +89,10 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if o.conc == 0 {
 		o.conc = 64
 	}
+	o.deadline = cfg.PendingDeadline
+	if o.deadline <= 0 {
+		o.deadline = DefaultPendingDeadline
+	}
 	var err error
 	for name, kv := range map[string]*jetstream.KeyValue{events.BucketRequests: &o.requests, events.BucketContainers: &o.containers, events.BucketHosts: &o.hosts} {
 		if *kv, err = cfg.JS.KeyValue(ctx, name); err != nil {
@@ -94,7 +108,12 @@ func (o *Orchestrator) Ready() <-chan struct{} { return o.ready }
 
 // Run keeps the projection and handles requests until ctx is cancelled.
 func (o *Orchestrator) Run(ctx context.Context) error {
-	cursor, err := o.state.load(ctx, o.containers)
+	stream, err := o.js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		return err
+	}
+	info := stream.CachedInfo()
+	cursor, err := o.state.load(ctx, o.containers, info, o.log)
 	if err != nil {
 		return fmt.Errorf("orchestrator: load state: %w", err)
 	}
@@ -105,11 +124,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		return fmt.Errorf("orchestrator: load sessions: %w", err)
 	}
 	o.loadPools(ctx)
-	stream, err := o.js.Stream(ctx, events.StreamEvents)
-	if err != nil {
-		return err
-	}
-	last := stream.CachedInfo().State.LastSeq
+	last := info.State.LastSeq
 	g, ctx := errgroup.WithContext(ctx)
 	caughtUp := make(chan struct{})
 	g.Go(func() error { return o.project(ctx, cursor, last, caughtUp) })
@@ -130,6 +145,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 			return nil
 		}
 		g.Go(func() error { return o.sessionTimers(ctx) })
+		g.Go(func() error { return o.failOverdue(ctx) })
 		g.Go(func() error { return o.poolLoop(ctx) })
 		subs, err := o.serveRPC()
 		if err != nil {
@@ -193,6 +209,33 @@ func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtU
 		if caughtUp != nil && md.Sequence.Stream >= last {
 			close(caughtUp)
 			caughtUp = nil
+		}
+	}
+}
+
+// failOverdue fails the containers pending past the deadline, so that no
+// reservation holds a host's resources for a container that will not
+// come. The failed event carries a new generation: a create command that
+// arrives later is refused by the worker.
+func (o *Orchestrator) failOverdue(ctx context.Context) error {
+	t := time.NewTicker(min(max(o.deadline/10, 100*time.Millisecond), 10*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for _, r := range o.state.overdue(time.Now().Add(-o.deadline)) {
+			gen := o.state.nextGeneration(r.ID)
+			msg := fmt.Sprintf("host %s did not create container %s within %v of its placement", r.Host, r.ID, o.deadline)
+			_, err := o.publish(ctx, events.ContainerFailed, map[string]any{"containerId": r.ID, "hostId": r.Host, "operation": "create",
+				"error": api.Error{Kind: "timeout", Message: msg}},
+				events.WithContainer(r.ID), events.WithHost(r.Host), events.WithGeneration(gen),
+				events.WithExtension(events.ExtCorrelationID, r.RequestID), events.WithID(derive(r.ID, "pending deadline")))
+			if err != nil && ctx.Err() == nil {
+				o.log.Warn("orchestrator: fail an overdue container", "container_id", r.ID, "err", err)
+			}
 		}
 	}
 }

@@ -51,7 +51,7 @@ func (o *Orchestrator) sessionRequest(ctx context.Context, m *nats.Msg) (events.
 	_ = events.Data(req, &d)
 	reject := func(aerr *api.Error) (events.Event, error) {
 		return o.publish(ctx, events.RequestRejected, map[string]any{"requestId": req.ID(), "requestType": req.Type(), "error": aerr},
-			events.CausedBy(req), events.WithID(derive(req.ID(), "rejected")))
+			events.CausedBy(req), events.WithID(derive(requestKey(req), "rejected")))
 	}
 	outcome := func(typ string, id string, s *api.Session, data map[string]any) (events.Event, error) {
 		data["sessionId"] = s.ID

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +29,20 @@ type record struct {
 	Seq  uint64                 `json:"seq"`
 	// FailedRequest is the request whose operation set Error.
 	FailedRequest string `json:"failedRequest,omitempty"`
+	// RequestSource and RequestDigest, with RequestID, identify the create
+	// request that placed the container and what it asked for.
+	RequestSource string `json:"requestSource,omitempty"`
+	RequestDigest string `json:"requestDigest,omitempty"`
+	// Generation is that of the last command published for the container
+	// (see events.ExtGeneration).
+	Generation uint64 `json:"generation,omitempty"`
+}
+
+// sameRequest reports whether r was placed by the request that placed
+// other, asking for the same.
+func (r *record) sameRequest(other *record) bool {
+	return r.RequestID == other.RequestID && r.RequestSource == other.RequestSource &&
+		(r.RequestDigest == "" || r.RequestDigest == other.RequestDigest)
 }
 
 // hostRecord is what a worker writes to the hosts bucket.
@@ -50,7 +66,10 @@ type state struct {
 	hosts      map[string]*hostRecord
 	allocated  map[string]scheduler.Resources // by host
 	seq        uint64                         // last applied events-stream sequence
-	dirty      map[string]bool                // container ids to write behind
+	stream     time.Time                      // the events stream's creation time
+	dirty      map[string]uint64              // container ids to write behind → the change that marked them
+	changes    uint64                         // counts the marks, so a flush clears only what it wrote
+	pending    map[string]struct{}            // ids of the containers pending
 	changed    chan struct{}                  // closed and replaced on every change
 	execs      map[string]chan execOutcome
 }
@@ -64,7 +83,7 @@ type execOutcome struct {
 func newState() *state {
 	return &state{
 		containers: map[string]*record{}, names: map[string]string{}, hosts: map[string]*hostRecord{},
-		allocated: map[string]scheduler.Resources{}, dirty: map[string]bool{}, changed: make(chan struct{}),
+		allocated: map[string]scheduler.Resources{}, dirty: map[string]uint64{}, pending: map[string]struct{}{}, changed: make(chan struct{}),
 		execs: map[string]chan execOutcome{},
 	}
 }
@@ -77,6 +96,11 @@ func demand(spec driver.ContainerConfig) scheduler.Resources {
 // right; s.mu must be held.
 func (s *state) setStatus(r *record, st api.Status) {
 	was := r.Status.Active()
+	if st == api.StatusPending {
+		s.pending[r.ID] = struct{}{}
+	} else {
+		delete(s.pending, r.ID)
+	}
 	r.Status = st
 	now := st.Active()
 	switch {
@@ -87,31 +111,91 @@ func (s *state) setStatus(r *record, st api.Status) {
 	}
 }
 
+// markDirty marks a record to be written behind; s.mu must be held.
+func (s *state) markDirty(id string) {
+	s.changes++
+	s.dirty[id] = s.changes
+}
+
 func (s *state) notifyLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
 
 // reserve records a container placed but not yet announced, so that
-// concurrent placements see its resources taken. ok is false if the id or
-// name is taken.
-func (s *state) reserve(r *record) (taken string) {
+// concurrent placements see its resources taken, and gives it its first
+// generation. taken is "id" or "name" when either is in use, with the
+// record that holds it.
+func (s *state) reserve(r *record) (prev *record, taken string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.containers[r.ID]; ok && old.Status != api.StatusRemoved {
-		return "id"
+	old, ok := s.containers[r.ID]
+	if ok && old.Status != api.StatusRemoved {
+		cp := *old
+		return &cp, "id"
 	}
 	if r.Name != "" {
 		if id, ok := s.names[r.Name]; ok && id != r.ID {
-			return "name"
+			return nil, "name"
 		}
 		s.names[r.Name] = r.ID
 	}
+	r.Generation = nextGeneration(0)
+	if ok {
+		r.Generation = nextGeneration(old.Generation) // an id used before
+	}
 	r.Status = api.StatusFailed // inactive until setStatus
+	r.CreatedAt = time.Now().UTC()
 	s.containers[r.ID] = r
 	s.setStatus(r, api.StatusPending)
 	s.notifyLocked()
-	return ""
+	return nil, ""
+}
+
+// nextGeneration returns a generation after last: the clock in
+// nanoseconds, so that generations keep increasing for an id used again
+// after its record was forgotten, and last+1 should the clock lag.
+func nextGeneration(last uint64) uint64 {
+	return max(last+1, uint64(time.Now().UnixNano()))
+}
+
+// nextGeneration takes the next generation of a container's commands.
+func (s *state) nextGeneration(id string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.containers[id]
+	if !ok {
+		return nextGeneration(0)
+	}
+	r.Generation = nextGeneration(r.Generation)
+	return r.Generation
+}
+
+// overdue returns the containers pending since before t.
+func (s *state) overdue(t time.Time) []*record {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*record
+	for id := range s.pending {
+		if r := s.containers[id]; r != nil && r.Seq != 0 && r.CreatedAt.Before(t) {
+			cp := *r
+			out = append(out, &cp)
+		}
+	}
+	return out
+}
+
+// placedBy returns the container with this id, if it is kept and not
+// removed.
+func (s *state) placedBy(id string) (*record, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.containers[id]
+	if !ok || r.Status == api.StatusRemoved {
+		return nil, false
+	}
+	cp := *r
+	return &cp, true
 }
 
 // release undoes a reservation whose announcement failed.
@@ -124,6 +208,7 @@ func (s *state) release(id string) {
 	}
 	s.setStatus(r, api.StatusRemoved)
 	delete(s.containers, id)
+	delete(s.dirty, id)
 	if r.Name != "" && s.names[r.Name] == id {
 		delete(s.names, r.Name)
 	}
@@ -143,6 +228,7 @@ func (s *state) apply(seq uint64, e events.Event) {
 	case events.ContainerPlaced:
 		var d struct {
 			ContainerID, HostID, Driver, Name string
+			RequestSource, RequestDigest      string
 			Spec                              driver.ContainerConfig
 		}
 		if events.Data(e, &d) != nil {
@@ -163,6 +249,8 @@ func (s *state) apply(seq uint64, e events.Event) {
 		// Clone what comes from a message's headers: a substring would keep
 		// the whole header block alive for as long as the record.
 		r.RequestID = strings.Clone(events.CorrelationID(e))
+		r.RequestSource, r.RequestDigest = d.RequestSource, d.RequestDigest
+		r.Generation = max(r.Generation, events.Generation(e))
 		api.FromSpec(&r.Container, d.Spec)
 		if r.Name != "" {
 			s.names[r.Name] = r.ID
@@ -173,7 +261,7 @@ func (s *state) apply(seq uint64, e events.Event) {
 			s.setStatus(r, api.StatusPending)
 		}
 		r.Seq = seq
-		s.dirty[r.ID] = true
+		s.markDirty(r.ID)
 	case events.ExecCompleted:
 		var d struct {
 			ExecID string `json:"execId"`
@@ -199,8 +287,18 @@ func (s *state) apply(seq uint64, e events.Event) {
 			return
 		}
 		s.applyContainer(r, e)
+		r.Generation = max(r.Generation, events.Generation(e))
 		r.Seq = seq
-		s.dirty[r.ID] = true
+		s.markDirty(r.ID)
+	case events.RequestAccepted:
+		// The generation of the command it published: kept so that one
+		// rebuilt from the log goes on after it.
+		r, ok := s.containers[id]
+		if g := events.Generation(e); ok && g > r.Generation {
+			r.Generation = g
+			s.markDirty(r.ID)
+		}
+		return
 	default:
 		return
 	}
@@ -222,15 +320,29 @@ func (s *state) applyContainer(r *record, e events.Event) {
 		if r.Status == api.StatusPending {
 			s.setStatus(r, api.StatusCreated)
 		}
+	// A run's start and end may reach the log out of order (a worker that
+	// crashed reports the start again after its watcher saw the end): the
+	// runtime's times order them, and a report older than what is known
+	// changes nothing.
 	case events.ContainerStarted:
+		if !r.FinishedAt.IsZero() && !d.StartedAt.After(r.FinishedAt) {
+			return // this run's end is known
+		}
 		s.setStatus(r, api.StatusRunning)
 		r.StartedAt, r.FinishedAt, r.ExitCode, r.OOMKilled, r.Error = d.StartedAt, time.Time{}, 0, false, nil
-	case events.ContainerExited:
-		s.setStatus(r, api.StatusExited)
+	case events.ContainerExited, events.ContainerStopped:
+		if !d.FinishedAt.IsZero() && d.FinishedAt.Before(r.StartedAt) {
+			return // the end of an earlier run
+		}
+		st := api.StatusExited
+		if e.Type() == events.ContainerStopped {
+			st = api.StatusStopped
+		}
+		s.setStatus(r, st)
 		r.ExitCode, r.OOMKilled, r.FinishedAt = d.ExitCode, d.OOMKilled, d.FinishedAt
-	case events.ContainerStopped:
-		s.setStatus(r, api.StatusStopped)
-		r.ExitCode, r.FinishedAt = d.ExitCode, d.FinishedAt
+		if r.StartedAt.IsZero() && !d.StartedAt.IsZero() {
+			r.StartedAt = d.StartedAt
+		}
 	case events.ContainerRemoved:
 		s.setStatus(r, api.StatusRemoved)
 		if r.Name != "" && s.names[r.Name] == r.ID {
@@ -340,9 +452,10 @@ func (s *state) list() []*record {
 }
 
 // flush writes the changed records and then the cursor to the bucket, so
-// that a restart resumes from a consistent point. Puts are pipelined: the
-// bucket is written as fast as the server stores, and the dirty set never
-// piles up.
+// that a restart resumes from a consistent point. A record stays dirty
+// until it is written, and the cursor is stored only after every record it
+// covers: a failed flush loses nothing, the next one writes it again. Puts
+// are pipelined: the bucket is written as fast as the server stores.
 func (s *state) flush(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) error {
 	s.mu.Lock()
 	if len(s.dirty) == 0 {
@@ -355,18 +468,17 @@ func (s *state) flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 	}
 	var puts []put
 	var dels []string
-	for id := range s.dirty {
+	written := maps.Clone(s.dirty)
+	for id := range written {
 		r := s.containers[id]
-		if r.Status == api.StatusRemoved {
+		if r == nil || r.Status == api.StatusRemoved {
 			dels = append(dels, id)
-			delete(s.containers, id)
 			continue
 		}
 		b, _ := json.Marshal(r)
 		puts = append(puts, put{id, b})
 	}
-	seq := s.seq
-	clear(s.dirty)
+	seq, stream := s.seq, s.stream
 	s.mu.Unlock()
 	prefix := "$KV." + kv.Bucket() + "."
 	var futures []jetstream.PubAckFuture
@@ -391,7 +503,20 @@ func (s *state) flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 			return err
 		}
 	}
-	_, err := kv.Put(ctx, cursorKey, fmt.Appendf(nil, "%d", seq))
+	s.mu.Lock()
+	for id, mark := range written {
+		if s.dirty[id] != mark {
+			continue // changed again meanwhile: the next flush writes it
+		}
+		delete(s.dirty, id)
+		// The write-behind forgets removed containers once their removal
+		// is written.
+		if r := s.containers[id]; r != nil && r.Status == api.StatusRemoved {
+			delete(s.containers, id)
+		}
+	}
+	s.mu.Unlock()
+	_, err := kv.Put(ctx, cursorKey, []byte(cursor{Seq: seq, Stream: stream}.String()))
 	return err
 }
 
@@ -410,10 +535,35 @@ func awaitAll(ctx context.Context, futures []jetstream.PubAckFuture) error {
 
 const cursorKey = "_cursor"
 
+// cursor is how far the bucket follows the events stream: the sequence of
+// the last event its records include, and the stream's creation time,
+// which tells the stream apart from one deleted and made again.
+type cursor struct {
+	Seq    uint64
+	Stream time.Time
+}
+
+func (c cursor) String() string { return fmt.Sprintf("%d %d", c.Seq, c.Stream.UnixNano()) }
+
+func parseCursor(s string) cursor {
+	var seq uint64
+	var created int64
+	if n, _ := fmt.Sscan(s, &seq, &created); n == 2 {
+		return cursor{Seq: seq, Stream: time.Unix(0, created)}
+	}
+	return cursor{Seq: seq} // written before streams were told apart
+}
+
 // load reads the bucket into memory and returns the sequence to resume
-// the events stream after; 0 when the bucket holds no cursor and the state
-// must be rebuilt from the whole stream.
-func (s *state) load(ctx context.Context, kv jetstream.KeyValue) (uint64, error) {
+// the events stream after; 0 when the state must be rebuilt from the
+// whole stream: the bucket holds no cursor, or one of another stream (the
+// stream was deleted and made again) or past its end (it was truncated
+// under the projection). A rebuild empties the bucket first, so that no
+// record of what the stream no longer holds survives it.
+func (s *state) load(ctx context.Context, kv jetstream.KeyValue, info *jetstream.StreamInfo, log *slog.Logger) (uint64, error) {
+	s.mu.Lock()
+	s.stream = info.Created
+	s.mu.Unlock()
 	lister, err := kv.ListKeys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return 0, nil
@@ -421,24 +571,52 @@ func (s *state) load(ctx context.Context, kv jetstream.KeyValue) (uint64, error)
 	if err != nil {
 		return 0, err
 	}
-	var cursor uint64
-	var recs []*record
+	var keys []string
 	for key := range lister.Keys() {
-		entry, err := kv.Get(ctx, key)
-		if err != nil {
+		keys = append(keys, key)
+	}
+	var cur cursor
+	if entry, err := kv.Get(ctx, cursorKey); err == nil {
+		cur = parseCursor(string(entry.Value()))
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, err
+	}
+	reason := ""
+	switch {
+	case cur.Seq == 0:
+		reason = "no consistent snapshot"
+	case !cur.Stream.IsZero() && !cur.Stream.Equal(info.Created):
+		reason = fmt.Sprintf("the events stream was made again (created %s; the state followed one created %s)",
+			info.Created.Format(time.RFC3339Nano), cur.Stream.Format(time.RFC3339Nano))
+	case cur.Seq > info.State.LastSeq:
+		reason = fmt.Sprintf("the state is at event %d, past the end of the events stream (%d)", cur.Seq, info.State.LastSeq)
+	case info.State.Msgs > 0 && info.State.FirstSeq > cur.Seq+1:
+		reason = fmt.Sprintf("the events stream was truncated: it starts at %d, after the state's %d", info.State.FirstSeq, cur.Seq)
+	}
+	if reason != "" {
+		if cur.Seq != 0 {
+			log.Warn("orchestrator: rebuilding state from the events stream", "reason", reason)
+		}
+		for _, key := range keys {
+			if err := kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return 0, err
+			}
+		}
+		return 0, nil
+	}
+	var recs []*record
+	for _, key := range keys {
+		if key == cursorKey {
 			continue
 		}
-		if key == cursorKey {
-			fmt.Sscan(string(entry.Value()), &cursor)
+		entry, err := kv.Get(ctx, key)
+		if err != nil {
 			continue
 		}
 		var r record
 		if json.Unmarshal(entry.Value(), &r) == nil {
 			recs = append(recs, &r)
 		}
-	}
-	if cursor == 0 {
-		return 0, nil // no consistent snapshot: rebuild everything
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -451,6 +629,6 @@ func (s *state) load(ctx context.Context, kv jetstream.KeyValue) (uint64, error)
 			s.names[r.Name] = r.ID
 		}
 	}
-	s.seq = cursor
-	return cursor, nil
+	s.seq = cur.Seq
+	return cur.Seq, nil
 }

@@ -53,6 +53,9 @@ type Config struct {
 	// KeepCode keeps the code and output of session runs in their audit
 	// events, not only hashes and sizes.
 	KeepCode bool
+	// PendingDeadline is how long a placed container may wait for its host
+	// to create it; orchestrator.DefaultPendingDeadline when zero.
+	PendingDeadline time.Duration
 }
 
 // System is a running system.
@@ -103,7 +106,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if cfg.DataDir != "" {
 			protected = append(protected, cfg.DataDir)
 		}
-		o, err := orchestrator.New(ctx, orchestrator.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, KeepCode: cfg.KeepCode})
+		o, err := orchestrator.New(ctx, orchestrator.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, KeepCode: cfg.KeepCode, PendingDeadline: cfg.PendingDeadline})
 		if err != nil {
 			return nil, err
 		}

@@ -46,8 +46,10 @@ var opOf = map[string]string{
 }
 
 // handle runs one command. It returns once the resulting state event is
-// stored, so the command is acked only then. A driver error that may pass
-// is retried; any other becomes a failed event.
+// stored, so the command is acked only then. A command older than what
+// this worker carried out for the container is refused. A driver error
+// that cannot pass by trying again becomes a failed event at once; any
+// other error (a driver's that may pass, the bus's) is retried.
 func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 	e := d.Event
 	var c command
@@ -55,19 +57,43 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 		return events.Permanent(err)
 	}
 	log := w.log.With("container_id", c.ContainerID, "event_id", e.ID())
-	err := w.run(ctx, e, &c)
-	var de *driver.Error
+	refused, err := w.admitCommand(ctx, e, c.ContainerID)
+	if err != nil {
+		return events.Retry(err, 0)
+	}
+	if refused {
+		log.Warn("worker: refused a command older than what was carried out", "type", e.Type())
+		return nil
+	}
+	err = w.run(ctx, e, &c)
 	switch {
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
 		return err
-	case errors.As(err, &de) && de.Retryable, errors.Is(err, context.DeadlineExceeded):
-		log.Info("worker: command failed, will retry", "err", err)
-		return events.Retry(err, 0)
+	case permanent(err):
+		log.Warn("worker: command failed", "type", e.Type(), "err", err)
+		return w.fail(ctx, e, err)
 	}
-	log.Warn("worker: command failed", "type", e.Type(), "err", err)
-	return w.fail(ctx, e, err)
+	log.Info("worker: command failed, will retry", "err", err)
+	return events.Retry(err, 0)
+}
+
+// permanent reports whether a command's error will be the same however
+// often it is tried: a driver's refusal of the config, of the operation, or
+// of an id it does not know.
+func permanent(err error) bool {
+	var de *driver.Error
+	if errors.As(err, &de) {
+		return !de.Retryable
+	}
+	for _, kind := range []error{driver.ErrInvalid, driver.ErrNotSupported, driver.ErrPermission,
+		driver.ErrNotFound, driver.ErrConflict, driver.ErrResourceLimit} {
+		if errors.Is(err, kind) {
+			return true
+		}
+	}
+	return false
 }
 
 // fail publishes a failed event for a command, so that its request ends
@@ -76,9 +102,12 @@ func (w *Worker) fail(ctx context.Context, e events.Event, cause error) error {
 	var c command
 	_ = events.Data(e, &c)
 	var de *driver.Error
-	data := map[string]any{"operation": opOf[e.Type()], "error": map[string]any{
-		"kind": driver.KindOf(cause), "message": cause.Error(), "retryable": errors.As(cause, &de) && de.Retryable,
-	}}
+	aerr := map[string]any{"kind": driver.KindOf(cause), "message": cause.Error(), "retryable": errors.As(cause, &de) && de.Retryable}
+	var ce *driver.ConfigError
+	if errors.As(cause, &ce) {
+		aerr["field"] = "spec." + ce.Field
+	}
+	data := map[string]any{"operation": opOf[e.Type()], "error": aerr}
 	if c.ExecID != "" {
 		data["execId"] = c.ExecID
 	}
@@ -118,6 +147,7 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		w.mu.Lock()
 		delete(w.owner, c.ContainerID)
 		w.mu.Unlock()
+		defer w.forget(c.ContainerID)
 		return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), map[string]any{}, &e)
 	case events.CommandExec:
 		return w.exec(ctx, drv, &e, c)
@@ -137,7 +167,8 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 	}
 	spec.Labels[LabelContainerID], spec.Labels[LabelCommandID], spec.Labels[LabelSessionID] = c.ContainerID, e.ID(), spec.SessionID
 	ct, err := drv.Create(ctx, c.ContainerID, spec)
-	if errors.Is(err, driver.ErrAlreadyExists) {
+	adopted := errors.Is(err, driver.ErrAlreadyExists)
+	if adopted {
 		// A redelivered create: the first delivery made it. Adopt it.
 		ct, err = drv.Get(ctx, c.ContainerID)
 	}
@@ -152,10 +183,14 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 	}, &e); err != nil {
 		return err
 	}
-	if c.Start {
-		return w.start(ctx, drv, c.ContainerID, &e)
+	switch {
+	case !c.Start:
+		return nil
+	case adopted && ct.Status != driver.StatusCreated:
+		// The first delivery started it: report that run, never another.
+		return w.reportRun(ctx, drv, ct, &e)
 	}
-	return nil
+	return w.start(ctx, drv, c.ContainerID, &e)
 }
 
 func (w *Worker) start(ctx context.Context, drv driver.Driver, id string, cause *events.Event) error {
@@ -166,16 +201,21 @@ func (w *Worker) start(ctx context.Context, drv driver.Driver, id string, cause 
 	if err != nil {
 		return err
 	}
-	if err := w.emit(ctx, events.ContainerStarted, id, derive(id, "started", ct.StartedAt.UnixNano()),
+	return w.reportRun(ctx, drv, ct, cause)
+}
+
+// reportRun publishes a container's run, whose id comes from its start
+// time, and then watches it or says how it ended.
+func (w *Worker) reportRun(ctx context.Context, drv driver.Driver, ct *driver.Container, cause *events.Event) error {
+	if err := w.emit(ctx, events.ContainerStarted, ct.ID, derive(ct.ID, "started", ct.StartedAt.UnixNano()),
 		map[string]any{"startedAt": ct.StartedAt}, cause); err != nil {
 		return err
 	}
-	if ct.Status == driver.StatusRunning {
-		w.watch(drv, id)
-	} else {
-		return w.ended(ctx, ct, cause) // it ended before the watcher could see it
+	if ct.Status == driver.StatusRunning || ct.Status == driver.StatusPaused {
+		w.watch(drv, ct.ID)
+		return nil
 	}
-	return nil
+	return w.ended(ctx, ct, cause) // it ended before the watcher could see it
 }
 
 // ended publishes how a container's run ended, if it did. Its id comes

@@ -55,6 +55,7 @@ type Worker struct {
 	drivers map[string]driver.Driver
 	hosts   jetstream.KeyValue
 	records jetstream.KeyValue
+	events  jetstream.Stream
 	started time.Time
 	runCtx  context.Context // the lifetime of Run: watchers end with it
 
@@ -62,6 +63,8 @@ type Worker struct {
 	owner    map[string]driver.Driver // container id → its driver
 	watching map[string]bool
 	watchers sync.WaitGroup
+	health   map[string]api.DriverInfo // the last health each driver gave
+	fence    map[string]uint64         // container id → generation carried out
 }
 
 // New returns a worker; Run starts it.
@@ -80,7 +83,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator), log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
-		owner: map[string]driver.Driver{}, watching: map[string]bool{}, started: time.Now().UTC()}
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
@@ -94,6 +97,9 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	if w.records, err = cfg.JS.KeyValue(ctx, events.BucketContainers); err != nil {
 		return nil, err
+	}
+	if w.events, err = cfg.JS.Stream(ctx, events.StreamEvents); err != nil {
+		return nil, fmt.Errorf("worker: events stream: %w", err)
 	}
 	return w, nil
 }
@@ -160,21 +166,36 @@ func (w *Worker) consumeCommands(ctx context.Context) error {
 	}
 }
 
-func (w *Worker) hostRecord() map[string]any {
+// healthTimeout bounds a driver's health check on the heartbeat path: a
+// hung runtime must not stop the host from reporting.
+const healthTimeout = 2 * time.Second
+
+func (w *Worker) hostRecord(ctx context.Context) map[string]any {
 	var drivers []api.DriverInfo
 	for _, d := range w.cfg.Drivers {
-		v := ""
-		if h, err := d.Health(context.Background()); err == nil {
-			v = h.Version
+		hctx, cancel := context.WithTimeout(ctx, healthTimeout)
+		info := api.DriverInfo{Name: d.Name()}
+		if h, err := d.Health(hctx); err == nil {
+			info.Version, info.MinCPU = h.Version, h.MinCPU
+			w.mu.Lock()
+			w.health[d.Name()] = info
+			w.mu.Unlock()
+		} else {
+			w.mu.Lock()
+			if last, ok := w.health[d.Name()]; ok {
+				info = last // what it said last, while it does not answer
+			}
+			w.mu.Unlock()
 		}
-		drivers = append(drivers, api.DriverInfo{Name: d.Name(), Version: v})
+		cancel()
+		drivers = append(drivers, info)
 	}
 	return map[string]any{"id": w.cfg.HostID, "labels": w.cfg.Labels, "drivers": drivers, "capacity": w.cfg.Capacity,
 		"startedAt": w.started, "lastSeen": time.Now().UTC()}
 }
 
 func (w *Worker) register(ctx context.Context) error {
-	rec := w.hostRecord()
+	rec := w.hostRecord(ctx)
 	capacity := map[string]any{"cpu": w.cfg.Capacity.CPU, "memoryMB": w.cfg.Capacity.Memory, "pids": w.cfg.Capacity.Pids}
 	data := map[string]any{"hostId": w.cfg.HostID, "drivers": rec["drivers"], "capacity": capacity, "startedAt": w.started}
 	if len(w.cfg.Labels) > 0 {
@@ -192,7 +213,7 @@ func (w *Worker) register(ctx context.Context) error {
 }
 
 func (w *Worker) beat(ctx context.Context) error {
-	b, _ := json.Marshal(w.hostRecord())
+	b, _ := json.Marshal(w.hostRecord(ctx))
 	_, err := w.hosts.Put(ctx, w.cfg.HostID, b)
 	return err
 }
@@ -215,7 +236,8 @@ func (w *Worker) heartbeat(ctx context.Context) error {
 // emit publishes a state event about a container.
 func (w *Worker) emit(ctx context.Context, typ, containerID, id string, data map[string]any, cause *events.Event) error {
 	data["containerId"], data["hostId"] = containerID, w.cfg.HostID
-	opts := []events.Option{events.WithHost(w.cfg.HostID), events.WithContainer(containerID), events.WithID(id)}
+	opts := []events.Option{events.WithHost(w.cfg.HostID), events.WithContainer(containerID), events.WithID(id),
+		events.WithGeneration(w.generationOf(containerID, cause))}
 	if cause != nil {
 		opts = append(opts, events.CausedBy(*cause))
 	}

@@ -77,7 +77,7 @@ func (d *Driver) Health(ctx context.Context) (*driver.Health, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &driver.Health{Status: "ok", Uptime: time.Since(d.started), Containers: len(all), Enforcement: Enforcement()}
+	h := &driver.Health{Status: "ok", Uptime: time.Since(d.started), Containers: len(all), Enforcement: Enforcement(), MinCPU: MinCPU}
 	for _, c := range all {
 		if c.Status == driver.StatusRunning {
 			h.Running++

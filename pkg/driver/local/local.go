@@ -109,6 +109,11 @@ func (d *Driver) Create(ctx context.Context, id string, cfg driver.ContainerConf
 	}
 	defer d.lock(id)()
 	dir := d.dir(id)
+	if _, err := os.Stat(filepath.Join(dir, metaFile)); errors.Is(err, os.ErrNotExist) {
+		// The state is written last: a directory without it is what a
+		// create interrupted by a crash left. It never ran; make it anew.
+		_ = os.RemoveAll(dir)
+	}
 	if err := os.Mkdir(dir, 0o711); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, driver.Errorf("create", id, driver.ErrAlreadyExists, "container %q exists", id)
@@ -136,6 +141,10 @@ type configError struct {
 
 func (e *configError) Error() string { return e.msg }
 
+// MinCPU is the smallest cpu limit the local driver sets: the kernel
+// refuses a CFS quota under 1 ms per period.
+const MinCPU = 0.01
+
 func refuse(kind error, format string, args ...any) error {
 	return &configError{kind: kind, msg: fmt.Sprintf(format, args...)}
 }
@@ -156,6 +165,10 @@ func (d *Driver) admit(cfg *driver.ContainerConfig) (uid, gid int, err error) {
 	}
 	if len(cfg.Command) == 0 {
 		return 0, 0, refuse(driver.ErrInvalid, "command: the host image has no default command; give one")
+	}
+	if cfg.Resources.CPU < MinCPU {
+		return 0, 0, &driver.ConfigError{Field: "resources.cpu", Message: fmt.Sprintf(
+			"the local driver's smallest cpu quota is %g cores (the kernel's 1 ms per 100 ms period), got %g", MinCPU, cfg.Resources.CPU)}
 	}
 	if len(cfg.Ports) > 0 {
 		return 0, 0, refuse(driver.ErrNotSupported, "ports: local containers share the host's network; listen on the port directly")
