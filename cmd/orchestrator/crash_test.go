@@ -144,12 +144,12 @@ func (p *process) kill() {
 // ledger is what the test sees on the events stream.
 type ledger struct {
 	mu       sync.Mutex
-	outcome  map[string]events.Event       // request id → accepted or rejected
-	placed   map[string]map[string]bool    // request id → container ids placed
-	created  map[string]bool               // container ids a worker created
-	started  map[string]map[string]bool    // container id → started event ids
-	ended    map[string]bool               // container ids that exited, stopped or failed
-	failures map[string]string             // container id → failure message
+	outcome  map[string]events.Event    // request id → accepted or rejected
+	placed   map[string]map[string]bool // request id → container ids placed
+	created  map[string]bool            // container ids a worker created
+	started  map[string]map[string]bool // container id → started event ids
+	ended    map[string]bool            // container ids that exited, stopped or failed
+	failures map[string]string          // container id → failure message
 	byType   map[string]int
 }
 

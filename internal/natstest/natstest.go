@@ -59,8 +59,20 @@ func (s *Server) start() {
 // store; clients that reconnect find their streams and consumers again.
 func (s *Server) Restart() {
 	s.t.Helper()
+	s.Down()
+	s.Up()
+}
+
+// Down shuts the server down, as a crash of the bus would; Up brings it
+// back on the same port and store.
+func (s *Server) Down() {
 	s.Shutdown()
 	s.WaitForShutdown()
+}
+
+// Up starts a server that Down shut down.
+func (s *Server) Up() {
+	s.t.Helper()
 	s.start()
 }
 

@@ -1,0 +1,180 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/openagent/orchestrator/internal/natstest"
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+func provisioned(t *testing.T) (*natstest.Server, jetstream.JetStream, jetstream.KeyValue) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	ctx := context.Background()
+	if _, err := events.Provision(ctx, js, events.ProvisionConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, events.BucketContainers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, js, kv
+}
+
+func placedEvent(t *testing.T, id string) events.Event {
+	t.Helper()
+	spec := driver.DefaultConfig()
+	spec.SessionID, spec.Image, spec.Command = id, "fake", []string{"fake"}
+	e, err := events.New(events.ContainerPlaced, "/tests", map[string]any{"containerId": id, "hostId": "h", "driver": "fake", "spec": spec},
+		events.WithContainer(id), events.WithHost("h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func streamInfo(t *testing.T, js jetstream.JetStream) *jetstream.StreamInfo {
+	t.Helper()
+	s, err := js.Stream(context.Background(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// A flush that fails loses nothing: the records stay dirty and the next
+// flush writes them, and the cursor never runs ahead of what is written.
+func TestFlushFailureLosesNothing(t *testing.T) {
+	srv, js, kv := provisioned(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := newState()
+	if _, err := s.load(ctx, kv, streamInfo(t, js), slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	v, err := events.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := events.NewPublisher(js, v)
+	for i := range 3 {
+		e := placedEvent(t, fmt.Sprintf("c%d", i))
+		ack, err := pub.Publish(ctx, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.apply(ack.Sequence, e)
+	}
+	srv.Down()
+	fctx, fcancel := context.WithTimeout(ctx, time.Second)
+	if err := s.flush(fctx, js, kv); err == nil {
+		t.Fatal("a flush with the server down succeeded")
+	}
+	fcancel()
+	srv.Up()
+	waitConnected(t, js)
+	if err := s.flush(ctx, js, kv); err != nil {
+		t.Fatal(err)
+	}
+	loaded := newState()
+	if got, err := loaded.load(ctx, kv, streamInfo(t, js), slog.Default()); err != nil || got != 3 {
+		t.Fatalf("resumed after %d (%v); want 3", got, err)
+	}
+	for i := range 3 {
+		if _, ok := loaded.get(fmt.Sprintf("c%d", i)); !ok {
+			t.Fatalf("record c%d was lost by a failed flush", i)
+		}
+	}
+}
+
+func waitConnected(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for js.Conn().Status() != nats.CONNECTED {
+		if time.Now().After(deadline) {
+			t.Fatal("not reconnected")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A cursor of an events stream that was deleted and made again, or that
+// is past the stream's end, is not trusted: the state is rebuilt, and no
+// stale record survives in the bucket.
+func TestCursorOfAnotherStream(t *testing.T) {
+	_, js, kv := provisioned(t)
+	ctx := context.Background()
+	s := newState()
+	info := streamInfo(t, js)
+	if _, err := s.load(ctx, kv, info, slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	s.apply(7, placedEvent(t, "stale"))
+	if err := s.flush(ctx, js, kv); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		info jetstream.StreamInfo
+	}{
+		{"made again", jetstream.StreamInfo{Created: info.Created.Add(time.Hour), State: jetstream.StreamState{LastSeq: 100, FirstSeq: 1, Msgs: 100}}},
+		{"shorter", jetstream.StreamInfo{Created: info.Created, State: jetstream.StreamState{LastSeq: 3, FirstSeq: 1, Msgs: 3}}},
+		{"truncated past the cursor", jetstream.StreamInfo{Created: info.Created, State: jetstream.StreamState{LastSeq: 100, FirstSeq: 50, Msgs: 51}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The bucket as the flush left it, each time.
+			if err := s.flush(ctx, js, kv); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(ctx, "stale", []byte(`{"id":"stale","status":"pending","seq":7}`)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(ctx, cursorKey, []byte(cursor{Seq: 7, Stream: info.Created}.String())); err != nil {
+				t.Fatal(err)
+			}
+			loaded := newState()
+			got, err := loaded.load(ctx, kv, &tc.info, slog.Default())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != 0 {
+				t.Fatalf("resumed after %d; want a rebuild from the start", got)
+			}
+			if _, ok := loaded.get("stale"); ok {
+				t.Fatal("a stale record was served")
+			}
+			if _, err := kv.Get(ctx, "stale"); err == nil {
+				t.Fatal("a stale record survived in the bucket")
+			}
+		})
+	}
+	// The same stream, at or before its end: resumed.
+	if _, err := kv.Put(ctx, "stale", []byte(`{"id":"stale","status":"pending","seq":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, cursorKey, []byte(cursor{Seq: 7, Stream: info.Created}.String())); err != nil {
+		t.Fatal(err)
+	}
+	loaded := newState()
+	same := jetstream.StreamInfo{Created: info.Created, State: jetstream.StreamState{LastSeq: 9, FirstSeq: 1, Msgs: 9}}
+	if got, err := loaded.load(ctx, kv, &same, slog.Default()); err != nil || got != 7 {
+		t.Fatalf("resumed after %d (%v); want 7", got, err)
+	}
+	if r, ok := loaded.get("stale"); !ok || r.Status != api.StatusPending {
+		t.Fatalf("the record was not loaded: %+v", r)
+	}
+}
