@@ -104,6 +104,21 @@ type Reattacher interface {
 	Reattach(ctx context.Context) ([]*Container, error)
 }
 
+// LostFinder is a driver that can find the traces of containers whose
+// state it lost (its state directory wiped, say) and that it therefore
+// cannot adopt: processes still running, runtime objects without their
+// record. It stops what it finds and reports each, so that nothing runs
+// that nobody can see or stop.
+type LostFinder interface {
+	Lost(ctx context.Context) ([]LostContainer, error)
+}
+
+// LostContainer is a container a driver could not adopt, and why.
+type LostContainer struct {
+	ID     string
+	Reason string
+}
+
 // Pauser is a driver that can freeze and thaw a container's processes.
 type Pauser interface {
 	Pause(ctx context.Context, id string) error

@@ -50,6 +50,12 @@ const (
 	// ContainerCommandRefused: a worker refused a command older than what
 	// it has carried out for the container (see ExtGeneration).
 	ContainerCommandRefused = Prefix + "container.command.refused"
+	// ContainerLost: a container its host cannot find or adopt; it holds
+	// nothing any more.
+	ContainerLost = Prefix + "container.lost"
+	// HostReconciled: a worker that started found these containers on its
+	// host; what the orchestrator knows there besides them is lost.
+	HostReconciled = Prefix + "host.reconciled"
 )
 
 // Session events: the life of an agent's sandbox and the audit of the code
@@ -113,6 +119,8 @@ var catalog = map[string]Kind{
 	ContainerFailed:  KindState,
 
 	ContainerCommandRefused: KindState,
+	ContainerLost:           KindState,
+	HostReconciled:          KindState,
 
 	SessionRequested:    KindState,
 	SessionReady:        KindState,

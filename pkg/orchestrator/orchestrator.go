@@ -205,6 +205,12 @@ func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtU
 		e, err := events.FromMsg(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 		if err == nil {
 			o.state.apply(md.Sequence.Stream, e)
+			// A host's inventory is acted on once: when it is new to this
+			// state (past the cursor it resumed from, or, rebuilding, once
+			// caught up).
+			if e.Type() == events.HostReconciled && md.Sequence.Stream > cursor && (cursor > 0 || caughtUp == nil) {
+				o.lostOnHost(ctx, md.Sequence.Stream, e)
+			}
 		}
 		if caughtUp != nil && md.Sequence.Stream >= last {
 			close(caughtUp)
@@ -236,6 +242,27 @@ func (o *Orchestrator) failOverdue(ctx context.Context) error {
 			if err != nil && ctx.Err() == nil {
 				o.log.Warn("orchestrator: fail an overdue container", "container_id", r.ID, "err", err)
 			}
+		}
+	}
+}
+
+// lostOnHost reports lost what the state has created or running on a host
+// whose worker, starting, did not find it.
+func (o *Orchestrator) lostOnHost(ctx context.Context, seq uint64, e events.Event) {
+	var d struct {
+		HostID     string   `json:"hostId"`
+		Containers []string `json:"containers"`
+	}
+	if events.Data(e, &d) != nil {
+		return
+	}
+	for _, r := range o.state.missingOn(d.HostID, seq, d.Containers) {
+		reason := fmt.Sprintf("host %s restarted and has no container %s", d.HostID, r.ID)
+		_, err := o.publish(ctx, events.ContainerLost, map[string]any{"containerId": r.ID, "hostId": d.HostID, "reason": reason},
+			events.WithContainer(r.ID), events.WithHost(d.HostID), events.WithGeneration(o.state.nextGeneration(r.ID)),
+			events.WithID(derive(r.ID, "lost "+e.ID())))
+		if err != nil && ctx.Err() == nil {
+			o.log.Warn("orchestrator: report a lost container", "container_id", r.ID, "err", err)
 		}
 	}
 }

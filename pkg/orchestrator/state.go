@@ -185,6 +185,25 @@ func (s *state) overdue(t time.Time) []*record {
 	return out
 }
 
+// missingOn returns the containers the state has created or running on a
+// host, as of before seq, that are not in found.
+func (s *state) missingOn(host string, seq uint64, found []string) []*record {
+	have := map[string]bool{}
+	for _, id := range found {
+		have[id] = true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*record
+	for _, r := range s.containers {
+		if r.Host == host && r.Seq < seq && (r.Status == api.StatusCreated || r.Status == api.StatusRunning) && !have[r.ID] {
+			cp := *r
+			out = append(out, &cp)
+		}
+	}
+	return out
+}
+
 // placedBy returns the container with this id, if it is kept and not
 // removed.
 func (s *state) placedBy(id string) (*record, bool) {
@@ -278,7 +297,7 @@ func (s *state) apply(seq uint64, e events.Event) {
 		}
 		return
 	case events.ContainerCreated, events.ContainerStarted, events.ContainerExited,
-		events.ContainerStopped, events.ContainerRemoved, events.ContainerFailed:
+		events.ContainerStopped, events.ContainerRemoved, events.ContainerFailed, events.ContainerLost:
 		if e.Type() == events.ContainerFailed {
 			s.failExec(e)
 		}
@@ -348,6 +367,11 @@ func (s *state) applyContainer(r *record, e events.Event) {
 		if r.Name != "" && s.names[r.Name] == r.ID {
 			delete(s.names, r.Name)
 		}
+	case events.ContainerLost:
+		var l struct{ Reason string }
+		_ = events.Data(e, &l)
+		s.setStatus(r, api.StatusLost)
+		r.Error = &api.Error{Kind: "not_found", ID: r.ID, Message: l.Reason}
 	case events.ContainerFailed:
 		r.Error, r.FailedRequest = d.Error, strings.Clone(events.CorrelationID(e))
 		if d.Operation == "place" || d.Operation == "create" {

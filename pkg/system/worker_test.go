@@ -2,7 +2,11 @@ package system_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,5 +184,67 @@ func TestReaper(t *testing.T) {
 	}
 	if _, err := reaped.Get(e.ctx, "known"); err != nil {
 		t.Fatalf("the reaper removed a known container: %v", err)
+	}
+}
+
+// A worker whose state was wiped finds no record of its containers: the
+// local driver stops the processes it can no longer follow and reports
+// them lost, and whatever else the orchestrator knew on the host (here a
+// fake container, whose driver kept it in memory) is lost too. Nothing is
+// shown running that no driver has.
+func TestWorkerStateWiped(t *testing.T) {
+	e := newEnv(t)
+	req := localSpec("exec sleep 600")
+	req.ContainerID, req.HostID = "orphan", "host-a"
+	if _, err := e.c.Create(e.ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	mem := fakeSpec("--forever")
+	mem.ContainerID, mem.HostID, mem.Start = "forgotten", "host-a", true
+	if _, err := e.c.Create(e.ctx, mem); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus("orphan", api.StatusRunning)
+	e.waitStatus("forgotten", api.StatusRunning)
+	ct, err := e.local.Get(e.ctx, "orphan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(ct.RuntimeID)
+	if err := e.hosts["host-a"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(e.local.Root(), "containers")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(e.local.Root(), "containers"), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	again, err := local.New(e.local.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addWorker("host-a", fake.New(), again)
+
+	for _, id := range []string{"orphan", "forgotten"} {
+		c := e.waitStatus(id, api.StatusLost)
+		if c.Error == nil || c.Error.Message == "" {
+			t.Fatalf("%s lost without a reason: %+v", id, c)
+		}
+		if n := len(e.eventsOf(id, events.ContainerLost)); n != 1 {
+			t.Fatalf("%d lost events for %s; want 1", n, id)
+		}
+	}
+	e.eventually("the orphan's process killed", func() bool {
+		return pid > 0 && syscall.Kill(pid, 0) != nil
+	})
+	hosts, err := e.c.Hosts(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if h.ID == "host-a" && (h.Allocated.CPU != 0 || h.Containers != 0) {
+			t.Fatalf("host-a still holds %+v for %d containers", h.Allocated, h.Containers)
+		}
 	}
 }

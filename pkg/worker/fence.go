@@ -54,15 +54,28 @@ func (w *Worker) generation(ctx context.Context, id string) (uint64, error) {
 	if ok {
 		return g, nil
 	}
+	last, err := w.lastEvent(ctx, id)
+	return last.generation, err
+}
+
+// lastEvent is what the events stream holds last about a container.
+type lastEvent struct {
+	id, typ    string
+	generation uint64
+}
+
+// lastEvent reads the last event about a container; the zero value when
+// there is none.
+func (w *Worker) lastEvent(ctx context.Context, id string) (lastEvent, error) {
 	msg, err := w.events.GetLastMsgForSubject(ctx, events.ContainerFilter(id))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+		return lastEvent{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("worker: read container %s's last event: %w", id, err)
+		return lastEvent{}, fmt.Errorf("worker: read container %s's last event: %w", id, err)
 	}
-	g, _ = strconv.ParseUint(msg.Header.Get("ce-"+events.ExtGeneration), 10, 64)
-	return g, nil
+	g, _ := strconv.ParseUint(msg.Header.Get("ce-"+events.ExtGeneration), 10, 64)
+	return lastEvent{id: msg.Header.Get("ce-id"), typ: msg.Header.Get("ce-type"), generation: g}, nil
 }
 
 // generationOf is the generation a state event about a container carries:

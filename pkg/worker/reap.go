@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
 )
@@ -27,7 +26,8 @@ func (w *Worker) reapLoop(ctx context.Context) error {
 }
 
 // reap removes the containers made by a worker (they carry the container
-// id label) that the orchestrator has not known for ReapAfter.
+// id label) that the orchestrator has not known for ReapAfter: the events
+// stream has nothing of them, or says last that they were removed or lost.
 func (w *Worker) reap(ctx context.Context) error {
 	for _, drv := range w.cfg.Drivers {
 		list, err := drv.List(ctx, driver.Filter{})
@@ -38,7 +38,11 @@ func (w *Worker) reap(ctx context.Context) error {
 			if ct.Labels[LabelContainerID] != ct.ID || time.Since(ct.CreatedAt) < w.cfg.ReapAfter {
 				continue
 			}
-			if known := w.known(ctx, ct.ID); known.ID != "" && known.Status != api.StatusRemoved {
+			last, err := w.lastEvent(ctx, ct.ID)
+			if err != nil {
+				return err
+			}
+			if last.id != "" && last.typ != events.ContainerRemoved && last.typ != events.ContainerLost {
 				continue
 			}
 			reason := fmt.Sprintf("reaped: unknown to the orchestrator %s after it was made", w.cfg.ReapAfter)

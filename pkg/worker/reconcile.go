@@ -2,19 +2,35 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
+	"slices"
 
-	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
 )
 
 // reconcile adopts the containers the drivers still have, without
 // restarting any, and publishes what changed while no worker watched:
-// containers that exited, and running ones the orchestrator does not know
-// as running. What the orchestrator already knows is not published again.
+// runs that started or ended unreported. What the events stream already
+// says last about a container is not published again. Containers a driver
+// finds traces of but cannot adopt are stopped and reported lost. Last, the
+// host's inventory is published, so that the orchestrator learns what it
+// knows on this host that is no longer there.
 func (w *Worker) reconcile(ctx context.Context) error {
+	found := []string{}
 	for _, drv := range w.cfg.Drivers {
+		if lf, ok := drv.(driver.LostFinder); ok {
+			lost, err := lf.Lost(ctx)
+			if err != nil {
+				return err
+			}
+			for _, l := range lost {
+				w.log.Warn("worker: a container could not be adopted", "container_id", l.ID, "reason", l.Reason)
+				if err := w.emit(ctx, events.ContainerLost, l.ID, derive(l.ID, "lost", w.started.UnixNano()),
+					map[string]any{"reason": l.Reason}, nil); err != nil {
+					return err
+				}
+			}
+		}
 		var list []*driver.Container
 		var err error
 		if r, ok := drv.(driver.Reattacher); ok {
@@ -29,21 +45,24 @@ func (w *Worker) reconcile(ctx context.Context) error {
 			if ct.Labels[LabelContainerID] != ct.ID {
 				continue // not made by a worker
 			}
+			found = append(found, ct.ID)
 			w.mu.Lock()
 			w.owner[ct.ID] = drv
 			w.mu.Unlock()
-			known := w.known(ctx, ct.ID)
+			last, err := w.lastEvent(ctx, ct.ID)
+			if err != nil {
+				return err
+			}
 			switch ct.Status {
 			case driver.StatusRunning, driver.StatusPaused:
-				if known.Status != api.StatusRunning || !known.StartedAt.Equal(ct.StartedAt) {
-					if err := w.emit(ctx, events.ContainerStarted, ct.ID, derive(ct.ID, "started", ct.StartedAt.UnixNano()),
-						map[string]any{"startedAt": ct.StartedAt}, nil); err != nil {
+				if id := derive(ct.ID, "started", ct.StartedAt.UnixNano()); last.id != id {
+					if err := w.emit(ctx, events.ContainerStarted, ct.ID, id, map[string]any{"startedAt": ct.StartedAt}, nil); err != nil {
 						return err
 					}
 				}
 				w.watch(drv, ct.ID)
 			case driver.StatusExited, driver.StatusStopped:
-				if known.Status.Active() {
+				if last.id != derive(ct.ID, "ended", ct.FinishedAt.UnixNano()) {
 					if err := w.ended(ctx, ct, nil); err != nil {
 						return err
 					}
@@ -52,14 +71,13 @@ func (w *Worker) reconcile(ctx context.Context) error {
 			w.log.Info("worker: adopted container", "container_id", ct.ID, "status", ct.Status)
 		}
 	}
-	return nil
-}
-
-// known returns what the orchestrator's projection says of a container.
-func (w *Worker) known(ctx context.Context, id string) api.Container {
-	var c api.Container
-	if entry, err := w.records.Get(ctx, id); err == nil {
-		_ = json.Unmarshal(entry.Value(), &c)
+	slices.Sort(found)
+	e, err := events.New(events.HostReconciled, w.source,
+		map[string]any{"hostId": w.cfg.HostID, "startedAt": w.started, "containers": found},
+		events.WithHost(w.cfg.HostID), events.WithID(derive(w.cfg.HostID, "reconciled", w.started.UnixNano())))
+	if err != nil {
+		return err
 	}
-	return c
+	_, err = w.pub.Publish(ctx, e)
+	return err
 }

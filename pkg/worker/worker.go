@@ -54,7 +54,6 @@ type Worker struct {
 	source  string
 	drivers map[string]driver.Driver
 	hosts   jetstream.KeyValue
-	records jetstream.KeyValue
 	events  jetstream.Stream
 	started time.Time
 	runCtx  context.Context // the lifetime of Run: watchers end with it
@@ -93,9 +92,6 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	var err error
 	if w.hosts, err = cfg.JS.KeyValue(ctx, events.BucketHosts); err != nil {
-		return nil, err
-	}
-	if w.records, err = cfg.JS.KeyValue(ctx, events.BucketContainers); err != nil {
 		return nil, err
 	}
 	if w.events, err = cfg.JS.Stream(ctx, events.StreamEvents); err != nil {
