@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -95,9 +96,13 @@ Try:
   go run ./cmd/openagent hosts
 Stop with Ctrl-C: consumers drain, containers keep running.
 `, sys.HTTPURL, sys.HTTPURL, sys.NATSURL, *dataDir, *withWorker, *drivers)
-	<-ctx.Done()
-	log.Info("shutting down")
-	return sys.Stop()
+	failed := sys.Wait(ctx)
+	if failed != nil {
+		log.Error("a component failed; shutting down", "err", failed)
+	} else {
+		log.Info("shutting down")
+	}
+	return errors.Join(failed, sys.Stop())
 }
 
 func splitList(s string) []string {

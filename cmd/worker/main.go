@@ -1,10 +1,13 @@
 // Command worker runs the OpenAgent agent of one host: it registers the
 // host with the orchestrator through NATS, runs its commands through the
-// host's drivers and reports what happens.
+// host's drivers and reports what happens. It links the worker and the
+// drivers only, never the control plane: the streams and buckets it needs
+// are the orchestrator's to make, and it says so when they are missing.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,10 +16,14 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver/local"
-	"github.com/openagent/orchestrator/pkg/system"
+	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
 
@@ -29,16 +36,17 @@ func main() {
 }
 
 func run() error {
-	capacity := system.MachineCapacity()
+	capacity := worker.MachineCapacity()
 	home, _ := os.UserHomeDir()
 	defaultData := filepath.Join(home, ".local", "share", "openagent-worker")
 	if os.Geteuid() == 0 {
 		// Containers run as other users and must reach their directories.
 		defaultData = "/var/lib/openagent-worker"
 	}
+	hostname, _ := os.Hostname()
 	var (
 		natsURL = flag.String("nats-url", "nats://127.0.0.1:4222", "the NATS JetStream server")
-		hostID  = flag.String("host-id", "", "this host's id (default: the hostname)")
+		hostID  = flag.String("host-id", worker.HostID(hostname), "this host's id")
 		labels  = flag.String("labels", "", "labels of this host: k=v,k=v")
 		drivers = flag.String("drivers", "auto", "drivers to offer: local, fake, docker; auto is local and fake, and docker when an engine answers")
 		cpu     = flag.Float64("cpu", capacity.CPU, "cpu cores to offer")
@@ -69,21 +77,33 @@ func run() error {
 	if err := os.MkdirAll(*dataDir, 0o711); err != nil {
 		return err
 	}
-	drvs, err := system.Drivers(ctx, *dataDir, strings.Split(*drivers, ","))
+	drvs, err := worker.Drivers(ctx, *dataDir, strings.Split(*drivers, ","))
 	if err != nil {
 		return err
 	}
-	sys, err := system.Start(ctx, system.Config{NATSURL: *natsURL, Logger: log})
+	nc, err := nats.Connect(*natsURL, nats.Name("openagent-worker "+*hostID), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
-	if err := sys.AddWorker(ctx, worker.Config{HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log,
-		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids}, ReapAfter: *reap, ReapDryRun: *dryRun}); err != nil {
-		sys.Stop()
+	v, err := events.NewValidator()
+	if err != nil {
 		return err
 	}
-	log.Info("worker running", "nats", *natsURL, "drivers", *drivers)
-	<-ctx.Done()
-	log.Info("shutting down; containers keep running")
-	return sys.Stop()
+	w, err := worker.New(ctx, worker.Config{NC: nc, JS: js, Validator: v, HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log,
+		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids}, ReapAfter: *reap, ReapDryRun: *dryRun})
+	if err != nil {
+		return err
+	}
+	log.Info("worker running", "nats", *natsURL, "host_id", *hostID, "drivers", *drivers)
+	err = w.Run(ctx)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("shut down; containers keep running")
+	return nc.Drain()
 }

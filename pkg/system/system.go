@@ -13,9 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,10 +22,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/api"
-	"github.com/openagent/orchestrator/pkg/driver"
-	"github.com/openagent/orchestrator/pkg/driver/docker"
-	"github.com/openagent/orchestrator/pkg/driver/fake"
-	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/worker"
@@ -70,6 +64,8 @@ type System struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	failed chan struct{} // closed when a component fails
+	fail   sync.Once
 	http   *http.Server
 	mu     sync.Mutex
 	errs   []error
@@ -81,7 +77,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &System{log: cfg.Logger}
+	s := &System{log: cfg.Logger, failed: make(chan struct{})}
 	if err := s.startNATS(cfg); err != nil {
 		return nil, err
 	}
@@ -126,7 +122,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		}
 	}
 	if cfg.Worker {
-		drivers, err := Drivers(ctx, cfg.DataDir, cfg.Drivers)
+		drivers, err := worker.Drivers(ctx, cfg.DataDir, cfg.Drivers)
 		if err != nil {
 			return nil, err
 		}
@@ -192,8 +188,23 @@ func (s *System) run(name string, f func() error) {
 			s.mu.Lock()
 			s.errs = append(s.errs, fmt.Errorf("%s: %w", name, err))
 			s.mu.Unlock()
+			s.fail.Do(func() { close(s.failed) })
 		}
 	}()
+}
+
+// Wait returns when ctx ends, with nil, or when a component of the system
+// failed, with its error: a system missing a part does not go on as if
+// whole. Stop it either way.
+func (s *System) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-s.failed:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return errors.Join(s.errs...)
+	}
 }
 
 func (s *System) serveHTTP(addr string) error {
@@ -216,10 +227,10 @@ func (s *System) serveHTTP(addr string) error {
 func (s *System) AddWorker(ctx context.Context, cfg worker.Config) error {
 	if cfg.HostID == "" {
 		h, _ := os.Hostname()
-		cfg.HostID = sanitize(h)
+		cfg.HostID = worker.HostID(h)
 	}
 	if cfg.Capacity == (api.Resources{}) {
-		cfg.Capacity = MachineCapacity()
+		cfg.Capacity = worker.MachineCapacity()
 	}
 	cfg.NC, cfg.JS, cfg.Validator = s.NC, s.JS, s.Validator
 	w, err := worker.New(ctx, cfg)
@@ -236,86 +247,6 @@ func (s *System) AddWorker(ctx context.Context, cfg worker.Config) error {
 	}
 	s.run("worker "+cfg.HostID, func() error { return w.Run(runCtx) })
 	return nil
-}
-
-// sanitize turns a hostname into a subject token.
-func sanitize(h string) string {
-	var b strings.Builder
-	for _, r := range h {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	if b.Len() == 0 {
-		return "host"
-	}
-	return b.String()
-}
-
-// Drivers makes the named drivers; local keeps its state in
-// dataDir/local, docker in dataDir/docker. "auto" is local and fake, and
-// docker when an engine answers.
-func Drivers(ctx context.Context, dataDir string, names []string) ([]driver.Driver, error) {
-	var out []driver.Driver
-	for _, n := range names {
-		switch n {
-		case "auto":
-			more, err := Drivers(ctx, dataDir, []string{"local", "fake"})
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, more...)
-			if d, err := newDocker(ctx, dataDir); err == nil {
-				out = append(out, d)
-			}
-		case "fake":
-			out = append(out, fake.New())
-		case "local":
-			if dataDir == "" {
-				return nil, errors.New("system: the local driver needs a data directory")
-			}
-			d, err := local.New(filepath.Join(dataDir, "local"))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, d)
-		case "docker":
-			d, err := newDocker(ctx, dataDir)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, d)
-		default:
-			return nil, fmt.Errorf("system: unknown driver %q (have auto, local, fake, docker)", n)
-		}
-	}
-	return out, nil
-}
-
-func newDocker(ctx context.Context, dataDir string) (driver.Driver, error) {
-	cfg := docker.Config{}
-	if dataDir != "" {
-		cfg.StateDir = filepath.Join(dataDir, "docker")
-	}
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return docker.New(dctx, cfg)
-}
-
-// MachineCapacity is this machine's cpu cores, memory and a pids budget.
-func MachineCapacity() api.Resources {
-	mem := int64(1024)
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				mem = kb / 1024
-			}
-		}
-	}
-	return api.Resources{CPU: float64(runtime.NumCPU()), Memory: mem, Pids: 32768}
 }
 
 // Stop shuts down gracefully: consumers drain, containers keep running.

@@ -91,11 +91,13 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		w.drivers[d.Name()] = d
 	}
 	var err error
+	// The streams and buckets are the orchestrator's to make: a worker
+	// checks that what it needs is there.
 	if w.hosts, err = cfg.JS.KeyValue(ctx, events.BucketHosts); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("worker: bucket %s: %w (the orchestrator provisions it: start one on this NATS first)", events.BucketHosts, err)
 	}
 	if w.events, err = cfg.JS.Stream(ctx, events.StreamEvents); err != nil {
-		return nil, fmt.Errorf("worker: events stream: %w", err)
+		return nil, fmt.Errorf("worker: stream %s: %w (the orchestrator provisions it: start one on this NATS first)", events.StreamEvents, err)
 	}
 	return w, nil
 }
