@@ -82,7 +82,6 @@ func MachineCapacity() api.Resources {
 	return api.Resources{CPU: float64(runtime.NumCPU()), Memory: mem, Pids: 32768}
 }
 
-
 // HostID turns a hostname into a host id: a subject token.
 func HostID(hostname string) string {
 	var b strings.Builder
