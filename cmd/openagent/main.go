@@ -50,11 +50,7 @@ func describe(err error) string {
 	if !errors.As(err, &ce) {
 		return err.Error()
 	}
-	kind := map[string]string{"not_found": "not found", "resource_limit": "resource limit", "not_supported": "not supported",
-		"too_large": "too large"}[ce.Kind]
-	if kind == "" {
-		kind = ce.Kind
-	}
+	kind := ce.Kind.Info().Text
 	msg := kind + ": " + ce.Message
 	switch {
 	case ce.Field != "" && !strings.Contains(ce.Message, ce.Field):

@@ -157,10 +157,9 @@ type DriverInfo struct {
 }
 
 // Error is the body of every error response, and why a request was
-// rejected. Kind is one of the driver's kinds (not_found, invalid,
-// conflict, resource_limit, unavailable, ...).
+// rejected. Kind is one of Kinds.
 type Error struct {
-	Kind    string `json:"kind"`
+	Kind    ErrorKind `json:"kind"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
 	ID      string `json:"id,omitempty"`

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -62,14 +61,14 @@ func New(server string, opts ...Option) *Client {
 // of its kind with errors.Is.
 type Error struct {
 	StatusCode int // 0 when the orchestrator could not be reached
-	Kind       string
+	Kind       api.ErrorKind
 	Message    string
 	Field      string
 	ID         string
 }
 
 func (e *Error) Error() string {
-	msg := e.Kind + ": " + e.Message
+	msg := string(e.Kind) + ": " + e.Message
 	if e.Field != "" && !strings.Contains(e.Message, e.Field) {
 		msg += " (field " + e.Field + ")"
 	}
@@ -78,7 +77,10 @@ func (e *Error) Error() string {
 
 // Is matches the driver sentinel of the error's kind.
 func (e *Error) Is(target error) bool {
-	return errors.Is(driver.FromKind(e.Kind, "", e.ID, e.Message), target)
+	if s := e.Kind.Info().Sentinel; s != nil {
+		return s == target || (s == driver.ErrAlreadyExists && target == driver.ErrConflict)
+	}
+	return false
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
@@ -138,7 +140,7 @@ func (c *Client) sendBytes(ctx context.Context, method, path string, body []byte
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, &Error{Kind: "unavailable", Message: fmt.Sprintf("orchestrator at %s: %v", c.base, err)}
+		return nil, &Error{Kind: api.KindUnavailable, Message: fmt.Sprintf("orchestrator at %s: %v", c.base, err)}
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()

@@ -116,5 +116,5 @@ func (c *Client) RunCodeStream(ctx context.Context, id string, req api.RunCodeRe
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	return nil, &Error{Kind: "unavailable", Message: "the stream ended without a result"}
+	return nil, &Error{Kind: api.KindUnavailable, Message: "the stream ended without a result"}
 }

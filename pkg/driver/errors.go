@@ -16,6 +16,7 @@ var (
 	ErrPermission    = errors.New("driver: permission denied")
 	ErrUnavailable   = errors.New("driver: unavailable")
 	ErrNotSupported  = errors.New("driver: not supported")
+	ErrTooLarge      = errors.New("driver: too large") // more data than the operation carries
 )
 
 // Error is an operation on a container that failed. Kind is one of the
@@ -91,6 +92,7 @@ var kindNames = []struct {
 	{"permission", ErrPermission},
 	{"unavailable", ErrUnavailable},
 	{"not_supported", ErrNotSupported},
+	{"too_large", ErrTooLarge},
 }
 
 // KindOf names the kind of err for an event: "not_found", "conflict", ...,

@@ -24,7 +24,7 @@ var sensitivePaths = []string{"/etc", "/proc", "/sys", "/dev", "/boot", "/root",
 func admit(spec driver.ContainerConfig, protected []string) *api.Error {
 	for i, c := range spec.Security.CapAdd {
 		if slices.Contains(dangerousCaps, strings.TrimPrefix(c, "CAP_")) {
-			return &api.Error{Kind: "permission", Field: fmt.Sprintf("spec.security.capAdd[%d]", i),
+			return &api.Error{Kind: api.KindPermission, Field: fmt.Sprintf("spec.security.capAdd[%d]", i),
 				Message: fmt.Sprintf("capability %s lets a container take over its host; refused by policy", c)}
 		}
 	}
@@ -35,13 +35,13 @@ func admit(spec driver.ContainerConfig, protected []string) *api.Error {
 		src := path.Clean(v.Source)
 		for _, p := range slices.Concat(sensitivePaths, protected) {
 			if src == "/" || src == p || strings.HasPrefix(src, p+"/") {
-				return &api.Error{Kind: "permission", Field: fmt.Sprintf("spec.volumes[%d].source", i),
+				return &api.Error{Kind: api.KindPermission, Field: fmt.Sprintf("spec.volumes[%d].source", i),
 					Message: fmt.Sprintf("mounting %s from the host is refused by policy", v.Source)}
 			}
 		}
 	}
 	if spec.Network == "host" {
-		return &api.Error{Kind: "permission", Field: "spec.network", Message: "the host's network namespace is refused by policy"}
+		return &api.Error{Kind: api.KindPermission, Field: "spec.network", Message: "the host's network namespace is refused by policy"}
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ const checkScript = `p="$1"; cur=.; IFS=/; for c in $p; do cur="$cur/$c"; if [ -
 // workspacePath checks a path relative to the session's workspace.
 func workspacePath(p string) (string, *api.Error) {
 	bad := func(why string) (string, *api.Error) {
-		return "", &api.Error{Kind: "invalid", Field: "path", Message: fmt.Sprintf("path %q %s", p, why)}
+		return "", &api.Error{Kind: api.KindInvalid, Field: "path", Message: fmt.Sprintf("path %q %s", p, why)}
 	}
 	switch {
 	case p == "":
@@ -58,7 +58,7 @@ func (o *Orchestrator) fileExec(ctx context.Context, s *api.Session, script, rel
 	o.touch(s.ID)
 	res, aerr := o.execWait(ctx, e)
 	if aerr == nil && res == nil {
-		aerr = &api.Error{Kind: "timeout", ID: s.ID, Message: "no result in time"}
+		aerr = &api.Error{Kind: api.KindTimeout, ID: s.ID, Message: "no result in time"}
 	}
 	if aerr != nil {
 		return nil, aerr
@@ -67,19 +67,19 @@ func (o *Orchestrator) fileExec(ctx context.Context, s *api.Session, script, rel
 	case 0:
 		return res, nil
 	case 3:
-		return nil, &api.Error{Kind: "permission", Field: "path", Message: strings.TrimSpace(res.Stderr)}
+		return nil, &api.Error{Kind: api.KindPermission, Field: "path", Message: strings.TrimSpace(res.Stderr)}
 	case 4:
-		return nil, &api.Error{Kind: "too_large", Field: "path", Message: fmt.Sprintf("%s is larger than %d bytes", rel, MaxFileBytes)}
+		return nil, &api.Error{Kind: api.KindTooLarge, Field: "path", Message: fmt.Sprintf("%s is larger than %d bytes", rel, MaxFileBytes)}
 	case 5:
-		return nil, &api.Error{Kind: "not_found", Field: "path", Message: fmt.Sprintf("no file %s in the workspace", rel)}
+		return nil, &api.Error{Kind: api.KindNotFound, Field: "path", Message: fmt.Sprintf("no file %s in the workspace", rel)}
 	}
-	return nil, &api.Error{Kind: "unavailable", Message: fmt.Sprintf("%s: exit %d: %s", rel, res.ExitCode, strings.TrimSpace(res.Stderr))}
+	return nil, &api.Error{Kind: api.KindUnavailable, Message: fmt.Sprintf("%s: exit %d: %s", rel, res.ExitCode, strings.TrimSpace(res.Stderr))}
 }
 
 // WriteFile puts data at a path in a session's workspace.
 func (o *Orchestrator) WriteFile(ctx context.Context, id, p string, data []byte) *api.Error {
 	if len(data) > MaxFileBytes {
-		return &api.Error{Kind: "too_large", Field: "body", Message: fmt.Sprintf("file is %d bytes; at most %d", len(data), MaxFileBytes)}
+		return &api.Error{Kind: api.KindTooLarge, Field: "body", Message: fmt.Sprintf("file is %d bytes; at most %d", len(data), MaxFileBytes)}
 	}
 	rel, aerr := workspacePath(p)
 	if aerr != nil {
@@ -109,7 +109,7 @@ func (o *Orchestrator) ReadFile(ctx context.Context, id, p string) ([]byte, *api
 	}
 	b, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(res.Stdout), ""))
 	if err != nil {
-		return nil, &api.Error{Kind: "unavailable", Message: "file came back garbled: " + err.Error()}
+		return nil, &api.Error{Kind: api.KindUnavailable, Message: "file came back garbled: " + err.Error()}
 	}
 	return b, nil
 }

@@ -22,7 +22,7 @@ type rejection struct{ e api.Error }
 
 func (r *rejection) Error() string { return r.e.Message }
 
-func reject(kind, field, id, format string, args ...any) error {
+func reject(kind api.ErrorKind, field, id, format string, args ...any) error {
 	return &rejection{api.Error{Kind: kind, Field: field, ID: id, Message: fmt.Sprintf(format, args...)}}
 }
 
@@ -91,7 +91,7 @@ var errRequestConflict = errors.New("orchestrator: request id reused with differ
 // conflict rejects a request whose identity was used before with other
 // data. It records nothing: the first request keeps its outcome.
 func (o *Orchestrator) conflict(ctx context.Context, req events.Event, digest string) (events.Event, error) {
-	e := api.Error{Kind: "conflict", Field: "id", ID: req.ID(), Message: fmt.Sprintf(
+	e := api.Error{Kind: api.KindConflict, Field: "id", ID: req.ID(), Message: fmt.Sprintf(
 		"request id %s from %s was used before with different data; use a new id for a new request", req.ID(), req.Source())}
 	reply, err := o.publish(ctx, events.RequestRejected, map[string]any{"requestId": req.ID(), "requestType": req.Type(), "error": e},
 		events.CausedBy(req), events.WithID(derive(requestKey(req), "conflict "+digest)))
@@ -104,7 +104,7 @@ func (o *Orchestrator) conflict(ctx context.Context, req events.Event, digest st
 // Reject publishes the rejection of something that arrived as a request
 // but is not a valid event, so that its sender learns why.
 func (o *Orchestrator) Reject(ctx context.Context, requestID, requestType string, cause error) (events.Event, error) {
-	e := api.Error{Kind: "invalid", Message: cause.Error()}
+	e := api.Error{Kind: api.KindInvalid, Message: cause.Error()}
 	var ve *events.ValidationError
 	if errors.As(cause, &ve) {
 		e.Field = ve.Field
@@ -141,18 +141,18 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted,
 	if err := o.v.Validate(req); err != nil {
 		var ve *events.ValidationError
 		if errors.As(err, &ve) {
-			return nil, reject("invalid", ve.Field, "", "%s: %s", ve.Field, ve.Message)
+			return nil, reject(api.KindInvalid, ve.Field, "", "%s: %s", ve.Field, ve.Message)
 		}
-		return nil, reject("invalid", "", "", "%v", err)
+		return nil, reject(api.KindInvalid, "", "", "%v", err)
 	}
 	if events.KindOf(req.Type()) != events.KindRequest {
-		return nil, reject("invalid", "type", "", "%s is not a request", req.Type())
+		return nil, reject(api.KindInvalid, "type", "", "%s is not a request", req.Type())
 	}
 	switch req.Type() {
 	case events.ContainerCreateRequested:
 		return o.create(ctx, req)
 	case events.SessionCreateRequested, events.SessionExecRequested, events.SessionExtendRequested, events.SessionCloseRequested:
-		return nil, reject("not_supported", "type", "", "session requests are served by request/reply on %s", SubjectSessions)
+		return nil, reject(api.KindNotSupported, "type", "", "session requests are served by request/reply on %s", SubjectSessions)
 	}
 	var d struct {
 		ContainerID string `json:"containerId"`
@@ -160,11 +160,11 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted,
 		Force       bool   `json:"force"`
 	}
 	if err := events.Data(req, &d); err != nil {
-		return nil, reject("invalid", "data", "", "%v", err)
+		return nil, reject(api.KindInvalid, "data", "", "%v", err)
 	}
 	r, ok := o.state.get(d.ContainerID)
 	if !ok {
-		return nil, reject("not_found", "containerId", d.ContainerID, "no container %s", d.ContainerID)
+		return nil, reject(api.KindNotFound, "containerId", d.ContainerID, "no container %s", d.ContainerID)
 	}
 	key := requestKey(req)
 	gen := o.state.nextGeneration(r.ID)
@@ -175,26 +175,26 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted,
 	switch req.Type() {
 	case events.ContainerStartRequested:
 		if r.Status == api.StatusFailed {
-			return nil, reject("conflict", "", r.ID, "container %s failed to be created; remove it", r.ID)
+			return nil, reject(api.KindConflict, "", r.ID, "container %s failed to be created; remove it", r.ID)
 		}
 		if !live {
-			return nil, reject("unavailable", "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
+			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
 		_, err := o.publish(ctx, events.CommandStart, map[string]any{"containerId": r.ID, "hostId": r.Host}, cmdOpts...)
 		return acc, retry(err)
 	case events.ContainerStopRequested:
 		if !live {
-			return nil, reject("unavailable", "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
+			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
 		_, err := o.publish(ctx, events.CommandStop, map[string]any{"containerId": r.ID, "hostId": r.Host, "timeoutMs": d.TimeoutMs, "force": d.Force}, cmdOpts...)
 		return acc, retry(err)
 	case events.ContainerRemoveRequested:
 		if (r.Status == api.StatusRunning || r.Status == api.StatusPending) && !d.Force {
-			return nil, reject("conflict", "", r.ID, "container %s is %s; stop it first or force", r.ID, r.Status)
+			return nil, reject(api.KindConflict, "", r.ID, "container %s is %s; stop it first or force", r.ID, r.Status)
 		}
 		if !live || r.Status == api.StatusFailed {
 			if !live && !d.Force {
-				return nil, reject("unavailable", "", r.ID, "host %s of container %s stopped reporting; force to forget it", r.Host, r.ID)
+				return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting; force to forget it", r.Host, r.ID)
 			}
 			// Nothing to remove on a host: forget the container.
 			reason := "failed before it existed on a host"
@@ -209,21 +209,21 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted,
 		return acc, retry(err)
 	case events.ContainerExecRequested:
 		if r.Status != api.StatusRunning {
-			return nil, reject("conflict", "", r.ID, "container %s is %s, not running", r.ID, r.Status)
+			return nil, reject(api.KindConflict, "", r.ID, "container %s is %s, not running", r.ID, r.Status)
 		}
 		if !live {
-			return nil, reject("unavailable", "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
+			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
 		var x map[string]any
 		if err := json.Unmarshal(req.Data(), &x); err != nil {
-			return nil, reject("invalid", "data", "", "%v", err)
+			return nil, reject(api.KindInvalid, "data", "", "%v", err)
 		}
 		acc.ExecID = derive(key, "exec")
 		x["execId"], x["hostId"] = acc.ExecID, r.Host
 		_, err := o.publish(ctx, events.CommandExec, x, cmdOpts...)
 		return acc, retry(err)
 	}
-	return nil, reject("invalid", "type", "", "unknown request %s", req.Type())
+	return nil, reject(api.KindInvalid, "type", "", "unknown request %s", req.Type())
 }
 
 // driverFor picks the driver of a request that names none, by its image:
@@ -249,7 +249,7 @@ func retry(err error) error {
 func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted, error) {
 	var d api.CreateRequest
 	if err := events.Data(req, &d); err != nil {
-		return nil, reject("invalid", "data", "", "%v", err)
+		return nil, reject(api.KindInvalid, "data", "", "%v", err)
 	}
 	key := requestKey(req)
 	if d.ContainerID == "" {
@@ -261,9 +261,9 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	if err := d.Spec.Validate(); err != nil {
 		var ce *driver.ConfigError
 		if errors.As(err, &ce) {
-			return nil, reject("invalid", "spec."+ce.Field, "", "spec.%s: %s", ce.Field, ce.Message)
+			return nil, reject(api.KindInvalid, "spec."+ce.Field, "", "spec.%s: %s", ce.Field, ce.Message)
 		}
-		return nil, reject("invalid", "spec", "", "%v", err)
+		return nil, reject(api.KindInvalid, "spec", "", "%v", err)
 	}
 	if e := admit(d.Spec, o.protected); e != nil {
 		return nil, &rejection{e: *e}
@@ -282,12 +282,12 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		Driver: d.Driver, HostID: d.HostID, Constraints: d.Constraints, Resources: demand(d.Spec),
 	})
 	if err != nil {
-		kind := "unavailable"
+		kind := api.KindUnavailable
 		var pe *scheduler.PlacementError
 		if errors.As(err, &pe) {
 			for _, u := range pe.Hosts {
 				if strings.HasPrefix(u.Reason, "cpu:") || strings.HasPrefix(u.Reason, "memory:") || strings.HasPrefix(u.Reason, "pids:") {
-					kind = "resource_limit"
+					kind = api.KindResourceLimit
 				}
 			}
 		}
@@ -301,7 +301,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	prev, taken := o.state.reserve(r)
 	switch taken {
 	case "name":
-		return nil, reject("conflict", "name", d.Name, "a container named %s exists", d.Name)
+		return nil, reject(api.KindConflict, "name", d.Name, "a container named %s exists", d.Name)
 	case "id":
 		if prev.sameRequest(r) {
 			return o.replace(ctx, req, prev, d) // placed meanwhile by the same request
@@ -309,7 +309,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		if prev.RequestID == r.RequestID && prev.RequestSource == r.RequestSource {
 			return nil, errRequestConflict
 		}
-		return nil, reject("conflict", "containerId", d.ContainerID, "container %s exists", d.ContainerID)
+		return nil, reject(api.KindConflict, "containerId", d.ContainerID, "container %s exists", d.ContainerID)
 	}
 	if err := o.announce(ctx, req, r, d); err != nil {
 		o.state.release(r.ID)
@@ -362,7 +362,7 @@ func (o *Orchestrator) checkDriverLimits(plan scheduler.Plan, spec driver.Contai
 	}
 	for _, di := range h.Drivers {
 		if di.Name == plan.Driver && di.MinCPU > 0 && spec.Resources.CPU < di.MinCPU {
-			return reject("invalid", "spec.resources.cpu", "", "spec.resources.cpu: the %s driver needs at least %g cores, got %g",
+			return reject(api.KindInvalid, "spec.resources.cpu", "", "spec.resources.cpu: the %s driver needs at least %g cores, got %g",
 				plan.Driver, di.MinCPU, spec.Resources.CPU)
 		}
 	}

@@ -90,19 +90,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-var statusOf = map[string]int{
-	"invalid": http.StatusBadRequest, "not_found": http.StatusNotFound, "conflict": http.StatusConflict,
-	"resource_limit": http.StatusUnprocessableEntity, "permission": http.StatusForbidden,
-	"unavailable": http.StatusServiceUnavailable, "timeout": http.StatusGatewayTimeout,
-	"not_supported": http.StatusNotImplemented, "too_large": http.StatusRequestEntityTooLarge,
-}
 
 func writeError(w http.ResponseWriter, e *api.Error) {
-	code, ok := statusOf[e.Kind]
-	if !ok {
-		code = http.StatusInternalServerError
-	}
-	writeJSON(w, code, e)
+	writeJSON(w, e.Kind.Info().Status, e)
 }
 
 // readBody reads a JSON body, refusing one over the size cap.
@@ -110,10 +100,10 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return nil, &api.Error{Kind: "too_large", Field: "body", Message: fmt.Sprintf("body exceeds %d bytes", maxBody)}
+		return nil, &api.Error{Kind: api.KindTooLarge, Field: "body", Message: fmt.Sprintf("body exceeds %d bytes", maxBody)}
 	}
 	if err != nil {
-		return nil, &api.Error{Kind: "invalid", Field: "body", Message: err.Error()}
+		return nil, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()}
 	}
 	return b, nil
 }
@@ -123,7 +113,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
 // the rejection and returns nil.
 func (o *Orchestrator) request(w http.ResponseWriter, r *http.Request, typ string, data []byte) *api.Accepted {
 	if !json.Valid(data) {
-		writeError(w, &api.Error{Kind: "invalid", Field: "body", Message: "body is not JSON"})
+		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: "body is not JSON"})
 		return nil
 	}
 	opts := []events.Option{events.WithTrace(r.Header.Get("traceparent"), r.Header.Get("tracestate"))}
@@ -132,7 +122,7 @@ func (o *Orchestrator) request(w http.ResponseWriter, r *http.Request, typ strin
 	}
 	e, err := events.New(typ, "/openagent/http", json.RawMessage(data), opts...)
 	if err != nil {
-		writeError(w, &api.Error{Kind: "invalid", Field: "body", Message: err.Error()})
+		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()})
 		return nil
 	}
 	return o.handleHTTP(w, r.Context(), e)
@@ -151,7 +141,7 @@ func (o *Orchestrator) handleHTTP(w http.ResponseWriter, ctx context.Context, e 
 func (o *Orchestrator) accept(ctx context.Context, e events.Event) (*api.Accepted, *api.Error) {
 	reply, err := o.Handle(ctx, e)
 	if err != nil {
-		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 	}
 	if reply.Type() == events.RequestRejected {
 		var d struct{ Error api.Error }
@@ -222,7 +212,7 @@ func (o *Orchestrator) httpCreate(w http.ResponseWriter, r *http.Request) {
 func (o *Orchestrator) httpGet(w http.ResponseWriter, r *http.Request) {
 	c, ok := o.Container(r.PathValue("id"))
 	if !ok {
-		writeError(w, &api.Error{Kind: "not_found", ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")})
+		writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")})
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
@@ -234,7 +224,7 @@ func (o *Orchestrator) httpList(w http.ResponseWriter, r *http.Request) {
 	for _, l := range q["label"] {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok {
-			writeError(w, &api.Error{Kind: "invalid", Field: "label", Message: fmt.Sprintf("label %q is not K=V", l)})
+			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "label", Message: fmt.Sprintf("label %q is not K=V", l)})
 			return
 		}
 		if lq.Labels == nil {
@@ -255,7 +245,7 @@ func (o *Orchestrator) idBody(w http.ResponseWriter, r *http.Request) ([]byte, b
 		}
 		if len(bytes.TrimSpace(b)) > 0 {
 			if err := json.Unmarshal(b, &body); err != nil {
-				writeError(w, &api.Error{Kind: "invalid", Field: "body", Message: err.Error()})
+				writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()})
 				return nil, false
 			}
 		}
@@ -334,7 +324,7 @@ func (o *Orchestrator) httpExec(w http.ResponseWriter, r *http.Request) {
 	}
 	e, err := events.New(events.ContainerExecRequested, "/openagent/http", json.RawMessage(body))
 	if err != nil {
-		writeError(w, &api.Error{Kind: "invalid", Message: err.Error()})
+		writeError(w, &api.Error{Kind: api.KindInvalid, Message: err.Error()})
 		return
 	}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
@@ -371,7 +361,7 @@ func (o *Orchestrator) execWait(ctx context.Context, e events.Event) (*api.ExecR
 	case <-time.After(limit):
 		return nil, nil
 	case <-ctx.Done():
-		return nil, &api.Error{Kind: "timeout", Message: ctx.Err().Error()}
+		return nil, &api.Error{Kind: api.KindTimeout, Message: ctx.Err().Error()}
 	}
 }
 
@@ -393,25 +383,25 @@ func parseSince(s string) (time.Time, error) {
 func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 	c, ok := o.Container(r.PathValue("id"))
 	if !ok {
-		writeError(w, &api.Error{Kind: "not_found", ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")})
+		writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")})
 		return
 	}
 	q := r.URL.Query()
 	since, err := parseSince(q.Get("since"))
 	if err != nil {
-		writeError(w, &api.Error{Kind: "invalid", Field: "since", Message: err.Error()})
+		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "since", Message: err.Error()})
 		return
 	}
 	tail := 0
 	if s := q.Get("tail"); s != "" {
 		if tail, err = strconv.Atoi(s); err != nil || tail < 0 {
-			writeError(w, &api.Error{Kind: "invalid", Field: "tail", Message: "tail must be a number of lines"})
+			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "tail", Message: "tail must be a number of lines"})
 			return
 		}
 	}
 	req := worker.LogsRequest{ContainerID: c.ID, Tail: tail, Since: since, Timestamps: q.Get("timestamps") == "true", Follow: q.Get("follow") == "true"}
 	if !o.live(c.Host) {
-		writeError(w, &api.Error{Kind: "unavailable", ID: c.ID, Message: "host " + c.Host + " stopped reporting"})
+		writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + " stopped reporting"})
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -420,13 +410,13 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 		b, _ := json.Marshal(req)
 		m, err := o.nc.RequestWithContext(r.Context(), worker.LogsSubject(c.Host), b)
 		if err != nil {
-			writeError(w, &api.Error{Kind: "unavailable", ID: c.ID, Message: "host " + c.Host + ": " + err.Error()})
+			writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + ": " + err.Error()})
 			return
 		}
 		var reply worker.LogsReply
 		if err := json.Unmarshal(m.Data, &reply); err != nil || reply.Error != nil {
 			if reply.Error == nil {
-				reply.Error = &api.Error{Kind: "unavailable", Message: "bad reply from host " + c.Host}
+				reply.Error = &api.Error{Kind: api.KindUnavailable, Message: "bad reply from host " + c.Host}
 			}
 			writeError(w, reply.Error)
 			return
@@ -440,14 +430,14 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 	ch := make(chan *nats.Msg, 256)
 	sub, err := o.nc.ChanSubscribe(req.Inbox, ch)
 	if err != nil {
-		writeError(w, &api.Error{Kind: "unavailable", Message: err.Error()})
+		writeError(w, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
 		return
 	}
 	defer sub.Unsubscribe()
 	defer o.nc.Publish(req.Inbox+".stop", nil)
 	b, _ := json.Marshal(req)
 	if _, err := o.nc.RequestWithContext(r.Context(), worker.LogsSubject(c.Host), b); err != nil {
-		writeError(w, &api.Error{Kind: "unavailable", ID: c.ID, Message: "host " + c.Host + ": " + err.Error()})
+		writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + ": " + err.Error()})
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -478,7 +468,7 @@ func (o *Orchestrator) httpEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	since, err := parseSince(q.Get("since"))
 	if err != nil {
-		writeError(w, &api.Error{Kind: "invalid", Field: "since", Message: err.Error()})
+		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "since", Message: err.Error()})
 		return
 	}
 	typ := q.Get("type")
@@ -488,7 +478,7 @@ func (o *Orchestrator) httpEvents(w http.ResponseWriter, r *http.Request) {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if id := q.Get("container"); id != "" {
 		if !events.ValidToken(id) {
-			writeError(w, &api.Error{Kind: "invalid", Field: "container", Message: "not a container id"})
+			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "container", Message: "not a container id"})
 			return
 		}
 		if c, ok := o.Container(id); ok {
@@ -504,7 +494,7 @@ func (o *Orchestrator) httpEvents(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	cons, err := o.js.OrderedConsumer(ctx, events.StreamEvents, cfg)
 	if err != nil {
-		writeError(w, &api.Error{Kind: "unavailable", Message: err.Error()})
+		writeError(w, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -569,7 +559,7 @@ func (o *Orchestrator) httpCloudEvent(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		reply, perr := o.Reject(r.Context(), m.Header.Get("ce-id"), m.Header.Get("ce-type"), err)
 		if perr != nil {
-			writeError(w, &api.Error{Kind: "unavailable", Message: perr.Error()})
+			writeError(w, &api.Error{Kind: api.KindUnavailable, Message: perr.Error()})
 			return
 		}
 		writeCloudEvent(w, http.StatusBadRequest, reply)
@@ -577,17 +567,14 @@ func (o *Orchestrator) httpCloudEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	reply, err := o.Handle(r.Context(), e)
 	if err != nil {
-		writeError(w, &api.Error{Kind: "unavailable", Message: err.Error()})
+		writeError(w, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
 		return
 	}
 	code := http.StatusAccepted
 	if reply.Type() == events.RequestRejected {
 		var d struct{ Error api.Error }
 		_ = events.Data(reply, &d)
-		code = statusOf[d.Error.Kind]
-		if code == 0 {
-			code = http.StatusBadRequest
-		}
+		code = d.Error.Kind.Info().Status
 	}
 	writeCloudEvent(w, code, reply)
 }

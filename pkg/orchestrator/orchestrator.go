@@ -236,7 +236,7 @@ func (o *Orchestrator) failOverdue(ctx context.Context) error {
 			gen := o.state.nextGeneration(r.ID)
 			msg := fmt.Sprintf("host %s did not create container %s within %v of its placement", r.Host, r.ID, o.deadline)
 			_, err := o.publish(ctx, events.ContainerFailed, map[string]any{"containerId": r.ID, "hostId": r.Host, "operation": "create",
-				"error": api.Error{Kind: "timeout", Message: msg}},
+				"error": api.Error{Kind: api.KindTimeout, Message: msg}},
 				events.WithContainer(r.ID), events.WithHost(r.Host), events.WithGeneration(gen),
 				events.WithExtension(events.ExtCorrelationID, r.RequestID), events.WithID(derive(r.ID, "pending deadline")))
 			if err != nil && ctx.Err() == nil {

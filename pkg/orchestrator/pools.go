@@ -52,7 +52,7 @@ func (o *Orchestrator) SetPool(ctx context.Context, p api.Pool) (*api.Pool, *api
 	}
 	p.Driver, p.Image = req.Driver, req.Image
 	if p.Size < 0 || p.Max < 0 || p.Max > 0 && p.Max < p.Size || p.Size > 100 || p.Max > 200 {
-		return nil, &api.Error{Kind: "invalid", Field: "size", Message: "size must be 0-100 and max, if set, between size and 200"}
+		return nil, &api.Error{Kind: api.KindInvalid, Field: "size", Message: "size must be 0-100 and max, if set, between size and 200"}
 	}
 	if p.Max == 0 {
 		p.Max = 2 * p.Size
@@ -61,7 +61,7 @@ func (o *Orchestrator) SetPool(ctx context.Context, p api.Pool) (*api.Pool, *api
 	key := profile(p.Driver, p.Image, p.CPU, p.MemoryMB)
 	b, _ := json.Marshal(p)
 	if _, err := o.sess.kv.Put(ctx, poolKeyPrefix+key, b); err != nil {
-		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 	}
 	o.pools.mu.Lock()
 	pl, ok := o.pools.m[key]
@@ -217,7 +217,7 @@ func (o *Orchestrator) warmOne(ctx context.Context, key string, p api.Pool) (str
 	spec.Labels[LabelPool] = key
 	e, err := events.New(events.ContainerCreateRequested, "/openagent/pools", api.CreateRequest{ContainerID: id, Driver: p.Driver, Start: true, Spec: spec})
 	if err != nil {
-		return "", &api.Error{Kind: "internal", Message: err.Error()}
+		return "", &api.Error{Kind: api.KindInternal, Message: err.Error()}
 	}
 	c, aerr := o.runContainer(ctx, e)
 	if aerr != nil {

@@ -62,7 +62,7 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 			reply, err = o.Handle(ctx, req)
 		}
 		if err != nil {
-			o.respondJSON(m, &api.Error{Kind: "unavailable", Message: err.Error()})
+			o.respondJSON(m, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
 			return
 		}
 		out, err := events.ToMsg(m.Reply, reply)
@@ -76,7 +76,7 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 			_ = json.Unmarshal(m.Data, &q)
 			c, ok := o.Container(q.ID)
 			if !ok {
-				o.respondJSON(m, &api.Error{Kind: "not_found", ID: q.ID, Message: "no container " + q.ID})
+				o.respondJSON(m, &api.Error{Kind: api.KindNotFound, ID: q.ID, Message: "no container " + q.ID})
 				return
 			}
 			o.respondJSON(m, c)
@@ -101,7 +101,7 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 func (o *Orchestrator) respondJSON(m *nats.Msg, v any) {
 	b, _ := json.Marshal(v)
 	if int64(len(b)) > o.nc.MaxPayload() {
-		b, _ = json.Marshal(&api.Error{Kind: "too_large", Message: fmt.Sprintf(
+		b, _ = json.Marshal(&api.Error{Kind: api.KindTooLarge, Message: fmt.Sprintf(
 			"the answer is %d bytes, more than NATS carries (%d); narrow the query or use the HTTP API", len(b), o.nc.MaxPayload())})
 	}
 	if err := m.Respond(b); err != nil {

@@ -110,7 +110,7 @@ func defaultsFor(req *api.SessionRequest) *api.Error {
 	}
 	for i, l := range req.Languages {
 		if _, ok := languages[l]; !ok {
-			return &api.Error{Kind: "invalid", Field: fmt.Sprintf("languages[%d]", i), Message: fmt.Sprintf("language %q: use python, javascript, bash or sh", l)}
+			return &api.Error{Kind: api.KindInvalid, Field: fmt.Sprintf("languages[%d]", i), Message: fmt.Sprintf("language %q: use python, javascript, bash or sh", l)}
 		}
 	}
 	if req.Driver == "" {
@@ -144,13 +144,13 @@ func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest
 	if req.TimeoutMs != nil {
 		ttl = time.Duration(*req.TimeoutMs) * time.Millisecond
 		if ttl <= 0 || ttl > MaxSessionTimeout {
-			return nil, &api.Error{Kind: "invalid", Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d: a session must end", MaxSessionTimeout.Milliseconds())}
+			return nil, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d: a session must end", MaxSessionTimeout.Milliseconds())}
 		}
 	}
 	idle := DefaultIdleTimeout
 	if req.IdleTimeoutMs != nil {
 		if *req.IdleTimeoutMs < 0 {
-			return nil, &api.Error{Kind: "invalid", Field: "idleTimeoutMs", Message: "idleTimeoutMs must be 0 (no idle expiry) or positive"}
+			return nil, &api.Error{Kind: api.KindInvalid, Field: "idleTimeoutMs", Message: "idleTimeoutMs must be 0 (no idle expiry) or positive"}
 		}
 		idle = time.Duration(*req.IdleTimeoutMs) * time.Millisecond
 	}
@@ -162,7 +162,7 @@ func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest
 	o.sess.m[s.ID] = s
 	o.sess.mu.Unlock()
 	if err := o.saveSession(ctx, s); err != nil {
-		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 	}
 	_ = o.sessionEvent(ctx, events.SessionRequested, s, derive(s.ID, "requested"), map[string]any{
 		"languages": s.Languages, "image": s.Image, "driver": s.Driver, "expiresAt": s.ExpiresAt, "idleTimeoutMs": s.IdleTimeoutMs, "requestedBy": by,
@@ -185,7 +185,7 @@ func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest
 		e, err := events.New(events.ContainerCreateRequested, "/openagent/sessions", api.CreateRequest{Driver: s.Driver, Start: true, Spec: spec},
 			events.WithSession(s.ID), events.WithID(derive(s.ID, "create")))
 		if err != nil {
-			return nil, &api.Error{Kind: "internal", Message: err.Error()}
+			return nil, &api.Error{Kind: api.KindInternal, Message: err.Error()}
 		}
 		c, aerr = o.runContainer(ctx, e)
 	}
@@ -249,13 +249,13 @@ func (o *Orchestrator) runContainer(ctx context.Context, e events.Event) (*api.C
 		return r.Status == api.StatusRunning || r.Status == api.StatusFailed || r.Status == api.StatusExited || r.FailedRequest == acc.RequestID
 	})
 	if err != nil {
-		return nil, &api.Error{Kind: "timeout", ID: acc.ContainerID, Message: "the sandbox did not start within " + waitLimit.String()}
+		return nil, &api.Error{Kind: api.KindTimeout, ID: acc.ContainerID, Message: "the sandbox did not start within " + waitLimit.String()}
 	}
 	if rec.Status != api.StatusRunning {
 		if rec.Error != nil {
 			return nil, rec.Error
 		}
-		return nil, &api.Error{Kind: "unavailable", ID: rec.ID, Message: fmt.Sprintf("the sandbox is %s", rec.Status)}
+		return nil, &api.Error{Kind: api.KindUnavailable, ID: rec.ID, Message: fmt.Sprintf("the sandbox is %s", rec.Status)}
 	}
 	c := o.state.view(rec, o.live)
 	return &c, nil
@@ -290,10 +290,10 @@ func (o *Orchestrator) Sessions(all bool) []api.Session {
 func (o *Orchestrator) liveSession(id string) (*api.Session, *api.Error) {
 	s, ok := o.Session(id)
 	if !ok {
-		return nil, &api.Error{Kind: "not_found", ID: id, Message: "no session " + id}
+		return nil, &api.Error{Kind: api.KindNotFound, ID: id, Message: "no session " + id}
 	}
 	if s.Status != api.SessionReady {
-		return nil, &api.Error{Kind: "conflict", ID: id, Message: fmt.Sprintf("session %s is %s", id, s.Status)}
+		return nil, &api.Error{Kind: api.KindConflict, ID: id, Message: fmt.Sprintf("session %s is %s", id, s.Status)}
 	}
 	return s, nil
 }
@@ -301,7 +301,7 @@ func (o *Orchestrator) liveSession(id string) (*api.Session, *api.Error) {
 // ExtendSession makes a session expire timeout from now.
 func (o *Orchestrator) ExtendSession(ctx context.Context, id string, timeout time.Duration, by string) (*api.Session, *api.Error) {
 	if timeout <= 0 || timeout > MaxSessionTimeout {
-		return nil, &api.Error{Kind: "invalid", Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d", MaxSessionTimeout.Milliseconds())}
+		return nil, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d", MaxSessionTimeout.Milliseconds())}
 	}
 	if _, aerr := o.liveSession(id); aerr != nil {
 		return nil, aerr
@@ -312,7 +312,7 @@ func (o *Orchestrator) ExtendSession(ctx context.Context, id string, timeout tim
 	cp := *s
 	o.sess.mu.Unlock()
 	if err := o.saveSession(ctx, &cp); err != nil {
-		return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 	}
 	_ = o.sessionEvent(ctx, events.SessionExtended, &cp, derive(id, "extended "+cp.ExpiresAt.String()), map[string]any{"expiresAt": cp.ExpiresAt, "setBy": by})
 	return &cp, nil
@@ -374,13 +374,13 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 	}
 	interp, ok := languages[req.Language]
 	if !ok || !slices.Contains(s.Languages, req.Language) {
-		return nil, &api.Error{Kind: "invalid", Field: "language", Message: fmt.Sprintf("session %s runs %v, not %q", id, s.Languages, req.Language)}
+		return nil, &api.Error{Kind: api.KindInvalid, Field: "language", Message: fmt.Sprintf("session %s runs %v, not %q", id, s.Languages, req.Language)}
 	}
 	if len(req.Code) > MaxCodeBytes {
-		return nil, &api.Error{Kind: "too_large", Field: "code", Message: fmt.Sprintf("code is %d bytes; at most %d", len(req.Code), MaxCodeBytes)}
+		return nil, &api.Error{Kind: api.KindTooLarge, Field: "code", Message: fmt.Sprintf("code is %d bytes; at most %d", len(req.Code), MaxCodeBytes)}
 	}
 	if req.TimeoutMs < 0 {
-		return nil, &api.Error{Kind: "invalid", Field: "timeoutMs", Message: "timeoutMs must be positive (0: the default of 30s)"}
+		return nil, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: "timeoutMs must be positive (0: the default of 30s)"}
 	}
 	timeout := DefaultCodeTimeout
 	if req.TimeoutMs > 0 {
@@ -407,7 +407,7 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 		chunks = make(chan *nats.Msg, 1024)
 		sub, err := o.nc.ChanSubscribe(inbox, chunks)
 		if err != nil {
-			return nil, &api.Error{Kind: "unavailable", Message: err.Error()}
+			return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 		}
 		defer sub.Unsubscribe()
 		data["streamTo"] = inbox
@@ -457,7 +457,7 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 		return nil, aerr
 	}
 	if res == nil {
-		return nil, &api.Error{Kind: "timeout", ID: id, Message: "no result in time"}
+		return nil, &api.Error{Kind: api.KindTimeout, ID: id, Message: "no result in time"}
 	}
 	sum := sha256.Sum256([]byte(req.Code))
 	audit := map[string]any{"execId": res.ExecID, "language": req.Language, "codeSha256": hex.EncodeToString(sum[:]),
@@ -476,7 +476,7 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 func (o *Orchestrator) newRequest(data map[string]any, sessionID string) (events.Event, *api.Error) {
 	e, err := events.New(events.ContainerExecRequested, "/openagent/sessions", data, events.WithSession(sessionID))
 	if err != nil {
-		return events.Event{}, &api.Error{Kind: "internal", Message: err.Error()}
+		return events.Event{}, &api.Error{Kind: api.KindInternal, Message: err.Error()}
 	}
 	return e, nil
 }

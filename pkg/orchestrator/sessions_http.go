@@ -39,7 +39,7 @@ func (o *Orchestrator) sessionRoutes() []route {
 		{"GET", "/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 			s, ok := o.Session(r.PathValue("id"))
 			if !ok {
-				writeError(w, &api.Error{Kind: "not_found", ID: r.PathValue("id"), Message: "no session " + r.PathValue("id")})
+				writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no session " + r.PathValue("id")})
 				return
 			}
 			writeJSON(w, http.StatusOK, s)
@@ -142,7 +142,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(bytesReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeError(w, &api.Error{Kind: "invalid", Field: "body", Message: err.Error()})
+		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()})
 		return false
 	}
 	return true

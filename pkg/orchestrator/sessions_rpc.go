@@ -23,7 +23,7 @@ func (o *Orchestrator) serveSessionRequest(m *nats.Msg) {
 	defer cancel()
 	reply, err := o.sessionRequest(ctx, m)
 	if err != nil {
-		o.respondJSON(m, &api.Error{Kind: "unavailable", Message: err.Error()})
+		o.respondJSON(m, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
 		return
 	}
 	if out, err := events.ToMsg(m.Reply, reply); err == nil {
@@ -68,7 +68,7 @@ func (o *Orchestrator) sessionRequest(ctx context.Context, m *nats.Msg) (events.
 	case events.SessionCreateRequested:
 		var sr api.SessionRequest
 		if err := events.Data(req, &sr); err != nil {
-			return reject(&api.Error{Kind: "invalid", Field: "data", Message: err.Error()})
+			return reject(&api.Error{Kind: api.KindInvalid, Field: "data", Message: err.Error()})
 		}
 		s, aerr := o.CreateSession(ctx, sr, by)
 		if aerr != nil {
@@ -106,5 +106,5 @@ func (o *Orchestrator) sessionRequest(ctx context.Context, m *nats.Msg) (events.
 		}
 		return outcome(events.SessionClosed, derive(d.SessionID, "closed"), s, map[string]any{"closedBy": by, "reason": "closed on request"})
 	}
-	return reject(&api.Error{Kind: "invalid", Field: "type", Message: req.Type() + " is not a session request"})
+	return reject(&api.Error{Kind: api.KindInvalid, Field: "type", Message: req.Type() + " is not a session request"})
 }

@@ -371,7 +371,7 @@ func (s *state) applyContainer(r *record, e events.Event) {
 		var l struct{ Reason string }
 		_ = events.Data(e, &l)
 		s.setStatus(r, api.StatusLost)
-		r.Error = &api.Error{Kind: "not_found", ID: r.ID, Message: l.Reason}
+		r.Error = &api.Error{Kind: api.KindNotFound, ID: r.ID, Message: l.Reason}
 	case events.ContainerFailed:
 		r.Error, r.FailedRequest = d.Error, strings.Clone(events.CorrelationID(e))
 		if d.Operation == "place" || d.Operation == "create" {

@@ -266,7 +266,8 @@ func TestBadInput(t *testing.T) {
 		name, path, ctype string
 		body              []byte
 		code              int
-		kind, field       string
+		kind              api.ErrorKind
+		field             string
 	}{
 		{"not JSON", "/v1/containers", "application/json", []byte("{nope"), 400, "invalid", "body"},
 		{"failing the schema", "/v1/containers", "application/json", []byte(`{"spec":{"image":"fake","resources":{"cpu":-1}}}`), 400, "invalid", "data.spec.resources.cpu"},

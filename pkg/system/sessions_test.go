@@ -378,6 +378,11 @@ func TestSessionOverNATS(t *testing.T) {
 	if _ = events.Data(rejected, &rd); rejected.Type() != events.RequestRejected || rd.Error.Kind != "not_found" {
 		t.Fatalf("reply %s %s; want rejected, not_found", rejected.Type(), rejected.Data())
 	}
+	// Too much code is refused as too large, not as the bus being down.
+	big := ask(events.SessionExecRequested, map[string]any{"sessionId": d.SessionID, "code": strings.Repeat("#", orchestrator.MaxCodeBytes+1)})
+	if _ = events.Data(big, &rd); big.Type() != events.RequestRejected || rd.Error.Kind != api.KindTooLarge || rd.Error.Field != "code" {
+		t.Fatalf("reply %s %s; want rejected, too_large, naming code", big.Type(), big.Data())
+	}
 	if closed := ask(events.SessionCloseRequested, map[string]any{"sessionId": d.SessionID}); closed.Type() != events.SessionClosed {
 		t.Fatalf("reply %s", closed.Type())
 	}

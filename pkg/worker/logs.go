@@ -45,7 +45,7 @@ func (w *Worker) serveLogs(ctx context.Context) (*nats.Subscription, error) {
 	return w.cfg.NC.Subscribe(LogsSubject(w.cfg.HostID), func(m *nats.Msg) {
 		var req LogsRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
-			respond(m, LogsReply{Error: &api.Error{Kind: "invalid", Message: err.Error()}})
+			respond(m, LogsReply{Error: &api.Error{Kind: api.KindInvalid, Message: err.Error()}})
 			return
 		}
 		if req.Follow {
@@ -118,5 +118,5 @@ func respond(m *nats.Msg, v any) {
 }
 
 func apiError(err error, id string) *api.Error {
-	return &api.Error{Kind: driver.KindOf(err), Message: err.Error(), ID: id}
+	return &api.Error{Kind: api.ErrorKind(driver.KindOf(err)), Message: err.Error(), ID: id}
 }

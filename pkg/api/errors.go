@@ -1,0 +1,61 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+)
+
+// ErrorKind says what kind of failure an Error is: the one vocabulary of
+// events, HTTP answers, the CLI and the SDK. The schemas' errorKind enum
+// holds the same names, and a test keeps them in step.
+type ErrorKind string
+
+// Error kinds.
+const (
+	KindNotFound      ErrorKind = "not_found"
+	KindConflict      ErrorKind = "conflict"
+	KindInvalid       ErrorKind = "invalid"
+	KindResourceLimit ErrorKind = "resource_limit"
+	KindTimeout       ErrorKind = "timeout"
+	KindPermission    ErrorKind = "permission"
+	KindUnavailable   ErrorKind = "unavailable"
+	KindNotSupported  ErrorKind = "not_supported"
+	KindTooLarge      ErrorKind = "too_large"
+	KindInternal      ErrorKind = "internal"
+)
+
+// KindInfo is what a kind means to each side: the driver sentinel an error
+// of the kind matches, the HTTP status it is answered with, and how the
+// CLI names it.
+type KindInfo struct {
+	Kind     ErrorKind
+	Sentinel error // nil for internal
+	Status   int
+	Text     string
+}
+
+// Kinds is the table of every error kind.
+var Kinds = []KindInfo{
+	{KindNotFound, driver.ErrNotFound, http.StatusNotFound, "not found"},
+	{KindConflict, driver.ErrConflict, http.StatusConflict, "conflict"},
+	{KindInvalid, driver.ErrInvalid, http.StatusBadRequest, "invalid"},
+	{KindResourceLimit, driver.ErrResourceLimit, http.StatusUnprocessableEntity, "resource limit"},
+	{KindTimeout, driver.ErrTimeout, http.StatusGatewayTimeout, "timeout"},
+	{KindPermission, driver.ErrPermission, http.StatusForbidden, "permission"},
+	{KindUnavailable, driver.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+	{KindNotSupported, driver.ErrNotSupported, http.StatusNotImplemented, "not supported"},
+	{KindTooLarge, driver.ErrTooLarge, http.StatusRequestEntityTooLarge, "too large"},
+	{KindInternal, nil, http.StatusInternalServerError, "internal"},
+}
+
+// Info returns the table's row of a kind; an unknown kind reads as
+// internal.
+func (k ErrorKind) Info() KindInfo {
+	for _, i := range Kinds {
+		if i.Kind == k {
+			return i
+		}
+	}
+	return Kinds[len(Kinds)-1]
+}
