@@ -160,9 +160,9 @@ type DriverInfo struct {
 // rejected. Kind is one of Kinds.
 type Error struct {
 	Kind    ErrorKind `json:"kind"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
-	ID      string `json:"id,omitempty"`
+	Message string    `json:"message"`
+	Field   string    `json:"field,omitempty"`
+	ID      string    `json:"id,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }

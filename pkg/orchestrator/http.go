@@ -90,7 +90,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-
 func writeError(w http.ResponseWriter, e *api.Error) {
 	writeJSON(w, e.Kind.Info().Status, e)
 }
