@@ -50,7 +50,7 @@ func describe(err error) string {
 	if !errors.As(err, &ce) {
 		return err.Error()
 	}
-	kind := ce.Kind.Info().Text
+	kind := api.Info(ce.Kind).Text
 	msg := kind + ": " + ce.Message
 	switch {
 	case ce.Field != "" && !strings.Contains(ce.Message, ce.Field):

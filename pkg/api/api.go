@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
 )
 
 // Status of a container as the orchestrator tracks it.
@@ -149,32 +150,11 @@ type Host struct {
 }
 
 // DriverInfo names a driver and its version.
-type DriverInfo struct {
-	Name    string `json:"name"`
-	Version string `json:"version,omitempty"`
-	// MinCPU is the smallest cpu limit the driver sets, when it has one.
-	MinCPU float64 `json:"minCpu,omitempty"`
-}
-
-// Error is the body of every error response, and why a request was
-// rejected. Kind is one of Kinds.
-type Error struct {
-	Kind    ErrorKind `json:"kind"`
-	Message string    `json:"message"`
-	Field   string    `json:"field,omitempty"`
-	ID      string    `json:"id,omitempty"`
-}
-
-func (e *Error) Error() string { return e.Message }
+type DriverInfo = events.DriverInfo
 
 // Accepted is the answer to a request that was accepted: its outcome
 // follows as events.
-type Accepted struct {
-	RequestID   string `json:"requestId"`
-	RequestType string `json:"requestType"`
-	ContainerID string `json:"containerId,omitempty"`
-	ExecID      string `json:"execId,omitempty"`
-}
+type Accepted = events.AcceptedData
 
 // SessionStatus is where a session is in its life.
 //

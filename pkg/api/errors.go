@@ -4,26 +4,30 @@ import (
 	"net/http"
 
 	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
 )
 
 // ErrorKind says what kind of failure an Error is: the one vocabulary of
-// events, HTTP answers, the CLI and the SDK. The schemas' errorKind enum
-// holds the same names, and a test keeps them in step.
-type ErrorKind string
+// events, HTTP answers, the CLI and the SDK, defined with the bus contract.
+type ErrorKind = events.ErrorKind
 
 // Error kinds.
 const (
-	KindNotFound      ErrorKind = "not_found"
-	KindConflict      ErrorKind = "conflict"
-	KindInvalid       ErrorKind = "invalid"
-	KindResourceLimit ErrorKind = "resource_limit"
-	KindTimeout       ErrorKind = "timeout"
-	KindPermission    ErrorKind = "permission"
-	KindUnavailable   ErrorKind = "unavailable"
-	KindNotSupported  ErrorKind = "not_supported"
-	KindTooLarge      ErrorKind = "too_large"
-	KindInternal      ErrorKind = "internal"
+	KindNotFound      = events.KindNotFound
+	KindConflict      = events.KindConflict
+	KindInvalid       = events.KindInvalid
+	KindResourceLimit = events.KindResourceLimit
+	KindTimeout       = events.KindTimeout
+	KindPermission    = events.KindPermission
+	KindUnavailable   = events.KindUnavailable
+	KindNotSupported  = events.KindNotSupported
+	KindTooLarge      = events.KindTooLarge
+	KindInternal      = events.KindInternal
 )
+
+// Error is the body of every error response, and why a request was
+// rejected or an operation failed: the same as in events.
+type Error = events.Error
 
 // KindInfo is what a kind means to each side: the driver sentinel an error
 // of the kind matches, the HTTP status it is answered with, and how the
@@ -51,7 +55,7 @@ var Kinds = []KindInfo{
 
 // Info returns the table's row of a kind; an unknown kind reads as
 // internal.
-func (k ErrorKind) Info() KindInfo {
+func Info(k ErrorKind) KindInfo {
 	for _, i := range Kinds {
 		if i.Kind == k {
 			return i

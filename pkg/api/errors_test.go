@@ -59,7 +59,7 @@ func TestErrorKindsAreOneVocabulary(t *testing.T) {
 			t.Errorf("an error of kind %s that crossed the bus does not match %v", k.Kind, k.Sentinel)
 		}
 	}
-	if got := api.ErrorKind("nonsense").Info().Kind; got != api.KindInternal {
+	if got := api.Info("nonsense").Kind; got != api.KindInternal {
 		t.Errorf("an unknown kind reads as %s; want internal", got)
 	}
 }

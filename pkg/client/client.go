@@ -77,7 +77,7 @@ func (e *Error) Error() string {
 
 // Is matches the driver sentinel of the error's kind.
 func (e *Error) Is(target error) bool {
-	if s := e.Kind.Info().Sentinel; s != nil {
+	if s := api.Info(e.Kind).Sentinel; s != nil {
 		return s == target || (s == driver.ErrAlreadyExists && target == driver.ErrConflict)
 	}
 	return false

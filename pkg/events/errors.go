@@ -21,6 +21,37 @@ var (
 	ErrConsumerGone = errors.New("events: consumer gone")
 )
 
+// ErrorKind says what kind of failure an Error is. The schemas' errorKind
+// enum holds the same names; pkg/api maps each to a driver sentinel, an
+// HTTP status and a text.
+type ErrorKind string
+
+// Error kinds.
+const (
+	KindNotFound      ErrorKind = "not_found"
+	KindConflict      ErrorKind = "conflict"
+	KindInvalid       ErrorKind = "invalid"
+	KindResourceLimit ErrorKind = "resource_limit"
+	KindTimeout       ErrorKind = "timeout"
+	KindPermission    ErrorKind = "permission"
+	KindUnavailable   ErrorKind = "unavailable"
+	KindNotSupported  ErrorKind = "not_supported"
+	KindTooLarge      ErrorKind = "too_large"
+	KindInternal      ErrorKind = "internal"
+)
+
+// Error is a failure as it travels: in a rejected or failed event, and as
+// the body of an HTTP error.
+type Error struct {
+	Kind      ErrorKind `json:"kind"`
+	Message   string    `json:"message"`
+	Field     string    `json:"field,omitempty"`
+	ID        string    `json:"id,omitempty"`
+	Retryable bool      `json:"retryable,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
 // ValidationError says which field of an event broke which rule. It matches
 // ErrInvalid.
 type ValidationError struct {

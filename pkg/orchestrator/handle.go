@@ -53,9 +53,8 @@ func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Eve
 	case errors.Is(err, errRequestConflict):
 		return o.conflict(ctx, req, digest)
 	case errors.As(err, &rej):
-		reply, err = o.publish(ctx, events.RequestRejected, map[string]any{
-			"requestId": req.ID(), "requestType": req.Type(), "error": rej.e,
-		}, events.CausedBy(req), events.WithID(derive(key, "rejected")))
+		reply, err = o.publish(ctx, events.RequestRejected, events.RejectedData{RequestID: req.ID(), RequestType: req.Type(), Error: rej.e},
+			events.CausedBy(req), events.WithID(derive(key, "rejected")))
 	case err != nil:
 		return events.Event{}, err
 	default:
@@ -93,7 +92,7 @@ var errRequestConflict = errors.New("orchestrator: request id reused with differ
 func (o *Orchestrator) conflict(ctx context.Context, req events.Event, digest string) (events.Event, error) {
 	e := api.Error{Kind: api.KindConflict, Field: "id", ID: req.ID(), Message: fmt.Sprintf(
 		"request id %s from %s was used before with different data; use a new id for a new request", req.ID(), req.Source())}
-	reply, err := o.publish(ctx, events.RequestRejected, map[string]any{"requestId": req.ID(), "requestType": req.Type(), "error": e},
+	reply, err := o.publish(ctx, events.RequestRejected, events.RejectedData{RequestID: req.ID(), RequestType: req.Type(), Error: e},
 		events.CausedBy(req), events.WithID(derive(requestKey(req), "conflict "+digest)))
 	if err != nil {
 		return events.Event{}, events.Retry(err, 0)
@@ -112,7 +111,7 @@ func (o *Orchestrator) Reject(ctx context.Context, requestID, requestType string
 	if requestID == "" {
 		requestID = uuid.NewString()
 	}
-	return o.publish(ctx, events.RequestRejected, map[string]any{"requestId": requestID, "requestType": requestType, "error": e},
+	return o.publish(ctx, events.RequestRejected, events.RejectedData{RequestID: requestID, RequestType: requestType, Error: e},
 		events.WithExtension(events.ExtCorrelationID, requestID), events.WithID(derive(requestID, "rejected")))
 }
 
@@ -154,11 +153,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted,
 	case events.SessionCreateRequested, events.SessionExecRequested, events.SessionExtendRequested, events.SessionCloseRequested:
 		return nil, reject(api.KindNotSupported, "type", "", "session requests are served by request/reply on %s", SubjectSessions)
 	}
-	var d struct {
-		ContainerID string `json:"containerId"`
-		TimeoutMs   int64  `json:"timeoutMs"`
-		Force       bool   `json:"force"`
-	}
+	var d events.ContainerRequestedData
 	if err := events.Data(req, &d); err != nil {
 		return nil, reject(api.KindInvalid, "data", "", "%v", err)
 	}
@@ -180,13 +175,13 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted,
 		if !live {
 			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
-		_, err := o.publish(ctx, events.CommandStart, map[string]any{"containerId": r.ID, "hostId": r.Host}, cmdOpts...)
+		_, err := o.publish(ctx, events.CommandStart, events.ContainerCommandData{ContainerID: r.ID, HostID: r.Host}, cmdOpts...)
 		return acc, retry(err)
 	case events.ContainerStopRequested:
 		if !live {
 			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
-		_, err := o.publish(ctx, events.CommandStop, map[string]any{"containerId": r.ID, "hostId": r.Host, "timeoutMs": d.TimeoutMs, "force": d.Force}, cmdOpts...)
+		_, err := o.publish(ctx, events.CommandStop, events.ContainerCommandData{ContainerID: r.ID, HostID: r.Host, TimeoutMs: d.TimeoutMs, Force: d.Force}, cmdOpts...)
 		return acc, retry(err)
 	case events.ContainerRemoveRequested:
 		if (r.Status == api.StatusRunning || r.Status == api.StatusPending) && !d.Force {
@@ -201,11 +196,11 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted,
 			if !live {
 				reason = "forgotten: host " + r.Host + " stopped reporting"
 			}
-			_, err := o.publish(ctx, events.ContainerRemoved, map[string]any{"containerId": r.ID, "hostId": r.Host, "reason": reason},
+			_, err := o.publish(ctx, events.ContainerRemoved, events.RemovedData{ContainerID: r.ID, HostID: r.Host, Reason: reason},
 				events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host), events.WithID(derive(key, "removed")), events.WithGeneration(gen))
 			return acc, retry(err)
 		}
-		_, err := o.publish(ctx, events.CommandRemove, map[string]any{"containerId": r.ID, "hostId": r.Host, "force": d.Force}, cmdOpts...)
+		_, err := o.publish(ctx, events.CommandRemove, events.ContainerCommandData{ContainerID: r.ID, HostID: r.Host, Force: d.Force}, cmdOpts...)
 		return acc, retry(err)
 	case events.ContainerExecRequested:
 		if r.Status != api.StatusRunning {
@@ -214,13 +209,13 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted,
 		if !live {
 			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
-		var x map[string]any
-		if err := json.Unmarshal(req.Data(), &x); err != nil {
+		var x events.ExecRequestedData
+		if err := events.Data(req, &x); err != nil {
 			return nil, reject(api.KindInvalid, "data", "", "%v", err)
 		}
 		acc.ExecID = derive(key, "exec")
-		x["execId"], x["hostId"] = acc.ExecID, r.Host
-		_, err := o.publish(ctx, events.CommandExec, x, cmdOpts...)
+		_, err := o.publish(ctx, events.CommandExec, events.ExecCommandData{ContainerID: r.ID, HostID: r.Host, ExecID: acc.ExecID,
+			Command: x.Command, Env: x.Env, WorkingDir: x.WorkingDir, TimeoutMs: x.TimeoutMs, Stdin: x.Stdin, StreamTo: x.StreamTo}, cmdOpts...)
 		return acc, retry(err)
 	}
 	return nil, reject(api.KindInvalid, "type", "", "unknown request %s", req.Type())
@@ -324,16 +319,13 @@ func (o *Orchestrator) announce(ctx context.Context, req events.Event, r *record
 	key := requestKey(req)
 	opts := []events.Option{events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host),
 		events.WithSession(d.Spec.SessionID), events.WithGeneration(r.Generation)}
-	placed := map[string]any{"containerId": r.ID, "hostId": r.Host, "driver": r.Driver, "spec": d.Spec,
-		"requestSource": r.RequestSource, "requestDigest": r.RequestDigest}
-	if d.Name != "" {
-		placed["name"] = d.Name
-	}
+	placed := events.PlacedData{ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Name: d.Name, Spec: d.Spec,
+		RequestSource: r.RequestSource, RequestDigest: r.RequestDigest}
 	if _, err := o.publish(ctx, events.ContainerPlaced, placed, append(opts, events.WithID(derive(key, "placed")))...); err != nil {
 		return err
 	}
-	_, err := o.publish(ctx, events.CommandCreate, map[string]any{
-		"containerId": r.ID, "hostId": r.Host, "driver": r.Driver, "spec": d.Spec, "start": d.Start,
+	_, err := o.publish(ctx, events.CommandCreate, events.CreateCommandData{
+		ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Spec: d.Spec, Start: d.Start,
 	}, append(opts, events.WithID(derive(key, "command")))...)
 	return err
 }

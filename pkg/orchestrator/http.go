@@ -91,7 +91,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *api.Error) {
-	writeJSON(w, e.Kind.Info().Status, e)
+	writeJSON(w, api.Info(e.Kind).Status, e)
 }
 
 // readBody reads a JSON body, refusing one over the size cap.
@@ -573,7 +573,7 @@ func (o *Orchestrator) httpCloudEvent(w http.ResponseWriter, r *http.Request) {
 	if reply.Type() == events.RequestRejected {
 		var d struct{ Error api.Error }
 		_ = events.Data(reply, &d)
-		code = d.Error.Kind.Info().Status
+		code = api.Info(d.Error.Kind).Status
 	}
 	writeCloudEvent(w, code, reply)
 }

@@ -235,8 +235,8 @@ func (o *Orchestrator) failOverdue(ctx context.Context) error {
 		for _, r := range o.state.overdue(time.Now().Add(-o.deadline)) {
 			gen := o.state.nextGeneration(r.ID)
 			msg := fmt.Sprintf("host %s did not create container %s within %v of its placement", r.Host, r.ID, o.deadline)
-			_, err := o.publish(ctx, events.ContainerFailed, map[string]any{"containerId": r.ID, "hostId": r.Host, "operation": "create",
-				"error": api.Error{Kind: api.KindTimeout, Message: msg}},
+			_, err := o.publish(ctx, events.ContainerFailed, events.FailedData{ContainerID: r.ID, HostID: r.Host, Operation: "create",
+				Error: api.Error{Kind: api.KindTimeout, Message: msg}},
 				events.WithContainer(r.ID), events.WithHost(r.Host), events.WithGeneration(gen),
 				events.WithExtension(events.ExtCorrelationID, r.RequestID), events.WithID(derive(r.ID, "pending deadline")))
 			if err != nil && ctx.Err() == nil {
@@ -249,16 +249,13 @@ func (o *Orchestrator) failOverdue(ctx context.Context) error {
 // lostOnHost reports lost what the state has created or running on a host
 // whose worker, starting, did not find it.
 func (o *Orchestrator) lostOnHost(ctx context.Context, seq uint64, e events.Event) {
-	var d struct {
-		HostID     string   `json:"hostId"`
-		Containers []string `json:"containers"`
-	}
+	var d events.HostReconciledData
 	if events.Data(e, &d) != nil {
 		return
 	}
 	for _, r := range o.state.missingOn(d.HostID, seq, d.Containers) {
 		reason := fmt.Sprintf("host %s restarted and has no container %s", d.HostID, r.ID)
-		_, err := o.publish(ctx, events.ContainerLost, map[string]any{"containerId": r.ID, "hostId": d.HostID, "reason": reason},
+		_, err := o.publish(ctx, events.ContainerLost, events.LostData{ContainerID: r.ID, HostID: d.HostID, Reason: reason},
 			events.WithContainer(r.ID), events.WithHost(d.HostID), events.WithGeneration(o.state.nextGeneration(r.ID)),
 			events.WithID(derive(r.ID, "lost "+e.ID())))
 		if err != nil && ctx.Err() == nil {
@@ -300,7 +297,7 @@ func (o *Orchestrator) watchHosts(ctx context.Context) error {
 			if entry.Operation() != jetstream.KeyValuePut {
 				delete(o.state.hosts, entry.Key())
 			} else {
-				var h hostRecord
+				var h events.HostRecord
 				if json.Unmarshal(entry.Value(), &h) == nil {
 					o.state.hosts[h.ID] = &h
 				}
@@ -352,7 +349,7 @@ func (o *Orchestrator) snapshot() scheduler.Snapshot {
 	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.hosts))}
 	for _, h := range o.state.hosts {
 		sh := &scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen, Allocated: o.state.allocated[h.ID],
-			Capacity: scheduler.Resources{CPU: h.Capacity.CPU, MemoryMB: h.Capacity.Memory, Pids: h.Capacity.Pids}}
+			Capacity: scheduler.Resources{CPU: h.Capacity.CPU, MemoryMB: h.Capacity.MemoryMB, Pids: h.Capacity.Pids}}
 		for _, d := range h.Drivers {
 			sh.Drivers = append(sh.Drivers, d.Name)
 		}
@@ -374,7 +371,7 @@ func (o *Orchestrator) Hosts() []api.Host {
 	out := make([]api.Host, 0, len(o.state.hosts))
 	for _, h := range o.state.hosts {
 		a := o.state.allocated[h.ID]
-		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: h.Capacity,
+		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids},
 			Allocated: api.Resources{CPU: a.CPU, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID],
 			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: time.Since(h.LastSeen) <= o.liveness})
 	}

@@ -45,16 +45,6 @@ func (r *record) sameRequest(other *record) bool {
 		(r.RequestDigest == "" || r.RequestDigest == other.RequestDigest)
 }
 
-// hostRecord is what a worker writes to the hosts bucket.
-type hostRecord struct {
-	ID        string            `json:"id"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Drivers   []api.DriverInfo  `json:"drivers"`
-	Capacity  api.Resources     `json:"capacity"`
-	LastSeen  time.Time         `json:"lastSeen"`
-	StartedAt time.Time         `json:"startedAt"`
-}
-
 // state is the projection of the events stream the orchestrator decides
 // on: containers, hosts, and what each host has allocated. It is kept in
 // memory, written behind to the containers bucket, and rebuilt from the
@@ -63,7 +53,7 @@ type state struct {
 	mu         sync.RWMutex
 	containers map[string]*record
 	names      map[string]string // name → container id
-	hosts      map[string]*hostRecord
+	hosts      map[string]*events.HostRecord
 	allocated  map[string]scheduler.Resources // by host
 	seq        uint64                         // last applied events-stream sequence
 	stream     time.Time                      // the events stream's creation time
@@ -82,7 +72,7 @@ type execOutcome struct {
 
 func newState() *state {
 	return &state{
-		containers: map[string]*record{}, names: map[string]string{}, hosts: map[string]*hostRecord{},
+		containers: map[string]*record{}, names: map[string]string{}, hosts: map[string]*events.HostRecord{},
 		allocated: map[string]scheduler.Resources{}, dirty: map[string]uint64{}, pending: map[string]struct{}{}, changed: make(chan struct{}),
 		execs: map[string]chan execOutcome{},
 	}
@@ -144,10 +134,14 @@ func (s *state) reserve(r *record) (prev *record, taken string) {
 	if ok {
 		r.Generation = nextGeneration(old.Generation) // an id used before
 	}
-	r.Status = api.StatusFailed // inactive until setStatus
 	r.CreatedAt = time.Now().UTC()
-	s.containers[r.ID] = r
-	s.setStatus(r, api.StatusPending)
+	// The state keeps a record of its own: the caller goes on reading r
+	// while the projection changes the kept one.
+	kept := *r
+	kept.Status = api.StatusFailed // inactive until setStatus
+	s.containers[r.ID] = &kept
+	s.setStatus(&kept, api.StatusPending)
+	r.Status = api.StatusPending
 	s.notifyLocked()
 	return nil, ""
 }

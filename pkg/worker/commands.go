@@ -102,14 +102,11 @@ func (w *Worker) fail(ctx context.Context, e events.Event, cause error) error {
 	var c command
 	_ = events.Data(e, &c)
 	var de *driver.Error
-	aerr := map[string]any{"kind": driver.KindOf(cause), "message": cause.Error(), "retryable": errors.As(cause, &de) && de.Retryable}
+	data := events.FailedData{ContainerID: c.ContainerID, HostID: w.cfg.HostID, Operation: opOf[e.Type()], ExecID: c.ExecID,
+		Error: events.Error{Kind: events.ErrorKind(driver.KindOf(cause)), Message: cause.Error(), Retryable: errors.As(cause, &de) && de.Retryable}}
 	var ce *driver.ConfigError
 	if errors.As(cause, &ce) {
-		aerr["field"] = "spec." + ce.Field
-	}
-	data := map[string]any{"operation": opOf[e.Type()], "error": aerr}
-	if c.ExecID != "" {
-		data["execId"] = c.ExecID
+		data.Error.Field = "spec." + ce.Field
 	}
 	return w.emit(ctx, events.ContainerFailed, c.ContainerID, derive(e.ID(), "failed"), data, &e)
 }
@@ -123,7 +120,7 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		if e.Type() == events.CommandRemove && errors.Is(err, driver.ErrNotFound) {
 			// Removed already (a redelivered command): say so again; the
 			// derived id makes it the same event.
-			return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), map[string]any{"reason": "not on this host"}, &e)
+			return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), events.RemovedData{ContainerID: c.ContainerID, HostID: w.cfg.HostID, Reason: "not on this host"}, &e)
 		}
 		return err
 	}
@@ -148,7 +145,7 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		delete(w.owner, c.ContainerID)
 		w.mu.Unlock()
 		defer w.forget(c.ContainerID)
-		return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), map[string]any{}, &e)
+		return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), events.RemovedData{ContainerID: c.ContainerID, HostID: w.cfg.HostID}, &e)
 	case events.CommandExec:
 		return w.exec(ctx, drv, &e, c)
 	}
@@ -178,8 +175,8 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 	w.mu.Lock()
 	w.owner[c.ContainerID] = drv
 	w.mu.Unlock()
-	if err := w.emit(ctx, events.ContainerCreated, c.ContainerID, derive(e.ID(), "created"), map[string]any{
-		"driver": drv.Name(), "runtimeId": ct.RuntimeID, "sessionId": ct.SessionID, "image": ct.Image,
+	if err := w.emit(ctx, events.ContainerCreated, c.ContainerID, derive(e.ID(), "created"), events.CreatedData{
+		ContainerID: c.ContainerID, HostID: w.cfg.HostID, Driver: drv.Name(), RuntimeID: ct.RuntimeID, SessionID: ct.SessionID, Image: ct.Image,
 	}, &e); err != nil {
 		return err
 	}
@@ -208,7 +205,7 @@ func (w *Worker) start(ctx context.Context, drv driver.Driver, id string, cause 
 // time, and then watches it or says how it ended.
 func (w *Worker) reportRun(ctx context.Context, drv driver.Driver, ct *driver.Container, cause *events.Event) error {
 	if err := w.emit(ctx, events.ContainerStarted, ct.ID, derive(ct.ID, "started", ct.StartedAt.UnixNano()),
-		map[string]any{"startedAt": ct.StartedAt}, cause); err != nil {
+		events.StartedData{ContainerID: ct.ID, HostID: w.cfg.HostID, StartedAt: ct.StartedAt}, cause); err != nil {
 		return err
 	}
 	if ct.Status == driver.StatusRunning || ct.Status == driver.StatusPaused {
@@ -225,14 +222,14 @@ func (w *Worker) ended(ctx context.Context, ct *driver.Container, cause *events.
 	switch ct.Status {
 	case driver.StatusStopped:
 		return w.emit(ctx, events.ContainerStopped, ct.ID, derive(ct.ID, "ended", ct.FinishedAt.UnixNano()),
-			map[string]any{"exitCode": ct.ExitCode, "finishedAt": ct.FinishedAt}, cause)
+			events.StoppedData{ContainerID: ct.ID, HostID: w.cfg.HostID, ExitCode: ct.ExitCode, FinishedAt: ct.FinishedAt}, cause)
 	case driver.StatusExited:
 		reason := "exited"
 		if ct.OOMKilled {
 			reason = "oom-killed"
 		}
 		return w.emit(ctx, events.ContainerExited, ct.ID, derive(ct.ID, "ended", ct.FinishedAt.UnixNano()),
-			map[string]any{"exitCode": ct.ExitCode, "oomKilled": ct.OOMKilled, "reason": reason, "finishedAt": ct.FinishedAt}, cause)
+			events.ExitedData{ContainerID: ct.ID, HostID: w.cfg.HostID, ExitCode: ct.ExitCode, OOMKilled: ct.OOMKilled, Reason: reason, FinishedAt: ct.FinishedAt}, cause)
 	}
 	return nil
 }
@@ -304,9 +301,9 @@ func (w *Worker) exec(ctx context.Context, drv driver.Driver, e *events.Event, c
 	}
 	stdout, t1 := clip(res.Stdout)
 	stderr, t2 := clip(res.Stderr)
-	return w.emit(ctx, events.ExecCompleted, c.ContainerID, derive(e.ID(), "completed"), map[string]any{
-		"execId": c.ExecID, "exitCode": res.ExitCode, "stdout": stdout, "stderr": stderr, "truncated": t1 || t2,
-		"timedOut": res.TimedOut, "durationMs": float64(res.Duration.Microseconds()) / 1000,
+	return w.emit(ctx, events.ExecCompleted, c.ContainerID, derive(e.ID(), "completed"), events.ExecCompletedData{
+		ContainerID: c.ContainerID, HostID: w.cfg.HostID, ExecID: c.ExecID, ExitCode: res.ExitCode, Stdout: stdout, Stderr: stderr,
+		Truncated: t1 || t2, TimedOut: res.TimedOut, DurationMs: float64(res.Duration.Microseconds()) / 1000,
 	}, e)
 }
 

@@ -40,8 +40,8 @@ func (w *Worker) admitCommand(ctx context.Context, e events.Event, id string) (r
 		return false, nil
 	}
 	w.mu.Unlock()
-	data := map[string]any{"commandId": e.ID(), "commandType": e.Type(), "generation": g, "current": cur,
-		"reason": fmt.Sprintf("the command's generation %d is older than %d, which this container's host carried out", g, cur)}
+	data := events.CommandRefusedData{ContainerID: id, HostID: w.cfg.HostID, CommandID: e.ID(), CommandType: e.Type(), Generation: g, Current: cur,
+		Reason: fmt.Sprintf("the command's generation %d is older than %d, which this container's host carried out", g, cur)}
 	return true, w.emit(ctx, events.ContainerCommandRefused, id, derive(e.ID(), "refused"), data, &e)
 }
 

@@ -57,7 +57,7 @@ func (w *Worker) reap(ctx context.Context) error {
 			}
 			log.Info("worker: reaped", "reason", reason)
 			if err := w.emit(ctx, events.ContainerRemoved, ct.ID, derive(ct.ID, "reaped", ct.CreatedAt.UnixNano()),
-				map[string]any{"reason": reason}, nil); err != nil {
+				events.RemovedData{ContainerID: ct.ID, HostID: w.cfg.HostID, Reason: reason}, nil); err != nil {
 				return err
 			}
 		}

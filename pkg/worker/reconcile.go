@@ -26,7 +26,7 @@ func (w *Worker) reconcile(ctx context.Context) error {
 			for _, l := range lost {
 				w.log.Warn("worker: a container could not be adopted", "container_id", l.ID, "reason", l.Reason)
 				if err := w.emit(ctx, events.ContainerLost, l.ID, derive(l.ID, "lost", w.started.UnixNano()),
-					map[string]any{"reason": l.Reason}, nil); err != nil {
+					events.LostData{ContainerID: l.ID, HostID: w.cfg.HostID, Reason: l.Reason}, nil); err != nil {
 					return err
 				}
 			}
@@ -56,7 +56,7 @@ func (w *Worker) reconcile(ctx context.Context) error {
 			switch ct.Status {
 			case driver.StatusRunning, driver.StatusPaused:
 				if id := derive(ct.ID, "started", ct.StartedAt.UnixNano()); last.id != id {
-					if err := w.emit(ctx, events.ContainerStarted, ct.ID, id, map[string]any{"startedAt": ct.StartedAt}, nil); err != nil {
+					if err := w.emit(ctx, events.ContainerStarted, ct.ID, id, events.StartedData{ContainerID: ct.ID, HostID: w.cfg.HostID, StartedAt: ct.StartedAt}, nil); err != nil {
 						return err
 					}
 				}
@@ -73,7 +73,7 @@ func (w *Worker) reconcile(ctx context.Context) error {
 	}
 	slices.Sort(found)
 	e, err := events.New(events.HostReconciled, w.source,
-		map[string]any{"hostId": w.cfg.HostID, "startedAt": w.started, "containers": found},
+		events.HostReconciledData{HostID: w.cfg.HostID, StartedAt: w.started, Containers: found},
 		events.WithHost(w.cfg.HostID), events.WithID(derive(w.cfg.HostID, "reconciled", w.started.UnixNano())))
 	if err != nil {
 		return err

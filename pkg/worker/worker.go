@@ -168,8 +168,8 @@ func (w *Worker) consumeCommands(ctx context.Context) error {
 // hung runtime must not stop the host from reporting.
 const healthTimeout = 2 * time.Second
 
-func (w *Worker) hostRecord(ctx context.Context) map[string]any {
-	var drivers []api.DriverInfo
+func (w *Worker) hostRecord(ctx context.Context) events.HostRecord {
+	var drivers []events.DriverInfo
 	for _, d := range w.cfg.Drivers {
 		hctx, cancel := context.WithTimeout(ctx, healthTimeout)
 		info := api.DriverInfo{Name: d.Name()}
@@ -188,17 +188,18 @@ func (w *Worker) hostRecord(ctx context.Context) map[string]any {
 		cancel()
 		drivers = append(drivers, info)
 	}
-	return map[string]any{"id": w.cfg.HostID, "labels": w.cfg.Labels, "drivers": drivers, "capacity": w.cfg.Capacity,
-		"startedAt": w.started, "lastSeen": time.Now().UTC()}
+	return events.HostRecord{ID: w.cfg.HostID, Labels: w.cfg.Labels, Drivers: drivers, Capacity: w.capacity(),
+		StartedAt: w.started, LastSeen: time.Now().UTC()}
+}
+
+func (w *Worker) capacity() events.Resources {
+	c := w.cfg.Capacity
+	return events.Resources{CPU: c.CPU, MemoryMB: c.Memory, DiskMB: c.Disk, Pids: c.Pids}
 }
 
 func (w *Worker) register(ctx context.Context) error {
 	rec := w.hostRecord(ctx)
-	capacity := map[string]any{"cpu": w.cfg.Capacity.CPU, "memoryMB": w.cfg.Capacity.Memory, "pids": w.cfg.Capacity.Pids}
-	data := map[string]any{"hostId": w.cfg.HostID, "drivers": rec["drivers"], "capacity": capacity, "startedAt": w.started}
-	if len(w.cfg.Labels) > 0 {
-		data["labels"] = w.cfg.Labels
-	}
+	data := events.HostRegisteredData{HostID: w.cfg.HostID, Labels: w.cfg.Labels, Drivers: rec.Drivers, Capacity: w.capacity(), StartedAt: w.started}
 	e, err := events.New(events.HostRegistered, w.source, data,
 		events.WithHost(w.cfg.HostID), events.WithID(derive(w.cfg.HostID, "registered", w.started.UnixNano())))
 	if err != nil {
@@ -232,8 +233,7 @@ func (w *Worker) heartbeat(ctx context.Context) error {
 }
 
 // emit publishes a state event about a container.
-func (w *Worker) emit(ctx context.Context, typ, containerID, id string, data map[string]any, cause *events.Event) error {
-	data["containerId"], data["hostId"] = containerID, w.cfg.HostID
+func (w *Worker) emit(ctx context.Context, typ, containerID, id string, data any, cause *events.Event) error {
 	opts := []events.Option{events.WithHost(w.cfg.HostID), events.WithContainer(containerID), events.WithID(id),
 		events.WithGeneration(w.generationOf(containerID, cause))}
 	if cause != nil {

@@ -1,0 +1,423 @@
+package events
+
+import (
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+)
+
+// The data of every event type of the catalog, one Go type each, spelled
+// as its schema in schemas/ says. A test decodes every golden fixture into
+// its type with unknown fields refused, encodes it again and validates the
+// result, so the two cannot drift apart. Payload returns the type of an
+// event type.
+
+// Requests.
+
+// CreateRequestedData is the data of io.openagent.container.create.requested.
+type CreateRequestedData struct {
+	ContainerID string                 `json:"containerId,omitempty"` // derived from the request when empty
+	Name        string                 `json:"name,omitempty"`
+	Driver      string                 `json:"driver,omitempty"` // chosen by the image when empty
+	HostID      string                 `json:"hostId,omitempty"`
+	Constraints map[string]string      `json:"constraints,omitempty"`
+	Start       bool                   `json:"start,omitempty"`
+	Spec        driver.ContainerConfig `json:"spec"`
+}
+
+// ContainerRequestedData is the data of the start, stop and remove requests.
+type ContainerRequestedData struct {
+	ContainerID string `json:"containerId"`
+	TimeoutMs   int64  `json:"timeoutMs,omitempty"` // stop
+	Force       bool   `json:"force,omitempty"`     // stop, remove
+}
+
+// ExecRequestedData is the data of io.openagent.container.exec.requested.
+type ExecRequestedData struct {
+	ContainerID string            `json:"containerId"`
+	Command     []string          `json:"command"`
+	Env         map[string]string `json:"env,omitempty"`
+	WorkingDir  string            `json:"workingDir,omitempty"`
+	TimeoutMs   int64             `json:"timeoutMs,omitempty"`
+	Stdin       string            `json:"stdin,omitempty"`
+	StreamTo    string            `json:"streamTo,omitempty"`
+}
+
+// SessionCreateRequestedData is the data of io.openagent.session.create.requested.
+type SessionCreateRequestedData struct {
+	Languages     []string          `json:"languages,omitempty"`
+	Image         string            `json:"image,omitempty"`
+	Driver        string            `json:"driver,omitempty"`
+	AgentType     string            `json:"agentType,omitempty"`
+	CPU           float64           `json:"cpu,omitempty"`
+	MemoryMB      int64             `json:"memoryMB,omitempty"`
+	TimeoutMs     *int64            `json:"timeoutMs,omitempty"`
+	IdleTimeoutMs *int64            `json:"idleTimeoutMs,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+}
+
+// SessionExecRequestedData is the data of io.openagent.session.exec.requested.
+type SessionExecRequestedData struct {
+	SessionID  string            `json:"sessionId"`
+	Language   string            `json:"language,omitempty"`
+	Code       string            `json:"code"`
+	TimeoutMs  int64             `json:"timeoutMs,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+	WorkingDir string            `json:"workingDir,omitempty"`
+	Stdin      string            `json:"stdin,omitempty"`
+	StreamTo   string            `json:"streamTo,omitempty"`
+}
+
+// SessionIDRequestedData is the data of the session extend and close requests.
+type SessionIDRequestedData struct {
+	SessionID string `json:"sessionId"`
+	TimeoutMs int64  `json:"timeoutMs,omitempty"` // extend
+}
+
+// Commands.
+
+// CreateCommandData is the data of io.openagent.command.container.create.
+type CreateCommandData struct {
+	ContainerID string                 `json:"containerId"`
+	HostID      string                 `json:"hostId"`
+	Driver      string                 `json:"driver"`
+	Start       bool                   `json:"start,omitempty"`
+	Spec        driver.ContainerConfig `json:"spec"`
+}
+
+// ContainerCommandData is the data of the start, stop and remove commands.
+type ContainerCommandData struct {
+	ContainerID string `json:"containerId"`
+	HostID      string `json:"hostId"`
+	TimeoutMs   int64  `json:"timeoutMs,omitempty"` // stop
+	Force       bool   `json:"force,omitempty"`     // stop, remove
+}
+
+// ExecCommandData is the data of io.openagent.command.container.exec.
+type ExecCommandData struct {
+	ContainerID string            `json:"containerId"`
+	HostID      string            `json:"hostId"`
+	ExecID      string            `json:"execId"`
+	Command     []string          `json:"command"`
+	Env         map[string]string `json:"env,omitempty"`
+	WorkingDir  string            `json:"workingDir,omitempty"`
+	TimeoutMs   int64             `json:"timeoutMs,omitempty"`
+	Stdin       string            `json:"stdin,omitempty"`
+	StreamTo    string            `json:"streamTo,omitempty"`
+}
+
+// Outcomes and state.
+
+// AcceptedData is the data of io.openagent.request.accepted.
+type AcceptedData struct {
+	RequestID   string `json:"requestId"`
+	RequestType string `json:"requestType"`
+	ContainerID string `json:"containerId,omitempty"`
+	ExecID      string `json:"execId,omitempty"`
+}
+
+// RejectedData is the data of io.openagent.request.rejected.
+type RejectedData struct {
+	RequestID   string `json:"requestId,omitempty"`
+	RequestType string `json:"requestType,omitempty"`
+	Error       Error  `json:"error"`
+}
+
+// PlacedData is the data of io.openagent.container.placed: everything needed
+// to rebuild the container from the log, and the request that placed it.
+type PlacedData struct {
+	ContainerID   string                 `json:"containerId"`
+	HostID        string                 `json:"hostId"`
+	Driver        string                 `json:"driver"`
+	Name          string                 `json:"name,omitempty"`
+	Spec          driver.ContainerConfig `json:"spec"`
+	RequestSource string                 `json:"requestSource,omitempty"`
+	RequestDigest string                 `json:"requestDigest,omitempty"`
+}
+
+// CreatedData is the data of io.openagent.container.created.
+type CreatedData struct {
+	ContainerID string `json:"containerId"`
+	HostID      string `json:"hostId"`
+	Driver      string `json:"driver"`
+	RuntimeID   string `json:"runtimeId,omitempty"`
+	SessionID   string `json:"sessionId,omitempty"`
+	Image       string `json:"image,omitempty"`
+}
+
+// StartedData is the data of io.openagent.container.started.
+type StartedData struct {
+	ContainerID string    `json:"containerId"`
+	HostID      string    `json:"hostId"`
+	StartedAt   time.Time `json:"startedAt"`
+}
+
+// ExitedData is the data of io.openagent.container.exited.
+type ExitedData struct {
+	ContainerID string    `json:"containerId"`
+	HostID      string    `json:"hostId"`
+	ExitCode    int       `json:"exitCode"`
+	OOMKilled   bool      `json:"oomKilled"`
+	Reason      string    `json:"reason,omitempty"`
+	FinishedAt  time.Time `json:"finishedAt,omitzero"`
+}
+
+// StoppedData is the data of io.openagent.container.stopped.
+type StoppedData struct {
+	ContainerID string    `json:"containerId"`
+	HostID      string    `json:"hostId"`
+	ExitCode    int       `json:"exitCode"`
+	FinishedAt  time.Time `json:"finishedAt,omitzero"`
+}
+
+// RemovedData is the data of io.openagent.container.removed.
+type RemovedData struct {
+	ContainerID string `json:"containerId"`
+	HostID      string `json:"hostId"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// FailedData is the data of io.openagent.container.failed.
+type FailedData struct {
+	ContainerID string `json:"containerId"`
+	HostID      string `json:"hostId,omitempty"`
+	Operation   string `json:"operation"` // place, create, start, stop, remove, exec
+	Error       Error  `json:"error"`
+	ExecID      string `json:"execId,omitempty"`
+}
+
+// LostData is the data of io.openagent.container.lost.
+type LostData struct {
+	ContainerID string `json:"containerId"`
+	HostID      string `json:"hostId"`
+	Reason      string `json:"reason"`
+}
+
+// CommandRefusedData is the data of io.openagent.container.command.refused.
+type CommandRefusedData struct {
+	ContainerID string `json:"containerId"`
+	HostID      string `json:"hostId"`
+	CommandID   string `json:"commandId"`
+	CommandType string `json:"commandType"`
+	Generation  uint64 `json:"generation"`
+	Current     uint64 `json:"current"`
+	Reason      string `json:"reason"`
+}
+
+// ExecCompletedData is the data of io.openagent.exec.completed.
+type ExecCompletedData struct {
+	ContainerID string  `json:"containerId"`
+	HostID      string  `json:"hostId,omitempty"`
+	ExecID      string  `json:"execId"`
+	ExitCode    int     `json:"exitCode"`
+	Stdout      string  `json:"stdout"`
+	Stderr      string  `json:"stderr"`
+	Truncated   bool    `json:"truncated,omitempty"`
+	TimedOut    bool    `json:"timedOut,omitempty"`
+	DurationMs  float64 `json:"durationMs"`
+}
+
+// Resources of a host: what it offers or has allocated.
+type Resources struct {
+	CPU      float64 `json:"cpu,omitempty"`
+	MemoryMB int64   `json:"memoryMB,omitempty"`
+	DiskMB   int64   `json:"diskMB,omitempty"`
+	Pids     int64   `json:"pids,omitempty"`
+}
+
+// DriverInfo is a driver a host offers.
+type DriverInfo struct {
+	Name    string  `json:"name"`
+	Version string  `json:"version,omitempty"`
+	MinCPU  float64 `json:"minCpu,omitempty"`
+}
+
+// HostRecord is what a worker keeps of its host in the hosts bucket,
+// refreshed on every heartbeat; the orchestrator places on what it says.
+type HostRecord struct {
+	ID        string            `json:"id"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Drivers   []DriverInfo      `json:"drivers"`
+	Capacity  Resources         `json:"capacity"`
+	LastSeen  time.Time         `json:"lastSeen"`
+	StartedAt time.Time         `json:"startedAt"`
+}
+
+// HostRegisteredData is the data of io.openagent.host.registered.
+type HostRegisteredData struct {
+	HostID    string            `json:"hostId"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Drivers   []DriverInfo      `json:"drivers"`
+	Capacity  Resources         `json:"capacity"`
+	StartedAt time.Time         `json:"startedAt,omitzero"`
+}
+
+// HostHeartbeatData is the data of io.openagent.host.heartbeat.
+type HostHeartbeatData struct {
+	HostID     string     `json:"hostId"`
+	Containers int        `json:"containers,omitempty"`
+	Allocated  *Resources `json:"allocated,omitempty"`
+}
+
+// HostReconciledData is the data of io.openagent.host.reconciled.
+type HostReconciledData struct {
+	HostID     string    `json:"hostId"`
+	StartedAt  time.Time `json:"startedAt"`
+	Containers []string  `json:"containers"`
+}
+
+// Sessions.
+
+// SessionRef is what every session event says of the session.
+type SessionRef struct {
+	SessionID   string `json:"sessionId"`
+	ContainerID string `json:"containerId,omitempty"`
+	HostID      string `json:"hostId,omitempty"`
+}
+
+// SessionRequestedData is the data of io.openagent.session.requested.
+type SessionRequestedData struct {
+	SessionRef
+	Languages     []string  `json:"languages,omitempty"`
+	Image         string    `json:"image,omitempty"`
+	Driver        string    `json:"driver,omitempty"`
+	AgentType     string    `json:"agentType,omitempty"`
+	ExpiresAt     time.Time `json:"expiresAt,omitzero"`
+	IdleTimeoutMs int64     `json:"idleTimeoutMs,omitempty"`
+	RequestedBy   string    `json:"requestedBy,omitempty"`
+}
+
+// SessionReadyData is the data of io.openagent.session.ready.
+type SessionReadyData struct {
+	SessionRef
+	ReadyMs   float64   `json:"readyMs,omitempty"`
+	Warm      bool      `json:"warm,omitempty"`
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+}
+
+// SessionExpiringData is the data of io.openagent.session.expiring.
+type SessionExpiringData struct {
+	SessionRef
+	ExpiresAt time.Time `json:"expiresAt"`
+	Timer     string    `json:"timer"` // ttl or idle
+}
+
+// SessionExpiredData is the data of io.openagent.session.expired.
+type SessionExpiredData struct {
+	SessionRef
+	Timer  string `json:"timer"` // ttl or idle
+	SetBy  string `json:"setBy,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// SessionExtendedData is the data of io.openagent.session.extended.
+type SessionExtendedData struct {
+	SessionRef
+	ExpiresAt time.Time `json:"expiresAt"`
+	SetBy     string    `json:"setBy,omitempty"`
+}
+
+// SessionClosedData is the data of io.openagent.session.closed.
+type SessionClosedData struct {
+	SessionRef
+	ClosedBy string `json:"closedBy,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// SessionFailedData is the data of io.openagent.session.failed.
+type SessionFailedData struct {
+	SessionRef
+	Error Error `json:"error"`
+}
+
+// CodeExecutedData is the data of io.openagent.session.code.executed: the
+// audit of one code run. Code and output are kept only when asked for.
+type CodeExecutedData struct {
+	SessionRef
+	ExecID      string  `json:"execId,omitempty"`
+	Language    string  `json:"language"`
+	CodeSHA256  string  `json:"codeSha256"`
+	CodeBytes   int     `json:"codeBytes"`
+	ExitCode    int     `json:"exitCode"`
+	DurationMs  float64 `json:"durationMs,omitempty"`
+	TimedOut    bool    `json:"timedOut,omitempty"`
+	Truncated   bool    `json:"truncated,omitempty"`
+	StdoutBytes int     `json:"stdoutBytes,omitempty"`
+	StderrBytes int     `json:"stderrBytes,omitempty"`
+	By          string  `json:"by,omitempty"`
+	Code        string  `json:"code,omitempty"`
+	Stdout      string  `json:"stdout,omitempty"`
+	Stderr      string  `json:"stderr,omitempty"`
+}
+
+// Payload returns a new value of the Go type of an event type's data, nil
+// for a type not in the catalog.
+func Payload(eventType string) any {
+	switch eventType {
+	case ContainerCreateRequested:
+		return new(CreateRequestedData)
+	case ContainerStartRequested, ContainerStopRequested, ContainerRemoveRequested:
+		return new(ContainerRequestedData)
+	case ContainerExecRequested:
+		return new(ExecRequestedData)
+	case SessionCreateRequested:
+		return new(SessionCreateRequestedData)
+	case SessionExecRequested:
+		return new(SessionExecRequestedData)
+	case SessionExtendRequested, SessionCloseRequested:
+		return new(SessionIDRequestedData)
+	case CommandCreate:
+		return new(CreateCommandData)
+	case CommandStart, CommandStop, CommandRemove:
+		return new(ContainerCommandData)
+	case CommandExec:
+		return new(ExecCommandData)
+	case RequestAccepted:
+		return new(AcceptedData)
+	case RequestRejected:
+		return new(RejectedData)
+	case ContainerPlaced:
+		return new(PlacedData)
+	case ContainerCreated:
+		return new(CreatedData)
+	case ContainerStarted:
+		return new(StartedData)
+	case ContainerExited:
+		return new(ExitedData)
+	case ContainerStopped:
+		return new(StoppedData)
+	case ContainerRemoved:
+		return new(RemovedData)
+	case ContainerFailed:
+		return new(FailedData)
+	case ContainerLost:
+		return new(LostData)
+	case ContainerCommandRefused:
+		return new(CommandRefusedData)
+	case ExecCompleted:
+		return new(ExecCompletedData)
+	case HostRegistered:
+		return new(HostRegisteredData)
+	case HostHeartbeat:
+		return new(HostHeartbeatData)
+	case HostReconciled:
+		return new(HostReconciledData)
+	case SessionRequested:
+		return new(SessionRequestedData)
+	case SessionReady:
+		return new(SessionReadyData)
+	case SessionExpiring:
+		return new(SessionExpiringData)
+	case SessionExpired:
+		return new(SessionExpiredData)
+	case SessionExtended:
+		return new(SessionExtendedData)
+	case SessionClosed:
+		return new(SessionClosedData)
+	case SessionFailed:
+		return new(SessionFailedData)
+	case SessionCodeExecuted:
+		return new(CodeExecutedData)
+	}
+	return nil
+}
