@@ -270,7 +270,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		RequestSource: req.Source(), RequestDigest: requestDigest(req), Spec: d.Spec}
 	// A request handled again, after a crash or redelivered while the first
 	// handling went on, finds its own container: it announces nothing new.
-	if prev, ok := o.state.placedBy(r.ID); ok && prev.sameRequest(r) {
+	if prev, ok := o.state.placedBy(r.ID); ok && prev.SameRequest(r) {
 		return o.replace(ctx, req, prev, d)
 	}
 	plan, err := scheduler.Place(o.snapshot(), scheduler.Request{
@@ -298,7 +298,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	case "name":
 		return nil, reject(api.KindConflict, "name", d.Name, "a container named %s exists", d.Name)
 	case "id":
-		if prev.sameRequest(r) {
+		if prev.SameRequest(r) {
 			return o.replace(ctx, req, prev, d) // placed meanwhile by the same request
 		}
 		if prev.RequestID == r.RequestID && prev.RequestSource == r.RequestSource {

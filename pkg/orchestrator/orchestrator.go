@@ -205,6 +205,7 @@ func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtU
 		e, err := events.FromMsg(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 		if err == nil {
 			o.state.apply(md.Sequence.Stream, e)
+			o.state.deliverExec(e)
 			// A host's inventory is acted on once: when it is new to this
 			// state (past the cursor it resumed from, or, rebuilding, once
 			// caught up).
@@ -348,7 +349,7 @@ func (o *Orchestrator) snapshot() scheduler.Snapshot {
 	defer o.state.mu.RUnlock()
 	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.hosts))}
 	for _, h := range o.state.hosts {
-		sh := &scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen, Allocated: o.state.allocated[h.ID],
+		sh := &scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen, Allocated: o.state.m.Allocated[h.ID],
 			Capacity: scheduler.Resources{CPU: h.Capacity.CPU, MemoryMB: h.Capacity.MemoryMB, Pids: h.Capacity.Pids}}
 		for _, d := range h.Drivers {
 			sh.Drivers = append(sh.Drivers, d.Name)
@@ -363,14 +364,14 @@ func (o *Orchestrator) Hosts() []api.Host {
 	o.state.mu.RLock()
 	defer o.state.mu.RUnlock()
 	count := map[string]int{}
-	for _, r := range o.state.containers {
+	for _, r := range o.state.m.Containers {
 		if r.Status.Active() {
 			count[r.Host]++
 		}
 	}
 	out := make([]api.Host, 0, len(o.state.hosts))
 	for _, h := range o.state.hosts {
-		a := o.state.allocated[h.ID]
+		a := o.state.m.Allocated[h.ID]
 		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids},
 			Allocated: api.Resources{CPU: a.CPU, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID],
 			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: time.Since(h.LastSeen) <= o.liveness})

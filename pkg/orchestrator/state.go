@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,51 +16,26 @@ import (
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 )
 
-// record is what the orchestrator knows of one container: its API view,
-// the spec it was made from, and the events-stream sequence of the last
-// event applied to it.
-type record struct {
-	api.Container
-	Spec driver.ContainerConfig `json:"spec"`
-	Seq  uint64                 `json:"seq"`
-	// FailedRequest is the request whose operation set Error.
-	FailedRequest string `json:"failedRequest,omitempty"`
-	// RequestSource and RequestDigest, with RequestID, identify the create
-	// request that placed the container and what it asked for.
-	RequestSource string `json:"requestSource,omitempty"`
-	RequestDigest string `json:"requestDigest,omitempty"`
-	// Generation is that of the last command published for the container
-	// (see events.ExtGeneration).
-	Generation uint64 `json:"generation,omitempty"`
-}
-
-// sameRequest reports whether r was placed by the request that placed
-// other, asking for the same.
-func (r *record) sameRequest(other *record) bool {
-	return r.RequestID == other.RequestID && r.RequestSource == other.RequestSource &&
-		(r.RequestDigest == "" || r.RequestDigest == other.RequestDigest)
-}
+// record is a container as the projection keeps it.
+type record = projection.Record
 
 // state is the projection of the events stream the orchestrator decides
 // on: containers, hosts, and what each host has allocated. It is kept in
 // memory, written behind to the containers bucket, and rebuilt from the
 // events stream when the bucket is missing.
 type state struct {
-	mu         sync.RWMutex
-	containers map[string]*record
-	names      map[string]string // name → container id
-	hosts      map[string]*events.HostRecord
-	allocated  map[string]scheduler.Resources // by host
-	seq        uint64                         // last applied events-stream sequence
-	stream     time.Time                      // the events stream's creation time
-	dirty      map[string]uint64              // container ids to write behind → the change that marked them
-	changes    uint64                         // counts the marks, so a flush clears only what it wrote
-	pending    map[string]struct{}            // ids of the containers pending
-	changed    chan struct{}                  // closed and replaced on every change
-	execs      map[string]chan execOutcome
+	mu      sync.RWMutex
+	m       *projection.Model
+	hosts   map[string]*events.HostRecord
+	dirty   map[string]uint64 // container ids to write behind → the change that marked them
+	changes uint64            // counts the marks, so a flush clears only what it wrote
+	stream  time.Time         // the events stream's creation time
+	waiters map[string][]chan struct{}
+	execs   map[string]chan execOutcome
 }
 
 // execOutcome is how an exec a caller waits for ended.
@@ -71,35 +45,11 @@ type execOutcome struct {
 }
 
 func newState() *state {
-	return &state{
-		containers: map[string]*record{}, names: map[string]string{}, hosts: map[string]*events.HostRecord{},
-		allocated: map[string]scheduler.Resources{}, dirty: map[string]uint64{}, pending: map[string]struct{}{}, changed: make(chan struct{}),
-		execs: map[string]chan execOutcome{},
-	}
+	return &state{m: projection.New(), hosts: map[string]*events.HostRecord{}, dirty: map[string]uint64{},
+		waiters: map[string][]chan struct{}{}, execs: map[string]chan execOutcome{}}
 }
 
-func demand(spec driver.ContainerConfig) scheduler.Resources {
-	return scheduler.Resources{CPU: spec.Resources.CPU, MemoryMB: spec.Resources.MemoryMB, Pids: spec.Resources.Pids}
-}
-
-// setStatus moves a record to a new status, keeping the allocations
-// right; s.mu must be held.
-func (s *state) setStatus(r *record, st api.Status) {
-	was := r.Status.Active()
-	if st == api.StatusPending {
-		s.pending[r.ID] = struct{}{}
-	} else {
-		delete(s.pending, r.ID)
-	}
-	r.Status = st
-	now := st.Active()
-	switch {
-	case was && !now:
-		s.allocated[r.Host] = s.allocated[r.Host].Sub(demand(r.Spec))
-	case !was && now:
-		s.allocated[r.Host] = s.allocated[r.Host].Add(demand(r.Spec))
-	}
-}
+func demand(spec driver.ContainerConfig) scheduler.Resources { return projection.Demand(spec) }
 
 // markDirty marks a record to be written behind; s.mu must be held.
 func (s *state) markDirty(id string) {
@@ -107,9 +57,13 @@ func (s *state) markDirty(id string) {
 	s.dirty[id] = s.changes
 }
 
-func (s *state) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
+// notifyLocked wakes who waits for a change of one container; s.mu must
+// be held.
+func (s *state) notifyLocked(id string) {
+	for _, ch := range s.waiters[id] {
+		close(ch)
+	}
+	delete(s.waiters, id)
 }
 
 // reserve records a container placed but not yet announced, so that
@@ -119,16 +73,15 @@ func (s *state) notifyLocked() {
 func (s *state) reserve(r *record) (prev *record, taken string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.containers[r.ID]
+	old, ok := s.m.Containers[r.ID]
 	if ok && old.Status != api.StatusRemoved {
 		cp := *old
 		return &cp, "id"
 	}
 	if r.Name != "" {
-		if id, ok := s.names[r.Name]; ok && id != r.ID {
+		if id, ok := s.m.Names[r.Name]; ok && id != r.ID {
 			return nil, "name"
 		}
-		s.names[r.Name] = r.ID
 	}
 	r.Generation = nextGeneration(0)
 	if ok {
@@ -138,11 +91,10 @@ func (s *state) reserve(r *record) (prev *record, taken string) {
 	// The state keeps a record of its own: the caller goes on reading r
 	// while the projection changes the kept one.
 	kept := *r
-	kept.Status = api.StatusFailed // inactive until setStatus
-	s.containers[r.ID] = &kept
-	s.setStatus(&kept, api.StatusPending)
+	kept.Status = api.StatusPending
+	s.m.Put(&kept)
 	r.Status = api.StatusPending
-	s.notifyLocked()
+	s.notifyLocked(r.ID)
 	return nil, ""
 }
 
@@ -157,7 +109,7 @@ func nextGeneration(last uint64) uint64 {
 func (s *state) nextGeneration(id string) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.containers[id]
+	r, ok := s.m.Containers[id]
 	if !ok {
 		return nextGeneration(0)
 	}
@@ -170,8 +122,8 @@ func (s *state) overdue(t time.Time) []*record {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []*record
-	for id := range s.pending {
-		if r := s.containers[id]; r != nil && r.Seq != 0 && r.CreatedAt.Before(t) {
+	for id := range s.m.Pending {
+		if r := s.m.Containers[id]; r != nil && r.Seq != 0 && r.CreatedAt.Before(t) {
 			cp := *r
 			out = append(out, &cp)
 		}
@@ -189,7 +141,7 @@ func (s *state) missingOn(host string, seq uint64, found []string) []*record {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []*record
-	for _, r := range s.containers {
+	for _, r := range s.m.Containers {
 		if r.Host == host && r.Seq < seq && (r.Status == api.StatusCreated || r.Status == api.StatusRunning) && !have[r.ID] {
 			cp := *r
 			out = append(out, &cp)
@@ -203,7 +155,7 @@ func (s *state) missingOn(host string, seq uint64, found []string) []*record {
 func (s *state) placedBy(id string) (*record, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	r, ok := s.containers[id]
+	r, ok := s.m.Containers[id]
 	if !ok || r.Status == api.StatusRemoved {
 		return nil, false
 	}
@@ -215,177 +167,59 @@ func (s *state) placedBy(id string) (*record, bool) {
 func (s *state) release(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.containers[id]
+	r, ok := s.m.Containers[id]
 	if !ok || r.Seq != 0 {
 		return
 	}
-	s.setStatus(r, api.StatusRemoved)
-	delete(s.containers, id)
+	s.m.SetStatus(r, api.StatusRemoved)
+	delete(s.m.Containers, id)
 	delete(s.dirty, id)
-	if r.Name != "" && s.names[r.Name] == id {
-		delete(s.names, r.Name)
+	if r.Name != "" && s.m.Names[r.Name] == id {
+		delete(s.m.Names, r.Name)
 	}
-	s.notifyLocked()
+	s.notifyLocked(id)
 }
 
-// apply folds one event of the events stream into the state. It is
-// idempotent: an event at or below a record's sequence changes nothing.
+// apply folds one event of the events stream into the state, marks what
+// it changed to be written behind and wakes who waits for it.
 func (s *state) apply(seq uint64, e events.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if seq > s.seq {
-		s.seq = seq
+	if id := projection.Apply(s.m, seq, e); id != "" {
+		s.markDirty(id)
+		s.notifyLocked(id)
 	}
-	id := events.Ext(e, events.ExtContainerID)
+}
+
+// deliverExec hands an exec's outcome, completed or failed, to whoever
+// waits for it; it is not part of the projection.
+func (s *state) deliverExec(e events.Event) {
+	var out execOutcome
+	var execID string
 	switch e.Type() {
-	case events.ContainerPlaced:
-		var d struct {
-			ContainerID, HostID, Driver, Name string
-			RequestSource, RequestDigest      string
-			Spec                              driver.ContainerConfig
-		}
+	case events.ExecCompleted:
+		var d events.ExecCompletedData
 		if events.Data(e, &d) != nil {
 			return
 		}
-		r, ok := s.containers[d.ContainerID]
-		if ok && r.Seq >= seq {
+		execID = d.ExecID
+		out.res = &api.ExecResult{ExecID: d.ExecID, ExitCode: d.ExitCode, Stdout: d.Stdout, Stderr: d.Stderr,
+			Truncated: d.Truncated, TimedOut: d.TimedOut, DurationMs: d.DurationMs}
+	case events.ContainerFailed:
+		var d events.FailedData
+		if events.Data(e, &d) != nil || d.ExecID == "" {
 			return
 		}
-		if !ok {
-			r = &record{Container: api.Container{ID: d.ContainerID, Status: api.StatusFailed}}
-			s.containers[d.ContainerID] = r
-		}
-		if r.Status.Active() && r.Host != d.HostID {
-			s.setStatus(r, api.StatusFailed) // release a stale reservation elsewhere
-		}
-		r.Host, r.Driver, r.Name, r.Spec, r.CreatedAt = d.HostID, d.Driver, d.Name, d.Spec, e.Time()
-		// Clone what comes from a message's headers: a substring would keep
-		// the whole header block alive for as long as the record.
-		r.RequestID = strings.Clone(events.CorrelationID(e))
-		r.RequestSource, r.RequestDigest = d.RequestSource, d.RequestDigest
-		r.Generation = max(r.Generation, events.Generation(e))
-		api.FromSpec(&r.Container, d.Spec)
-		if r.Name != "" {
-			s.names[r.Name] = r.ID
-		}
-		if r.Seq == 0 && r.Status == api.StatusPending {
-			// reserved by this orchestrator: already counted
-		} else {
-			s.setStatus(r, api.StatusPending)
-		}
-		r.Seq = seq
-		s.markDirty(r.ID)
-	case events.ExecCompleted:
-		var d struct {
-			ExecID string `json:"execId"`
-			api.ExecResult
-		}
-		if events.Data(e, &d) == nil {
-			d.ExecResult.ExecID = d.ExecID
-			if ch, ok := s.execs[d.ExecID]; ok {
-				select {
-				case ch <- execOutcome{res: &d.ExecResult}:
-				default:
-				}
-			}
-		}
-		return
-	case events.ContainerCreated, events.ContainerStarted, events.ContainerExited,
-		events.ContainerStopped, events.ContainerRemoved, events.ContainerFailed, events.ContainerLost:
-		if e.Type() == events.ContainerFailed {
-			s.failExec(e)
-		}
-		r, ok := s.containers[id]
-		if !ok || r.Seq >= seq {
-			return
-		}
-		s.applyContainer(r, e)
-		r.Generation = max(r.Generation, events.Generation(e))
-		r.Seq = seq
-		s.markDirty(r.ID)
-	case events.RequestAccepted:
-		// The generation of the command it published: kept so that one
-		// rebuilt from the log goes on after it.
-		r, ok := s.containers[id]
-		if g := events.Generation(e); ok && g > r.Generation {
-			r.Generation = g
-			s.markDirty(r.ID)
-		}
-		return
+		execID, out.err = d.ExecID, &d.Error
 	default:
 		return
 	}
-	s.notifyLocked()
-}
-
-func (s *state) applyContainer(r *record, e events.Event) {
-	var d struct {
-		ExitCode   int        `json:"exitCode"`
-		OOMKilled  bool       `json:"oomKilled"`
-		StartedAt  time.Time  `json:"startedAt"`
-		FinishedAt time.Time  `json:"finishedAt"`
-		Operation  string     `json:"operation"`
-		Error      *api.Error `json:"error"`
-	}
-	_ = events.Data(e, &d)
-	switch e.Type() {
-	case events.ContainerCreated:
-		if r.Status == api.StatusPending {
-			s.setStatus(r, api.StatusCreated)
-		}
-	// A run's start and end may reach the log out of order (a worker that
-	// crashed reports the start again after its watcher saw the end): the
-	// runtime's times order them, and a report older than what is known
-	// changes nothing.
-	case events.ContainerStarted:
-		if !r.FinishedAt.IsZero() && !d.StartedAt.After(r.FinishedAt) {
-			return // this run's end is known
-		}
-		s.setStatus(r, api.StatusRunning)
-		r.StartedAt, r.FinishedAt, r.ExitCode, r.OOMKilled, r.Error = d.StartedAt, time.Time{}, 0, false, nil
-	case events.ContainerExited, events.ContainerStopped:
-		if !d.FinishedAt.IsZero() && d.FinishedAt.Before(r.StartedAt) {
-			return // the end of an earlier run
-		}
-		st := api.StatusExited
-		if e.Type() == events.ContainerStopped {
-			st = api.StatusStopped
-		}
-		s.setStatus(r, st)
-		r.ExitCode, r.OOMKilled, r.FinishedAt = d.ExitCode, d.OOMKilled, d.FinishedAt
-		if r.StartedAt.IsZero() && !d.StartedAt.IsZero() {
-			r.StartedAt = d.StartedAt
-		}
-	case events.ContainerRemoved:
-		s.setStatus(r, api.StatusRemoved)
-		if r.Name != "" && s.names[r.Name] == r.ID {
-			delete(s.names, r.Name)
-		}
-	case events.ContainerLost:
-		var l struct{ Reason string }
-		_ = events.Data(e, &l)
-		s.setStatus(r, api.StatusLost)
-		r.Error = &api.Error{Kind: api.KindNotFound, ID: r.ID, Message: l.Reason}
-	case events.ContainerFailed:
-		r.Error, r.FailedRequest = d.Error, strings.Clone(events.CorrelationID(e))
-		if d.Operation == "place" || d.Operation == "create" {
-			s.setStatus(r, api.StatusFailed)
-		}
-	}
-}
-
-// failExec hands a failed exec's error to whoever waits for it.
-func (s *state) failExec(e events.Event) {
-	var d struct {
-		ExecID string     `json:"execId"`
-		Error  *api.Error `json:"error"`
-	}
-	if events.Data(e, &d) != nil || d.ExecID == "" {
-		return
-	}
-	if ch, ok := s.execs[d.ExecID]; ok {
+	s.mu.RLock()
+	ch, ok := s.execs[execID]
+	s.mu.RUnlock()
+	if ok {
 		select {
-		case ch <- execOutcome{err: d.Error}:
+		case ch <- out:
 		default:
 		}
 	}
@@ -418,10 +252,10 @@ func (s *state) view(r *record, live func(host string) bool) api.Container {
 func (s *state) get(id string) (*record, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	r, ok := s.containers[id]
+	r, ok := s.m.Containers[id]
 	if !ok {
-		if rid, byName := s.names[id]; byName {
-			r, ok = s.containers[rid]
+		if rid, byName := s.m.Names[id]; byName {
+			r, ok = s.m.Containers[rid]
 		}
 	}
 	if !ok || r.Status == api.StatusRemoved {
@@ -431,24 +265,33 @@ func (s *state) get(id string) (*record, bool) {
 	return &cp, true
 }
 
-// waitFor waits until cond holds for the container or ctx ends.
+// waitFor waits until cond holds for the container or ctx ends. It is
+// woken by changes of that container only.
 func (s *state) waitFor(ctx context.Context, id string, cond func(*record) bool) (*record, error) {
 	for {
-		s.mu.RLock()
-		r, ok := s.containers[id]
+		s.mu.Lock()
+		r, ok := s.m.Containers[id]
 		// A record no longer kept was removed (the write-behind forgets
 		// removed containers).
 		cp := record{Container: api.Container{ID: id, Status: api.StatusRemoved}}
 		if ok {
 			cp = *r
 		}
-		changed := s.changed
-		s.mu.RUnlock()
 		if cond(&cp) {
+			s.mu.Unlock()
 			return &cp, nil
 		}
+		changed := make(chan struct{})
+		s.waiters[id] = append(s.waiters[id], changed)
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
+			s.mu.Lock()
+			s.waiters[id] = slices.DeleteFunc(s.waiters[id], func(c chan struct{}) bool { return c == changed })
+			if len(s.waiters[id]) == 0 {
+				delete(s.waiters, id)
+			}
+			s.mu.Unlock()
 			return nil, ctx.Err()
 		case <-changed:
 		}
@@ -458,8 +301,8 @@ func (s *state) waitFor(ctx context.Context, id string, cond func(*record) bool)
 func (s *state) list() []*record {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]*record, 0, len(s.containers))
-	for _, r := range s.containers {
+	out := make([]*record, 0, len(s.m.Containers))
+	for _, r := range s.m.Containers {
 		if r.Status != api.StatusRemoved {
 			cp := *r
 			out = append(out, &cp)
@@ -488,7 +331,7 @@ func (s *state) flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 	var dels []string
 	written := maps.Clone(s.dirty)
 	for id := range written {
-		r := s.containers[id]
+		r := s.m.Containers[id]
 		if r == nil || r.Status == api.StatusRemoved {
 			dels = append(dels, id)
 			continue
@@ -496,7 +339,7 @@ func (s *state) flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 		b, _ := json.Marshal(r)
 		puts = append(puts, put{id, b})
 	}
-	seq, stream := s.seq, s.stream
+	seq, stream := s.m.Seq, s.stream
 	s.mu.Unlock()
 	prefix := "$KV." + kv.Bucket() + "."
 	var futures []jetstream.PubAckFuture
@@ -529,8 +372,8 @@ func (s *state) flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 		delete(s.dirty, id)
 		// The write-behind forgets removed containers once their removal
 		// is written.
-		if r := s.containers[id]; r != nil && r.Status == api.StatusRemoved {
-			delete(s.containers, id)
+		if r := s.m.Containers[id]; r != nil && r.Status == api.StatusRemoved {
+			delete(s.m.Containers, id)
 		}
 	}
 	s.mu.Unlock()
@@ -641,12 +484,12 @@ func (s *state) load(ctx context.Context, kv jetstream.KeyValue, info *jetstream
 	for _, r := range recs {
 		st := r.Status
 		r.Status = api.StatusFailed
-		s.containers[r.ID] = r
-		s.setStatus(r, st)
+		s.m.Containers[r.ID] = r
+		s.m.SetStatus(r, st)
 		if r.Name != "" {
-			s.names[r.Name] = r.ID
+			s.m.Names[r.Name] = r.ID
 		}
 	}
-	s.seq = cur.Seq
+	s.m.Seq = cur.Seq
 	return cur.Seq, nil
 }
