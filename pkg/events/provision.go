@@ -101,6 +101,10 @@ func StreamConfigs(c ProvisionConfig) []jetstream.StreamConfig {
 			Discard:     jetstream.DiscardNew,
 			DenyDelete:  true,
 			DenyPurge:   true,
+			// Workers read a container's last event (its generation) on
+			// every first command; direct gets answer that without the
+			// JetStream API's round through the meta layer, from any replica.
+			AllowDirect: true,
 		},
 	}
 }
@@ -206,7 +210,7 @@ func sameStream(got, want jetstream.StreamConfig) bool {
 		got.Storage == want.Storage && got.Replicas == want.Replicas &&
 		got.Duplicates == want.Duplicates && got.MaxAge == want.MaxAge &&
 		got.Discard == want.Discard && got.DenyDelete == want.DenyDelete &&
-		got.DenyPurge == want.DenyPurge && got.Description == want.Description
+		got.DenyPurge == want.DenyPurge && got.AllowDirect == want.AllowDirect && got.Description == want.Description
 }
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (Action, error) {

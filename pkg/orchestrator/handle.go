@@ -32,6 +32,12 @@ func reject(kind api.ErrorKind, field, id, format string, args ...any) error {
 // outcome again and causes nothing new. An error means the outcome could
 // not be recorded and the request should be retried.
 func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Event, error) {
+	return o.handle(ctx, req, false)
+}
+
+// handle is Handle for a request that may have been validated on receipt
+// already (the consumer loop does), so that it is not validated twice.
+func (o *Orchestrator) handle(ctx context.Context, req events.Event, validated bool) (events.Event, error) {
 	key, digest := requestKey(req), requestDigest(req)
 	bucketKey := events.RequestToken(key)
 	if entry, err := o.requests.Get(ctx, bucketKey); err == nil {
@@ -46,7 +52,7 @@ func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Eve
 		return events.Event{}, events.Retry(fmt.Errorf("read outcome: %w", err), 0)
 	}
 
-	accepted, err := o.decide(ctx, req)
+	accepted, err := o.decide(ctx, req, validated)
 	var reply events.Event
 	var rej *rejection
 	switch {
@@ -126,6 +132,13 @@ func (o *Orchestrator) publish(ctx context.Context, typ string, data any, opts .
 	return e, nil
 }
 
+func (o *Orchestrator) validate(req events.Event, validated bool) error {
+	if validated {
+		return nil
+	}
+	return o.v.Validate(req)
+}
+
 // accepted is what decide accepted, and the generation of the command it
 // published, which the accepted event carries.
 type accepted struct {
@@ -136,8 +149,8 @@ type accepted struct {
 // decide validates, admits and carries out a request up to publishing its
 // command; it returns what was accepted, a *rejection, or
 // errRequestConflict.
-func (o *Orchestrator) decide(ctx context.Context, req events.Event) (*accepted, error) {
-	if err := o.v.Validate(req); err != nil {
+func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated bool) (*accepted, error) {
+	if err := o.validate(req, validated); err != nil {
 		var ve *events.ValidationError
 		if errors.As(err, &ve) {
 			return nil, reject(api.KindInvalid, ve.Field, "", "%s: %s", ve.Field, ve.Message)

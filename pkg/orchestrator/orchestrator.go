@@ -316,7 +316,7 @@ func (o *Orchestrator) serveRequests(ctx context.Context) error {
 		return err
 	}
 	return events.Consume(ctx, cons, o.v, func(ctx context.Context, d *events.Delivery) error {
-		_, err := o.Handle(ctx, d.Event)
+		_, err := o.handle(ctx, d.Event, true) // the loop validated it
 		return err
 	}, events.WithConcurrency(o.conc), events.WithLogger(o.log),
 		events.WithInvalid(func(ctx context.Context, m jetstream.Msg, cause error) {

@@ -57,18 +57,26 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 		return events.Permanent(err)
 	}
 	log := w.log.With("container_id", c.ContainerID, "event_id", e.ID())
-	refused, err := w.admitCommand(ctx, e, c.ContainerID)
-	if err != nil {
-		return events.Retry(err, 0)
+	if e.Type() != events.CommandCreate { // a create is fenced while the runtime makes it
+		refused, err := w.admitCommand(ctx, e, c.ContainerID)
+		if err != nil {
+			return events.Retry(err, 0)
+		}
+		if refused {
+			log.Warn("worker: refused a command older than what was carried out", "type", e.Type())
+			return nil
+		}
 	}
-	if refused {
-		log.Warn("worker: refused a command older than what was carried out", "type", e.Type())
-		return nil
-	}
-	err = w.run(ctx, e, &c)
+	err := w.run(ctx, e, &c)
+	var fe *fenceError
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, errRefused):
+		log.Warn("worker: refused a command older than what was carried out", "type", e.Type())
+		return nil
+	case errors.As(err, &fe):
+		return events.Retry(err, 0)
 	case ctx.Err() != nil:
 		return err
 	case permanent(err):
@@ -144,7 +152,6 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		w.mu.Lock()
 		delete(w.owner, c.ContainerID)
 		w.mu.Unlock()
-		defer w.forget(c.ContainerID)
 		return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), events.RemovedData{ContainerID: c.ContainerID, HostID: w.cfg.HostID}, &e)
 	case events.CommandExec:
 		return w.exec(ctx, drv, &e, c)
@@ -163,8 +170,29 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 		spec.Labels = map[string]string{}
 	}
 	spec.Labels[LabelContainerID], spec.Labels[LabelCommandID], spec.Labels[LabelSessionID] = c.ContainerID, e.ID(), spec.SessionID
+	// The fence is read while the runtime makes the container: making one
+	// runs nothing, so a refused create only takes back what it made.
+	type verdict struct {
+		refused bool
+		err     error
+	}
+	fenced := make(chan verdict, 1)
+	go func() {
+		refused, err := w.admitCommand(ctx, e, c.ContainerID)
+		fenced <- verdict{refused, err}
+	}()
 	ct, err := drv.Create(ctx, c.ContainerID, spec)
 	adopted := errors.Is(err, driver.ErrAlreadyExists)
+	v := <-fenced
+	switch {
+	case v.err != nil:
+		return &fenceError{v.err} // what was made is adopted when the command comes again
+	case v.refused:
+		if err == nil {
+			_ = drv.Remove(ctx, c.ContainerID, driver.RemoveOptions{Force: true})
+		}
+		return errRefused
+	}
 	if adopted {
 		// A redelivered create: the first delivery made it. Adopt it.
 		ct, err = drv.Get(ctx, c.ContainerID)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,24 +19,38 @@ import (
 // command.refused event: a replayed start does not revive a stopped
 // container, nor a replayed create a removed one.
 //
-// What a worker carried out it keeps in memory; a worker that does not know
-// a container (it restarted, or its state was lost) reads the generation of
-// the container's last event on the events stream, the log of everything
-// that happened to it.
+// What a worker carried out it keeps in memory, removed containers
+// included. A command for a container it does not know is either about a
+// new container or older than the worker's memory: only then, for a
+// command of a generation at or below the worker's watermark, does it read
+// the generation of the container's last event on the events stream, the
+// log of everything that happened to it. The watermark starts at the
+// worker's start less maxClockSkew (generations come from the
+// orchestrator's clock), and rises when old entries are dropped to bound
+// the memory.
+
+// errRefused says a command was refused, and the refusal published.
+var errRefused = errors.New("worker: command refused by its generation")
+
+// fenceError says the fence could not be read; the command is tried again.
+type fenceError struct{ err error }
+
+func (e *fenceError) Error() string { return e.err.Error() }
+func (e *fenceError) Unwrap() error { return e.err }
 
 // admitCommand decides whether a command may be carried out; when it is
 // refused, the refusal is published. An error means the decision could
 // not be made and the command should be tried again.
 func (w *Worker) admitCommand(ctx context.Context, e events.Event, id string) (refused bool, err error) {
 	g := events.Generation(e)
-	cur, err := w.generation(ctx, id)
+	cur, err := w.generation(ctx, id, g)
 	if err != nil {
 		return false, err
 	}
 	w.mu.Lock()
 	cur = max(cur, w.fence[id])
 	if g == 0 || g >= cur {
-		w.fence[id] = max(g, cur)
+		w.remember(id, max(g, cur))
 		w.mu.Unlock()
 		return false, nil
 	}
@@ -47,15 +62,39 @@ func (w *Worker) admitCommand(ctx context.Context, e events.Event, id string) (r
 
 // generation returns the newest generation carried out for a container:
 // what this worker knows, else what the container's last event says.
-func (w *Worker) generation(ctx context.Context, id string) (uint64, error) {
+func (w *Worker) generation(ctx context.Context, id string, g uint64) (uint64, error) {
 	w.mu.Lock()
-	g, ok := w.fence[id]
+	cur, ok := w.fence[id]
+	remembers := g > w.watermark
 	w.mu.Unlock()
-	if ok {
-		return g, nil
+	if ok || remembers {
+		return cur, nil // known, or new since the worker remembers
 	}
 	last, err := w.lastEvent(ctx, id)
 	return last.generation, err
+}
+
+// maxClockSkew bounds how far the orchestrator's clock, which makes the
+// generations, and a worker's may differ.
+const maxClockSkew = 5 * time.Minute
+
+// maxFences bounds the generations a worker keeps; past it, those of
+// containers it no longer has are dropped and the watermark raised over
+// them.
+const maxFences = 100_000
+
+// remember records a generation carried out; w.mu must be held.
+func (w *Worker) remember(id string, g uint64) {
+	w.fence[id] = g
+	if len(w.fence) <= maxFences {
+		return
+	}
+	for cid, cg := range w.fence {
+		if _, owned := w.owner[cid]; !owned {
+			w.watermark = max(w.watermark, cg)
+			delete(w.fence, cid)
+		}
+	}
 }
 
 // lastEvent is what the events stream holds last about a container.
@@ -88,12 +127,4 @@ func (w *Worker) generationOf(id string, cause *events.Event) uint64 {
 		g = max(g, events.Generation(*cause))
 	}
 	return g
-}
-
-// forget drops what the worker keeps of a removed container; its removed
-// event holds the generation from then on.
-func (w *Worker) forget(id string) {
-	w.mu.Lock()
-	delete(w.fence, id)
-	w.mu.Unlock()
 }

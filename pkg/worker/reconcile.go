@@ -53,6 +53,9 @@ func (w *Worker) reconcile(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			w.mu.Lock()
+			w.remember(ct.ID, max(w.fence[ct.ID], last.generation))
+			w.mu.Unlock()
 			switch ct.Status {
 			case driver.StatusRunning, driver.StatusPaused:
 				if id := derive(ct.ID, "started", ct.StartedAt.UnixNano()); last.id != id {

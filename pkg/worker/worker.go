@@ -58,12 +58,13 @@ type Worker struct {
 	started time.Time
 	runCtx  context.Context // the lifetime of Run: watchers end with it
 
-	mu       sync.Mutex
-	owner    map[string]driver.Driver // container id → its driver
-	watching map[string]bool
-	watchers sync.WaitGroup
-	health   map[string]api.DriverInfo // the last health each driver gave
-	fence    map[string]uint64         // container id → generation carried out
+	mu        sync.Mutex
+	owner     map[string]driver.Driver // container id → its driver
+	watching  map[string]bool
+	watchers  sync.WaitGroup
+	health    map[string]api.DriverInfo // the last health each driver gave
+	fence     map[string]uint64         // container id → generation carried out
+	watermark uint64                    // commands at or below it may be older than fence; see fence.go
 }
 
 // New returns a worker; Run starts it.
@@ -86,6 +87,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if w.log == nil {
 		w.log = slog.Default()
 	}
+	w.watermark = uint64(w.started.Add(-maxClockSkew).UnixNano())
 	w.log = w.log.With("host_id", cfg.HostID)
 	for _, d := range cfg.Drivers {
 		w.drivers[d.Name()] = d
