@@ -286,7 +286,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	if prev, ok := o.state.placedBy(r.ID); ok && prev.SameRequest(r) {
 		return o.replace(ctx, req, prev, d)
 	}
-	plan, err := scheduler.Place(o.snapshot(), scheduler.Request{
+	plan, host, err := o.place(scheduler.Request{
 		Driver: d.Driver, HostID: d.HostID, Constraints: d.Constraints, Resources: demand(d.Spec),
 	})
 	if err != nil {
@@ -301,7 +301,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		}
 		return nil, reject(kind, "", d.ContainerID, "%v", err)
 	}
-	if err := o.checkDriverLimits(plan, d.Spec); err != nil {
+	if err := checkDriverLimits(host, plan, d.Spec); err != nil {
 		return nil, err
 	}
 	r.Host, r.Driver = plan.HostID, plan.Driver
@@ -358,10 +358,7 @@ func (o *Orchestrator) replace(ctx context.Context, req events.Event, prev *reco
 
 // checkDriverLimits refuses what the chosen host's driver is known to
 // refuse, naming the field and the limit, rather than failing on the host.
-func (o *Orchestrator) checkDriverLimits(plan scheduler.Plan, spec driver.ContainerConfig) error {
-	o.state.mu.RLock()
-	h := o.state.hosts[plan.HostID]
-	o.state.mu.RUnlock()
+func checkDriverLimits(h *events.HostRecord, plan scheduler.Plan, spec driver.ContainerConfig) error {
 	if h == nil {
 		return nil
 	}

@@ -294,15 +294,26 @@ func (o *Orchestrator) watchHosts(ctx context.Context) error {
 			if entry == nil {
 				continue // the end of the initial values
 			}
-			o.state.mu.Lock()
 			if entry.Operation() != jetstream.KeyValuePut {
+				o.state.mu.Lock()
 				delete(o.state.hosts, entry.Key())
-			} else {
-				var h events.HostRecord
-				if json.Unmarshal(entry.Value(), &h) == nil {
-					o.state.hosts[h.ID] = &h
-				}
+				delete(o.state.sched, entry.Key())
+				o.state.mu.Unlock()
+				continue
 			}
+			var h events.HostRecord
+			if json.Unmarshal(entry.Value(), &h) != nil {
+				continue
+			}
+			// What placement reads of a host, made once per heartbeat
+			// rather than once per request.
+			sh := scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen,
+				Capacity: scheduler.Resources{CPU: h.Capacity.CPU, MemoryMB: h.Capacity.MemoryMB, Pids: h.Capacity.Pids}}
+			for _, d := range h.Drivers {
+				sh.Drivers = append(sh.Drivers, d.Name)
+			}
+			o.state.mu.Lock()
+			o.state.hosts[h.ID], o.state.sched[h.ID] = &h, sh
 			o.state.mu.Unlock()
 		}
 	}
@@ -344,17 +355,26 @@ func (o *Orchestrator) live(host string) bool {
 }
 
 // snapshot is what placement decides on.
-func (o *Orchestrator) snapshot() scheduler.Snapshot {
+// place places a request on a snapshot taken under the state's lock, and
+// returns the chosen host's record with the plan.
+func (o *Orchestrator) place(req scheduler.Request) (scheduler.Plan, *events.HostRecord, error) {
 	o.state.mu.RLock()
 	defer o.state.mu.RUnlock()
-	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.hosts))}
-	for _, h := range o.state.hosts {
-		sh := &scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen, Allocated: o.state.m.Allocated[h.ID],
-			Capacity: scheduler.Resources{CPU: h.Capacity.CPU, MemoryMB: h.Capacity.MemoryMB, Pids: h.Capacity.Pids}}
-		for _, d := range h.Drivers {
-			sh.Drivers = append(sh.Drivers, d.Name)
-		}
-		s.Hosts = append(s.Hosts, sh)
+	plan, err := scheduler.Place(o.snapshotLocked(), req)
+	if err != nil {
+		return plan, nil, err
+	}
+	return plan, o.state.hosts[plan.HostID], nil
+}
+
+// snapshotLocked is snapshot with the state's lock held.
+func (o *Orchestrator) snapshotLocked() scheduler.Snapshot {
+	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.sched))}
+	hosts := make([]scheduler.Host, 0, len(o.state.sched))
+	for id, h := range o.state.sched {
+		h.Allocated = o.state.m.Allocated[id]
+		hosts = append(hosts, h)
+		s.Hosts = append(s.Hosts, &hosts[len(hosts)-1])
 	}
 	return s
 }

@@ -31,9 +31,10 @@ type state struct {
 	mu      sync.RWMutex
 	m       *projection.Model
 	hosts   map[string]*events.HostRecord
-	dirty   map[string]uint64 // container ids to write behind → the change that marked them
-	changes uint64            // counts the marks, so a flush clears only what it wrote
-	stream  time.Time         // the events stream's creation time
+	sched   map[string]scheduler.Host // what placement reads of each host
+	dirty   map[string]uint64         // container ids to write behind → the change that marked them
+	changes uint64                    // counts the marks, so a flush clears only what it wrote
+	stream  time.Time                 // the events stream's creation time
 	waiters map[string][]chan struct{}
 	execs   map[string]chan execOutcome
 }
@@ -45,7 +46,7 @@ type execOutcome struct {
 }
 
 func newState() *state {
-	return &state{m: projection.New(), hosts: map[string]*events.HostRecord{}, dirty: map[string]uint64{},
+	return &state{m: projection.New(), hosts: map[string]*events.HostRecord{}, sched: map[string]scheduler.Host{}, dirty: map[string]uint64{},
 		waiters: map[string][]chan struct{}{}, execs: map[string]chan execOutcome{}}
 }
 

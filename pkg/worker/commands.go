@@ -177,10 +177,15 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 		err     error
 	}
 	fenced := make(chan verdict, 1)
-	go func() {
-		refused, err := w.admitCommand(ctx, e, c.ContainerID)
+	if w.remembers(c.ContainerID, events.Generation(e)) {
+		refused, err := w.admitCommand(ctx, e, c.ContainerID) // no read of the log
 		fenced <- verdict{refused, err}
-	}()
+	} else {
+		go func() {
+			refused, err := w.admitCommand(ctx, e, c.ContainerID)
+			fenced <- verdict{refused, err}
+		}()
+	}
 	ct, err := drv.Create(ctx, c.ContainerID, spec)
 	adopted := errors.Is(err, driver.ErrAlreadyExists)
 	v := <-fenced

@@ -64,14 +64,23 @@ func (w *Worker) admitCommand(ctx context.Context, e events.Event, id string) (r
 // what this worker knows, else what the container's last event says.
 func (w *Worker) generation(ctx context.Context, id string, g uint64) (uint64, error) {
 	w.mu.Lock()
-	cur, ok := w.fence[id]
-	remembers := g > w.watermark
+	cur := w.fence[id]
 	w.mu.Unlock()
-	if ok || remembers {
-		return cur, nil // known, or new since the worker remembers
+	if w.remembers(id, g) {
+		return cur, nil
 	}
 	last, err := w.lastEvent(ctx, id)
 	return last.generation, err
+}
+
+// remembers reports whether the worker's memory decides a command of
+// generation g for a container: it knows the container, or the command is
+// newer than anything it may have forgotten.
+func (w *Worker) remembers(id string, g uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.fence[id]
+	return ok || g > w.watermark
 }
 
 // maxClockSkew bounds how far the orchestrator's clock, which makes the
