@@ -197,17 +197,7 @@ type Session struct {
 // SessionRequest is the body of POST /v1/sessions. Fields left out take
 // the defaults documented in docs/SESSIONS.md; a timeout of 0 is refused
 // (a session must end), an idle timeout of 0 turns idle expiry off.
-type SessionRequest struct {
-	Languages     []string          `json:"languages,omitempty"`
-	Image         string            `json:"image,omitempty"`
-	Driver        string            `json:"driver,omitempty"`
-	AgentType     string            `json:"agentType,omitempty"`
-	CPU           float64           `json:"cpu,omitempty"`
-	MemoryMB      int64             `json:"memoryMB,omitempty"`
-	TimeoutMs     *int64            `json:"timeoutMs,omitempty"`
-	IdleTimeoutMs *int64            `json:"idleTimeoutMs,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-}
+type SessionRequest = events.SessionCreateRequestedData
 
 // RunCodeRequest is the body of POST /v1/sessions/{id}/exec.
 type RunCodeRequest struct {
