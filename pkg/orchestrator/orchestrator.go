@@ -147,16 +147,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		g.Go(func() error { return o.sessionTimers(ctx) })
 		g.Go(func() error { return o.failOverdue(ctx) })
 		g.Go(func() error { return o.poolLoop(ctx) })
-		subs, err := o.serveRPC()
-		if err != nil {
-			return err
-		}
-		close(o.ready)
-		<-ctx.Done()
-		for _, s := range subs {
-			_ = s.Drain()
-		}
-		return nil
+		return o.serveRPC(ctx)
 	})
 	err = g.Wait()
 	// Write what the projection learnt last, for the next start.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +22,8 @@ const (
 	SubjectList       = events.RPCRoot + ".containers.list"
 	SubjectListHosts  = events.RPCRoot + ".hosts.list"
 	rpcHandlerTimeout = 30 * time.Second
+	// rpcGrace is how long a shutdown waits for the requests in hand.
+	rpcGrace = 10 * time.Second
 )
 
 // ListQuery selects containers, for the list query and the HTTP API.
@@ -30,17 +34,24 @@ type ListQuery struct {
 	Labels  map[string]string `json:"labels,omitempty"`
 }
 
-func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
+// serveRPC serves the request/reply door until ctx ends, then stops
+// taking requests and waits for those in hand, for at most rpcGrace: a
+// shutdown lets answers already being made go out.
+func (o *Orchestrator) serveRPC(ctx context.Context) error {
 	var subs []*nats.Subscription
+	var handlers sync.WaitGroup
 	// A subscription's handler runs one message at a time; requests are
 	// handled concurrently, up to the orchestrator's bound.
 	slots := make(chan struct{}, o.conc)
-	add := func(subject string, h nats.MsgHandler) error {
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	add := func(subject string, h func(context.Context, *nats.Msg)) error {
 		s, err := o.nc.QueueSubscribe(subject, "orchestrator", func(m *nats.Msg) {
 			slots <- struct{}{}
+			handlers.Add(1)
 			go func() {
-				defer func() { <-slots }()
-				h(m)
+				defer func() { <-slots; handlers.Done() }()
+				h(base, m)
 			}()
 		})
 		if err == nil {
@@ -48,8 +59,8 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 		}
 		return err
 	}
-	err := add(SubjectRequest, func(m *nats.Msg) {
-		ctx, cancel := context.WithTimeout(context.Background(), rpcHandlerTimeout)
+	err := add(SubjectRequest, func(ctx context.Context, m *nats.Msg) {
+		ctx, cancel := context.WithTimeout(ctx, rpcHandlerTimeout)
 		defer cancel()
 		var reply events.Event
 		req, err := events.FromMsg(m)
@@ -71,7 +82,7 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 		}
 	})
 	if err == nil {
-		err = add(SubjectGet, func(m *nats.Msg) {
+		err = add(SubjectGet, func(_ context.Context, m *nats.Msg) {
 			var q struct{ ID string }
 			_ = json.Unmarshal(m.Data, &q)
 			c, ok := o.Container(q.ID)
@@ -83,19 +94,35 @@ func (o *Orchestrator) serveRPC() ([]*nats.Subscription, error) {
 		})
 	}
 	if err == nil {
-		err = add(SubjectList, func(m *nats.Msg) {
+		err = add(SubjectList, func(_ context.Context, m *nats.Msg) {
 			var q ListQuery
 			_ = json.Unmarshal(m.Data, &q)
 			o.respondJSON(m, o.List(q))
 		})
 	}
 	if err == nil {
-		err = add(SubjectListHosts, func(m *nats.Msg) { o.respondJSON(m, o.Hosts()) })
+		err = add(SubjectListHosts, func(_ context.Context, m *nats.Msg) { o.respondJSON(m, o.Hosts()) })
 	}
 	if err == nil {
 		err = add(SubjectSessions, o.serveSessionRequest)
 	}
-	return subs, err
+	if err == nil {
+		close(o.ready)
+		<-ctx.Done()
+	}
+	for _, s := range subs {
+		_ = s.Drain()
+	}
+	// Drained subscriptions hand over what they still hold, then close.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if !slices.ContainsFunc(subs, (*nats.Subscription).IsValid) {
+			break
+		}
+	}
+	grace := time.AfterFunc(rpcGrace, cancel)
+	defer grace.Stop()
+	handlers.Wait()
+	return err
 }
 
 func (o *Orchestrator) respondJSON(m *nats.Msg, v any) {

@@ -18,8 +18,8 @@ import (
 // request.rejected. The request's source names who asks.
 const SubjectSessions = events.RPCRoot + ".sessions"
 
-func (o *Orchestrator) serveSessionRequest(m *nats.Msg) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit+5*time.Minute)
+func (o *Orchestrator) serveSessionRequest(ctx context.Context, m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, 2*waitLimit+5*time.Minute)
 	defer cancel()
 	reply, err := o.sessionRequest(ctx, m)
 	if err != nil {
