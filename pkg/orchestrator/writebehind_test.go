@@ -9,12 +9,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/openagent/orchestrator/internal/natstest"
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func provisioned(t *testing.T) (*natstest.Server, jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/openagent/orchestrator/internal/natstest"
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
@@ -17,9 +19,13 @@ import (
 	"github.com/openagent/orchestrator/pkg/worker"
 )
 
+// Every goroutine the system starts ends when it stops: the orchestrator's
+// loops and handlers, the workers' watchers and log follows.
 func TestMain(m *testing.M) {
 	local.MaybeRunShim()
-	os.Exit(m.Run())
+	// A fake container's program is the workload, not the system's: it
+	// outlives its worker by design, as a process would.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/openagent/orchestrator/pkg/driver/fake.program.run.func1"))
 }
 
 type env struct {
