@@ -343,10 +343,17 @@ func (o *Orchestrator) httpExec(w http.ResponseWriter, r *http.Request) {
 // execWait handles an exec request and waits for its result; nil without
 // an error means the result did not come in time.
 func (o *Orchestrator) execWait(ctx context.Context, e events.Event) (*api.ExecResult, *api.Error) {
+	res, _, aerr := o.execWaitEvent(ctx, e)
+	return res, aerr
+}
+
+// execWaitEvent is execWait that also returns the stored exec.completed
+// event.
+func (o *Orchestrator) execWaitEvent(ctx context.Context, e events.Event) (*api.ExecResult, events.Event, *api.Error) {
 	outcome, forget := o.state.expectExec(derive(requestKey(e), "exec"))
 	defer forget()
 	if _, aerr := o.accept(ctx, e); aerr != nil {
-		return nil, aerr
+		return nil, events.Event{}, aerr
 	}
 	var req api.ExecRequest
 	_ = events.Data(e, &req)
@@ -354,13 +361,13 @@ func (o *Orchestrator) execWait(ctx context.Context, e events.Event) (*api.ExecR
 	select {
 	case out := <-outcome:
 		if out.err != nil {
-			return nil, out.err
+			return nil, events.Event{}, out.err
 		}
-		return out.res, nil
+		return out.res, out.event, nil
 	case <-time.After(limit):
-		return nil, nil
+		return nil, events.Event{}, nil
 	case <-ctx.Done():
-		return nil, &api.Error{Kind: api.KindTimeout, Message: ctx.Err().Error()}
+		return nil, events.Event{}, &api.Error{Kind: api.KindTimeout, Message: ctx.Err().Error()}
 	}
 }
 

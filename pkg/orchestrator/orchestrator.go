@@ -247,11 +247,20 @@ func (o *Orchestrator) lostOnHost(ctx context.Context, seq uint64, e events.Even
 	}
 	for _, r := range o.state.missingOn(d.HostID, seq, d.Containers) {
 		reason := fmt.Sprintf("host %s restarted and has no container %s", d.HostID, r.ID)
-		_, err := o.publish(ctx, events.ContainerLost, events.LostData{ContainerID: r.ID, HostID: d.HostID, Reason: reason},
-			events.WithContainer(r.ID), events.WithHost(d.HostID), events.WithGeneration(o.state.nextGeneration(r.ID)),
-			events.WithID(derive(r.ID, "lost "+e.ID())))
-		if err != nil && ctx.Err() == nil {
-			o.log.Warn("orchestrator: report a lost container", "container_id", r.ID, "err", err)
+		gen, id := o.state.nextGeneration(r.ID), derive(r.ID, "lost "+e.ID())
+		// The report must be made: it is tried again, with the same id,
+		// until it is stored or the orchestrator stops.
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+			_, err := o.publish(ctx, events.ContainerLost, events.LostData{ContainerID: r.ID, HostID: d.HostID, Reason: reason},
+				events.WithContainer(r.ID), events.WithHost(d.HostID), events.WithGeneration(gen), events.WithID(id))
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			o.log.Warn("orchestrator: report a lost container; trying again", "container_id", r.ID, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
 		}
 	}
 }

@@ -91,16 +91,23 @@ func (o *Orchestrator) saveSession(ctx context.Context, s *api.Session) error {
 	return err
 }
 
-func (o *Orchestrator) sessionEvent(ctx context.Context, typ string, s *api.Session, id string, data map[string]any) error {
-	data["sessionId"] = s.ID
-	if s.ContainerID != "" {
-		data["containerId"] = s.ContainerID
-	}
-	if s.Host != "" {
-		data["hostId"] = s.Host
-	}
-	_, err := o.publish(ctx, typ, data, events.WithSession(s.ID), events.WithID(id))
-	return err
+// sessionEvent publishes an event about a session and returns it as
+// stored. Sessions are events-first: the event is published before the
+// bucket is written, and an event that cannot be stored fails the
+// operation.
+func (o *Orchestrator) sessionEvent(ctx context.Context, typ string, id string, data any, s *api.Session, opts ...events.Option) (events.Event, error) {
+	opts = append(opts, events.WithSession(s.ID), events.WithID(id), events.WithContainer(s.ContainerID))
+	return o.publish(ctx, typ, data, opts...)
+}
+
+// sessionRef is what every session event says of its session.
+func sessionRef(s *api.Session) events.SessionRef {
+	return events.SessionRef{SessionID: s.ID, ContainerID: s.ContainerID, HostID: s.Host}
+}
+
+// unstored is the error of an operation whose event could not be stored.
+func unstored(err error) *api.Error {
+	return &api.Error{Kind: api.KindUnavailable, Message: "the event could not be stored: " + err.Error()}
 }
 
 // defaultsFor fills a session's driver and image from its languages.
@@ -137,20 +144,31 @@ func defaultsFor(req *api.SessionRequest) *api.Error {
 
 // CreateSession makes a session and waits until its sandbox runs.
 func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest, by string) (*api.Session, *api.Error) {
+	s, _, aerr := o.createSession(ctx, req, by, nil)
+	return s, aerr
+}
+
+// createSession is CreateSession; it returns the stored session.ready
+// event too, for the doors that answer with it.
+func (o *Orchestrator) createSession(ctx context.Context, req api.SessionRequest, by string, cause *events.Event) (*api.Session, events.Event, *api.Error) {
 	if aerr := defaultsFor(&req); aerr != nil {
-		return nil, aerr
+		return nil, events.Event{}, aerr
+	}
+	var causeOpts []events.Option
+	if cause != nil {
+		causeOpts = append(causeOpts, events.CausedBy(*cause))
 	}
 	ttl := DefaultSessionTimeout
 	if req.TimeoutMs != nil {
 		ttl = time.Duration(*req.TimeoutMs) * time.Millisecond
 		if ttl <= 0 || ttl > MaxSessionTimeout {
-			return nil, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d: a session must end", MaxSessionTimeout.Milliseconds())}
+			return nil, events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d: a session must end", MaxSessionTimeout.Milliseconds())}
 		}
 	}
 	idle := DefaultIdleTimeout
 	if req.IdleTimeoutMs != nil {
 		if *req.IdleTimeoutMs < 0 {
-			return nil, &api.Error{Kind: api.KindInvalid, Field: "idleTimeoutMs", Message: "idleTimeoutMs must be 0 (no idle expiry) or positive"}
+			return nil, events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "idleTimeoutMs", Message: "idleTimeoutMs must be 0 (no idle expiry) or positive"}
 		}
 		idle = time.Duration(*req.IdleTimeoutMs) * time.Millisecond
 	}
@@ -158,15 +176,17 @@ func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest
 	s := &api.Session{ID: "s" + newContainerID()[:20], Status: api.SessionRequested, Driver: req.Driver, Image: req.Image,
 		Languages: req.Languages, AgentType: req.AgentType, Labels: req.Labels, CreatedAt: now, ExpiresAt: now.Add(ttl),
 		TimeoutMs: ttl.Milliseconds(), IdleTimeoutMs: idle.Milliseconds(), LastActivityAt: now, SetBy: by}
+	if _, err := o.sessionEvent(ctx, events.SessionRequested, derive(s.ID, "requested"), events.SessionRequestedData{SessionRef: sessionRef(s),
+		Languages: s.Languages, Image: s.Image, Driver: s.Driver, AgentType: s.AgentType, ExpiresAt: s.ExpiresAt, IdleTimeoutMs: s.IdleTimeoutMs, RequestedBy: by,
+	}, s, causeOpts...); err != nil {
+		return nil, events.Event{}, unstored(err)
+	}
+	if err := o.saveSession(ctx, s); err != nil {
+		return nil, events.Event{}, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
+	}
 	o.sess.mu.Lock()
 	o.sess.m[s.ID] = s
 	o.sess.mu.Unlock()
-	if err := o.saveSession(ctx, s); err != nil {
-		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
-	}
-	_ = o.sessionEvent(ctx, events.SessionRequested, s, derive(s.ID, "requested"), map[string]any{
-		"languages": s.Languages, "image": s.Image, "driver": s.Driver, "expiresAt": s.ExpiresAt, "idleTimeoutMs": s.IdleTimeoutMs, "requestedBy": by,
-	})
 
 	begin := time.Now()
 	var c *api.Container
@@ -185,27 +205,50 @@ func (o *Orchestrator) CreateSession(ctx context.Context, req api.SessionRequest
 		e, err := events.New(events.ContainerCreateRequested, "/openagent/sessions", api.CreateRequest{Driver: s.Driver, Start: true, Spec: spec},
 			events.WithSession(s.ID), events.WithID(derive(s.ID, "create")))
 		if err != nil {
-			return nil, &api.Error{Kind: api.KindInternal, Message: err.Error()}
+			return nil, events.Event{}, &api.Error{Kind: api.KindInternal, Message: err.Error()}
 		}
 		c, aerr = o.runContainer(ctx, e)
 	}
 	if aerr != nil {
-		o.endSession(ctx, s, api.SessionFailed, aerr.Message, "")
-		s.Error = aerr
-		_ = o.sessionEvent(ctx, events.SessionFailed, s, derive(s.ID, "failed"), map[string]any{"error": aerr})
-		_ = o.saveSession(ctx, s)
-		return s, aerr
+		return o.failSession(ctx, s, aerr, causeOpts)
 	}
 	o.sess.mu.Lock()
-	s.Status, s.ContainerID, s.Host, s.ReadyAt = api.SessionReady, c.ID, c.Host, time.Now().UTC()
-	s.LastActivityAt = s.ReadyAt
 	cp := *s
 	o.sess.mu.Unlock()
-	_ = o.saveSession(ctx, &cp)
-	_ = o.sessionEvent(ctx, events.SessionReady, &cp, derive(s.ID, "ready"), map[string]any{
-		"readyMs": float64(time.Since(begin).Microseconds()) / 1000, "warm": warm, "expiresAt": cp.ExpiresAt,
-	})
-	return &cp, nil
+	cp.Status, cp.ContainerID, cp.Host, cp.ReadyAt = api.SessionReady, c.ID, c.Host, time.Now().UTC()
+	cp.LastActivityAt = cp.ReadyAt
+	ready, err := o.sessionEvent(ctx, events.SessionReady, derive(s.ID, "ready"), events.SessionReadyData{SessionRef: sessionRef(&cp),
+		ReadyMs: float64(time.Since(begin).Microseconds()) / 1000, Warm: warm, ExpiresAt: cp.ExpiresAt,
+	}, &cp, causeOpts...)
+	if err != nil {
+		s.ContainerID, s.Host = c.ID, c.Host
+		return o.failSession(ctx, s, unstored(err), causeOpts)
+	}
+	o.sess.mu.Lock()
+	*s = cp
+	o.sess.mu.Unlock()
+	if err := o.saveSession(ctx, &cp); err != nil {
+		o.log.Warn("orchestrator: save session", "session_id", s.ID, "err", err)
+	}
+	return &cp, ready, nil
+}
+
+// failSession ends a session that could not be made ready, with the
+// reason, and removes what it had.
+func (o *Orchestrator) failSession(ctx context.Context, s *api.Session, aerr *api.Error, causeOpts []events.Option) (*api.Session, events.Event, *api.Error) {
+	o.endSession(ctx, s, api.SessionFailed, aerr.Message, s.ContainerID)
+	o.sess.mu.Lock()
+	s.Error = aerr
+	cp := *s
+	o.sess.mu.Unlock()
+	failed, err := o.sessionEvent(ctx, events.SessionFailed, derive(s.ID, "failed"), events.SessionFailedData{SessionRef: sessionRef(&cp), Error: *aerr}, &cp, causeOpts...)
+	if err != nil {
+		o.log.Warn("orchestrator: publish a session's failure", "session_id", s.ID, "err", err)
+	}
+	if err := o.saveSession(ctx, &cp); err != nil {
+		o.log.Warn("orchestrator: save session", "session_id", s.ID, "err", err)
+	}
+	return &cp, failed, aerr
 }
 
 // sandboxSpec is the container of a session or a pool: secure defaults, a
@@ -300,34 +343,56 @@ func (o *Orchestrator) liveSession(id string) (*api.Session, *api.Error) {
 
 // ExtendSession makes a session expire timeout from now.
 func (o *Orchestrator) ExtendSession(ctx context.Context, id string, timeout time.Duration, by string) (*api.Session, *api.Error) {
+	s, _, aerr := o.extendSession(ctx, id, timeout, by, nil)
+	return s, aerr
+}
+
+func (o *Orchestrator) extendSession(ctx context.Context, id string, timeout time.Duration, by string, opts []events.Option) (*api.Session, events.Event, *api.Error) {
 	if timeout <= 0 || timeout > MaxSessionTimeout {
-		return nil, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d", MaxSessionTimeout.Milliseconds())}
+		return nil, events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d", MaxSessionTimeout.Milliseconds())}
 	}
-	if _, aerr := o.liveSession(id); aerr != nil {
-		return nil, aerr
+	cur, aerr := o.liveSession(id)
+	if aerr != nil {
+		return nil, events.Event{}, aerr
+	}
+	cp := *cur
+	cp.ExpiresAt, cp.TimeoutMs, cp.SetBy = time.Now().UTC().Add(timeout), timeout.Milliseconds(), by
+	extended, err := o.sessionEvent(ctx, events.SessionExtended, derive(id, "extended "+cp.ExpiresAt.String()),
+		events.SessionExtendedData{SessionRef: sessionRef(&cp), ExpiresAt: cp.ExpiresAt, SetBy: by}, &cp, opts...)
+	if err != nil {
+		return nil, events.Event{}, unstored(err)
 	}
 	o.sess.mu.Lock()
-	s := o.sess.m[id]
-	s.ExpiresAt, s.TimeoutMs, s.SetBy = time.Now().UTC().Add(timeout), timeout.Milliseconds(), by
-	cp := *s
+	if s := o.sess.m[id]; s != nil {
+		s.ExpiresAt, s.TimeoutMs, s.SetBy = cp.ExpiresAt, cp.TimeoutMs, cp.SetBy
+		cp = *s
+	}
 	o.sess.mu.Unlock()
 	if err := o.saveSession(ctx, &cp); err != nil {
-		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
+		return nil, events.Event{}, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 	}
-	_ = o.sessionEvent(ctx, events.SessionExtended, &cp, derive(id, "extended "+cp.ExpiresAt.String()), map[string]any{"expiresAt": cp.ExpiresAt, "setBy": by})
-	return &cp, nil
+	return &cp, extended, nil
 }
 
 // CloseSession removes a session's sandbox.
 func (o *Orchestrator) CloseSession(ctx context.Context, id, by string) (*api.Session, *api.Error) {
+	s, _, aerr := o.closeSession(ctx, id, by, nil)
+	return s, aerr
+}
+
+func (o *Orchestrator) closeSession(ctx context.Context, id, by string, opts []events.Option) (*api.Session, events.Event, *api.Error) {
 	s, aerr := o.liveSession(id)
 	if aerr != nil {
-		return nil, aerr
+		return nil, events.Event{}, aerr
+	}
+	closed, err := o.sessionEvent(ctx, events.SessionClosed, derive(id, "closed"),
+		events.SessionClosedData{SessionRef: sessionRef(s), ClosedBy: by, Reason: "closed on request"}, s, opts...)
+	if err != nil {
+		return nil, events.Event{}, unstored(err)
 	}
 	o.endSession(ctx, s, api.SessionClosed, "closed on request", s.ContainerID)
-	_ = o.sessionEvent(ctx, events.SessionClosed, s, derive(id, "closed"), map[string]any{"closedBy": by, "reason": "closed on request"})
 	cp, _ := o.Session(id)
-	return cp, nil
+	return cp, closed, nil
 }
 
 // endSession marks a session ended and removes its sandbox.
@@ -365,22 +430,29 @@ func (o *Orchestrator) endSession(ctx context.Context, s *api.Session, st api.Se
 // RunCode runs code in a session and audits it. With onChunk, output is
 // handed over while it is produced, in order, before RunCode returns.
 func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(worker.Chunk)) (*api.ExecResult, *api.Error) {
+	res, _, aerr := o.runCode(ctx, id, req, by, onChunk, nil)
+	return res, aerr
+}
+
+// runCode is RunCode; it returns the stored exec.completed event too,
+// which, given a cause, belongs to the cause's chain.
+func (o *Orchestrator) runCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(worker.Chunk), cause *events.Event) (res *api.ExecResult, completed events.Event, aerr *api.Error) {
 	s, aerr := o.liveSession(id)
 	if aerr != nil {
-		return nil, aerr
+		return nil, completed, aerr
 	}
 	if req.Language == "" {
 		req.Language = s.Languages[0]
 	}
 	interp, ok := languages[req.Language]
 	if !ok || !slices.Contains(s.Languages, req.Language) {
-		return nil, &api.Error{Kind: api.KindInvalid, Field: "language", Message: fmt.Sprintf("session %s runs %v, not %q", id, s.Languages, req.Language)}
+		return nil, completed, &api.Error{Kind: api.KindInvalid, Field: "language", Message: fmt.Sprintf("session %s runs %v, not %q", id, s.Languages, req.Language)}
 	}
 	if len(req.Code) > MaxCodeBytes {
-		return nil, &api.Error{Kind: api.KindTooLarge, Field: "code", Message: fmt.Sprintf("code is %d bytes; at most %d", len(req.Code), MaxCodeBytes)}
+		return nil, completed, &api.Error{Kind: api.KindTooLarge, Field: "code", Message: fmt.Sprintf("code is %d bytes; at most %d", len(req.Code), MaxCodeBytes)}
 	}
 	if req.TimeoutMs < 0 {
-		return nil, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: "timeoutMs must be positive (0: the default of 30s)"}
+		return nil, completed, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: "timeoutMs must be positive (0: the default of 30s)"}
 	}
 	timeout := DefaultCodeTimeout
 	if req.TimeoutMs > 0 {
@@ -407,23 +479,26 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 		chunks = make(chan *nats.Msg, 1024)
 		sub, err := o.nc.ChanSubscribe(inbox, chunks)
 		if err != nil {
-			return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
+			return nil, completed, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 		}
 		defer sub.Unsubscribe()
 		data["streamTo"] = inbox
 	}
-	e, aerr := o.newRequest(data, s.ID)
-	if aerr != nil {
-		return nil, aerr
+	var opts []events.Option
+	if cause != nil {
+		opts = append(opts, events.CausedBy(*cause))
 	}
-	var res *api.ExecResult
+	e, aerr := o.newRequest(data, s.ID, opts...)
+	if aerr != nil {
+		return nil, completed, aerr
+	}
 	if onChunk == nil {
-		res, aerr = o.execWait(ctx, e)
+		res, completed, aerr = o.execWaitEvent(ctx, e)
 	} else {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			res, aerr = o.execWait(ctx, e)
+			res, completed, aerr = o.execWaitEvent(ctx, e)
 		}()
 		forward := func(m *nats.Msg) {
 			var c worker.Chunk
@@ -454,27 +529,28 @@ func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRe
 	}
 	o.touch(s.ID)
 	if aerr != nil {
-		return nil, aerr
+		return nil, completed, aerr
 	}
 	if res == nil {
-		return nil, &api.Error{Kind: api.KindTimeout, ID: id, Message: "no result in time"}
+		return nil, completed, &api.Error{Kind: api.KindTimeout, ID: id, Message: "no result in time"}
 	}
 	sum := sha256.Sum256([]byte(req.Code))
-	audit := map[string]any{"execId": res.ExecID, "language": req.Language, "codeSha256": hex.EncodeToString(sum[:]),
-		"codeBytes": len(req.Code), "exitCode": res.ExitCode, "durationMs": res.DurationMs, "timedOut": res.TimedOut,
-		"truncated": res.Truncated, "stdoutBytes": len(res.Stdout), "stderrBytes": len(res.Stderr), "by": by}
+	audit := events.CodeExecutedData{SessionRef: sessionRef(s), ExecID: res.ExecID, Language: req.Language, CodeSHA256: hex.EncodeToString(sum[:]),
+		CodeBytes: len(req.Code), ExitCode: res.ExitCode, DurationMs: res.DurationMs, TimedOut: res.TimedOut,
+		Truncated: res.Truncated, StdoutBytes: len(res.Stdout), StderrBytes: len(res.Stderr), By: by}
 	if o.sess.keepCode {
-		audit["code"], audit["stdout"], audit["stderr"] = req.Code, res.Stdout, res.Stderr
+		audit.Code, audit.Stdout, audit.Stderr = req.Code, res.Stdout, res.Stderr
 	}
-	if err := o.sessionEvent(ctx, events.SessionCodeExecuted, s, derive(res.ExecID, "audit"), audit); err != nil {
-		o.log.Warn("orchestrator: audit", "session_id", id, "err", err)
+	// A run that cannot be audited is not answered as if it were.
+	if _, err := o.sessionEvent(ctx, events.SessionCodeExecuted, derive(res.ExecID, "audit"), audit, s); err != nil {
+		return nil, completed, unstored(err)
 	}
-	return res, nil
+	return res, completed, nil
 }
 
 // newRequest builds an exec request on behalf of a session.
-func (o *Orchestrator) newRequest(data map[string]any, sessionID string) (events.Event, *api.Error) {
-	e, err := events.New(events.ContainerExecRequested, "/openagent/sessions", data, events.WithSession(sessionID))
+func (o *Orchestrator) newRequest(data map[string]any, sessionID string, opts ...events.Option) (events.Event, *api.Error) {
+	e, err := events.New(events.ContainerExecRequested, "/openagent/sessions", data, append(opts, events.WithSession(sessionID))...)
 	if err != nil {
 		return events.Event{}, &api.Error{Kind: api.KindInternal, Message: err.Error()}
 	}
@@ -535,15 +611,24 @@ func (o *Orchestrator) sessionTimers(ctx context.Context) error {
 		for _, d := range todo {
 			s := d.s
 			if !d.fire {
-				_ = o.sessionEvent(ctx, events.SessionExpiring, &s, derive(s.ID, "expiring "+d.at.String()), map[string]any{"expiresAt": d.at, "timer": d.timer})
+				if _, err := o.sessionEvent(ctx, events.SessionExpiring, derive(s.ID, "expiring "+d.at.String()),
+					events.SessionExpiringData{SessionRef: sessionRef(&s), ExpiresAt: d.at, Timer: d.timer}, &s); err != nil {
+					o.log.Warn("orchestrator: publish a session's expiry warning", "session_id", s.ID, "err", err)
+				}
 				continue
 			}
 			reason := fmt.Sprintf("its time to live of %s ran out", time.Duration(s.TimeoutMs)*time.Millisecond)
 			if d.timer == "idle" {
 				reason = fmt.Sprintf("idle for %s", time.Duration(s.IdleTimeoutMs)*time.Millisecond)
 			}
+			// Events first: a session that cannot say it expired is tried
+			// again at the next tick.
+			if _, err := o.sessionEvent(ctx, events.SessionExpired, derive(s.ID, "expired"),
+				events.SessionExpiredData{SessionRef: sessionRef(&s), Timer: d.timer, SetBy: s.SetBy, Reason: reason}, &s); err != nil {
+				o.log.Warn("orchestrator: publish a session's expiry", "session_id", s.ID, "err", err)
+				continue
+			}
 			o.endSession(ctx, &s, api.SessionExpired, reason, s.ContainerID)
-			_ = o.sessionEvent(ctx, events.SessionExpired, &s, derive(s.ID, "expired"), map[string]any{"timer": d.timer, "setBy": s.SetBy, "reason": reason})
 		}
 		// Activity is kept in memory between writes; write it now and then
 		// so that an idle timer survives a restart too.

@@ -43,68 +43,44 @@ func (o *Orchestrator) sessionRequest(ctx context.Context, m *nats.Msg) (events.
 		return o.Reject(ctx, m.Header.Get("ce-id"), m.Header.Get("ce-type"), err)
 	}
 	by := req.Source()
-	var d struct {
-		SessionID string `json:"sessionId"`
-		TimeoutMs int64  `json:"timeoutMs"`
-		StreamTo  string `json:"streamTo"`
-	}
+	var d events.SessionIDRequestedData
 	_ = events.Data(req, &d)
 	reject := func(aerr *api.Error) (events.Event, error) {
-		return o.publish(ctx, events.RequestRejected, map[string]any{"requestId": req.ID(), "requestType": req.Type(), "error": aerr},
+		return o.publish(ctx, events.RequestRejected, events.RejectedData{RequestID: req.ID(), RequestType: req.Type(), Error: *aerr},
 			events.CausedBy(req), events.WithID(derive(requestKey(req), "rejected")))
 	}
-	outcome := func(typ string, id string, s *api.Session, data map[string]any) (events.Event, error) {
-		data["sessionId"] = s.ID
-		if s.ContainerID != "" {
-			data["containerId"] = s.ContainerID
-		}
-		if s.Host != "" {
-			data["hostId"] = s.Host
-		}
-		e, err := events.New(typ, o.source, data, events.CausedBy(req), events.WithSession(s.ID), events.WithContainer(s.ContainerID), events.WithID(id))
-		return e, err
-	}
+	// The answer is the outcome event itself, as stored.
+	cause := []events.Option{events.CausedBy(req)}
+	var out events.Event
+	var aerr *api.Error
 	switch req.Type() {
 	case events.SessionCreateRequested:
 		var sr api.SessionRequest
 		if err := events.Data(req, &sr); err != nil {
 			return reject(&api.Error{Kind: api.KindInvalid, Field: "data", Message: err.Error()})
 		}
-		s, aerr := o.CreateSession(ctx, sr, by)
-		if aerr != nil {
-			return reject(aerr)
-		}
-		return outcome(events.SessionReady, derive(s.ID, "ready"), s, map[string]any{"expiresAt": s.ExpiresAt,
-			"readyMs": float64(s.ReadyAt.Sub(s.CreatedAt).Microseconds()) / 1000})
+		_, out, aerr = o.createSession(ctx, sr, by, &req)
 	case events.SessionExecRequested:
-		var run api.RunCodeRequest
+		var run events.SessionExecRequestedData
 		_ = events.Data(req, &run)
 		var onChunk func(worker.Chunk)
-		if d.StreamTo != "" {
+		if run.StreamTo != "" {
 			onChunk = func(c worker.Chunk) {
 				b, _ := json.Marshal(c)
-				_ = o.nc.Publish(d.StreamTo, b)
+				_ = o.nc.Publish(run.StreamTo, b)
 			}
 		}
-		res, aerr := o.RunCode(ctx, d.SessionID, run, by, onChunk)
-		if aerr != nil {
-			return reject(aerr)
-		}
-		s, _ := o.Session(d.SessionID)
-		return outcome(events.ExecCompleted, derive(res.ExecID, "reply"), s, map[string]any{"execId": res.ExecID, "exitCode": res.ExitCode,
-			"stdout": res.Stdout, "stderr": res.Stderr, "truncated": res.Truncated, "timedOut": res.TimedOut, "durationMs": res.DurationMs})
+		_, out, aerr = o.runCode(ctx, run.SessionID, api.RunCodeRequest{Language: run.Language, Code: run.Code, TimeoutMs: run.TimeoutMs,
+			Env: run.Env, WorkingDir: run.WorkingDir, Stdin: run.Stdin}, by, onChunk, &req)
 	case events.SessionExtendRequested:
-		s, aerr := o.ExtendSession(ctx, d.SessionID, time.Duration(d.TimeoutMs)*time.Millisecond, by)
-		if aerr != nil {
-			return reject(aerr)
-		}
-		return outcome(events.SessionExtended, derive(d.SessionID, "extended "+s.ExpiresAt.String()), s, map[string]any{"expiresAt": s.ExpiresAt, "setBy": by})
+		_, out, aerr = o.extendSession(ctx, d.SessionID, time.Duration(d.TimeoutMs)*time.Millisecond, by, cause)
 	case events.SessionCloseRequested:
-		s, aerr := o.CloseSession(ctx, d.SessionID, by)
-		if aerr != nil {
-			return reject(aerr)
-		}
-		return outcome(events.SessionClosed, derive(d.SessionID, "closed"), s, map[string]any{"closedBy": by, "reason": "closed on request"})
+		_, out, aerr = o.closeSession(ctx, d.SessionID, by, cause)
+	default:
+		aerr = &api.Error{Kind: api.KindInvalid, Field: "type", Message: req.Type() + " is not a session request"}
 	}
-	return reject(&api.Error{Kind: api.KindInvalid, Field: "type", Message: req.Type() + " is not a session request"})
+	if aerr != nil {
+		return reject(aerr)
+	}
+	return out, nil
 }

@@ -41,8 +41,9 @@ type state struct {
 
 // execOutcome is how an exec a caller waits for ended.
 type execOutcome struct {
-	res *api.ExecResult
-	err *api.Error
+	res   *api.ExecResult
+	err   *api.Error
+	event events.Event // the stored event that said so
 }
 
 func newState() *state {
@@ -195,7 +196,7 @@ func (s *state) apply(seq uint64, e events.Event) {
 // deliverExec hands an exec's outcome, completed or failed, to whoever
 // waits for it; it is not part of the projection.
 func (s *state) deliverExec(e events.Event) {
-	var out execOutcome
+	out := execOutcome{event: e}
 	var execID string
 	switch e.Type() {
 	case events.ExecCompleted:

@@ -1,6 +1,7 @@
 package system_test
 
 import (
+	"bytes"
 	"errors"
 	"os/exec"
 	"strings"
@@ -383,7 +384,31 @@ func TestSessionOverNATS(t *testing.T) {
 	if _ = events.Data(big, &rd); big.Type() != events.RequestRejected || rd.Error.Kind != api.KindTooLarge || rd.Error.Field != "code" {
 		t.Fatalf("reply %s %s; want rejected, too_large, naming code", big.Type(), big.Data())
 	}
-	if closed := ask(events.SessionCloseRequested, map[string]any{"sessionId": d.SessionID}); closed.Type() != events.SessionClosed {
+	closed := ask(events.SessionCloseRequested, map[string]any{"sessionId": d.SessionID})
+	if closed.Type() != events.SessionClosed {
 		t.Fatalf("reply %s", closed.Type())
 	}
+	// Each answer is the outcome event as the log holds it: same id, same
+	// data.
+	for _, reply := range []events.Event{ready, done, closed} {
+		stored := e.storedEvent(reply)
+		if !bytes.Equal(stored.Data(), reply.Data()) || stored.Type() != reply.Type() {
+			t.Fatalf("the answer %s %s differs from the stored %s %s", reply.Type(), reply.Data(), stored.Type(), stored.Data())
+		}
+	}
+}
+
+// storedEvent finds the event with reply's id in the log.
+func (e *env) storedEvent(reply events.Event) events.Event {
+	e.t.Helper()
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{}) {
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if ev.ID() == reply.ID() {
+			return ev
+		}
+	}
+	e.t.Fatalf("the answer %s (%s) is not in the log", reply.ID(), reply.Type())
+	return events.Event{}
 }
