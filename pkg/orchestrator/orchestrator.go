@@ -84,7 +84,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		o.log = slog.Default()
 	}
 	if o.liveness == 0 {
-		o.liveness = 10 * time.Second
+		o.liveness = scheduler.DefaultLiveWithin
 	}
 	if o.conc == 0 {
 		o.conc = 64
@@ -351,7 +351,7 @@ func (o *Orchestrator) live(host string) bool {
 	o.state.mu.RLock()
 	h, ok := o.state.hosts[host]
 	o.state.mu.RUnlock()
-	return ok && time.Since(h.LastSeen) <= o.liveness
+	return ok && scheduler.Live(h.LastSeen, time.Now(), o.liveness)
 }
 
 // snapshot is what placement decides on.
@@ -394,7 +394,7 @@ func (o *Orchestrator) Hosts() []api.Host {
 		a := o.state.m.Allocated[h.ID]
 		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids},
 			Allocated: api.Resources{CPU: a.CPU, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID],
-			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: time.Since(h.LastSeen) <= o.liveness})
+			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(h.LastSeen, time.Now(), o.liveness)})
 	}
 	return out
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // LabelPool marks a pool's sandboxes with the pool's profile.
-const LabelPool = "io.openagent.pool"
+const LabelPool = driver.LabelPool
 
 const poolKeyPrefix = "_pool."
 

@@ -31,7 +31,7 @@ const (
 	// MaxCodeBytes bounds code run in a session: it travels as an argument.
 	MaxCodeBytes = 64 << 10
 	// LabelSession marks a session's container.
-	LabelSession = "io.openagent.session"
+	LabelSession = driver.LabelSession
 )
 
 // languages maps a language to the interpreter that runs code given as an

@@ -56,6 +56,20 @@ type Snapshot struct {
 	LiveWithin time.Duration
 }
 
+// DefaultLiveWithin is how recent a host's heartbeat must be for it to be
+// live, when nothing else is configured: five missed heartbeats of 2 s.
+const DefaultLiveWithin = 10 * time.Second
+
+// Live is the one liveness rule: a host is live while its last heartbeat
+// is at most within old. Placement, the API's view and the doors all ask
+// it.
+func Live(lastSeen, now time.Time, within time.Duration) bool {
+	if within <= 0 {
+		within = DefaultLiveWithin
+	}
+	return now.Sub(lastSeen) <= within
+}
+
 // Plan is where a container goes.
 type Plan struct {
 	HostID string
@@ -127,7 +141,7 @@ func infeasible(s Snapshot, h *Host, req Request) string {
 		return "not the requested host " + req.HostID
 	case h.Draining:
 		return "draining"
-	case s.LiveWithin > 0 && s.Now.Sub(h.LastSeen) > s.LiveWithin:
+	case !Live(h.LastSeen, s.Now, s.LiveWithin):
 		return fmt.Sprintf("not live: last heartbeat %s ago", s.Now.Sub(h.LastSeen).Round(time.Second))
 	case len(h.Drivers) == 0:
 		return "no drivers"

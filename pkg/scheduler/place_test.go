@@ -77,3 +77,22 @@ func TestPlaceWithNoHosts(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestLive(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		ago    time.Duration
+		within time.Duration
+		want   bool
+	}{
+		{0, 10 * time.Second, true},
+		{10 * time.Second, 10 * time.Second, true},
+		{11 * time.Second, 10 * time.Second, false},
+		{9 * time.Second, 0, true},   // the default, 10 s
+		{11 * time.Second, 0, false}, // the default, 10 s
+	} {
+		if got := Live(now.Add(-tc.ago), now, tc.within); got != tc.want {
+			t.Errorf("Live(%v ago, within %v) = %v; want %v", tc.ago, tc.within, got, tc.want)
+		}
+	}
+}

@@ -17,9 +17,9 @@ import (
 // Labels the worker puts on every container, so that the runtime object
 // says which container and command made it.
 const (
-	LabelContainerID = "io.openagent.container-id"
-	LabelCommandID   = "io.openagent.command-id"
-	LabelSessionID   = "io.openagent.session-id"
+	LabelContainerID = driver.LabelContainerID
+	LabelCommandID   = driver.LabelCommandID
+	LabelSessionID   = driver.LabelSessionID
 )
 
 // maxOutput caps each of an exec's stdout and stderr in its event.

@@ -27,11 +27,11 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 )
 
-// Labels the driver puts on everything it makes.
+// Labels the driver puts on everything it makes (see driver.LabelScope).
 const (
-	LabelContainerID = "io.openagent.container-id"
-	LabelSessionID   = "io.openagent.session-id"
-	LabelScope       = "io.openagent.driver-scope"
+	LabelContainerID = driver.LabelContainerID
+	LabelSessionID   = driver.LabelSessionID
+	LabelScope       = driver.LabelScope
 	namePrefix       = "oa-"
 )
 

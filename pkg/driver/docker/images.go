@@ -18,6 +18,8 @@ import (
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
+
+	"github.com/openagent/orchestrator/pkg/driver"
 )
 
 // The sandbox images, built from this host's files: no registry is needed.
@@ -110,7 +112,7 @@ CMD ["/bin/sh"]
 		return err
 	}
 	resp, err := cli.ImageBuild(ctx, ctxTar, build.ImageBuildOptions{Tags: []string{image}, Remove: true, ForceRemove: true,
-		Labels: map[string]string{"io.openagent.image": image}})
+		Labels: map[string]string{driver.LabelImage: image}})
 	if err != nil {
 		return fmt.Errorf("docker: build %s: %w", image, err)
 	}
