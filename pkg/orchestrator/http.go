@@ -19,7 +19,6 @@ import (
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
-	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 //go:embed openapi.json
@@ -405,7 +404,7 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	req := worker.LogsRequest{ContainerID: c.ID, Tail: tail, Since: since, Timestamps: q.Get("timestamps") == "true", Follow: q.Get("follow") == "true"}
+	req := events.LogsRequest{ContainerID: c.ID, Tail: tail, Since: since, Timestamps: q.Get("timestamps") == "true", Follow: q.Get("follow") == "true"}
 	if !o.live(c.Host) {
 		writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + " stopped reporting"})
 		return
@@ -414,12 +413,12 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	if !req.Follow {
 		b, _ := json.Marshal(req)
-		m, err := o.nc.RequestWithContext(r.Context(), worker.LogsSubject(c.Host), b)
+		m, err := o.nc.RequestWithContext(r.Context(), events.LogsSubject(c.Host), b)
 		if err != nil {
 			writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + ": " + err.Error()})
 			return
 		}
-		var reply worker.LogsReply
+		var reply events.LogsReply
 		if err := json.Unmarshal(m.Data, &reply); err != nil || reply.Error != nil {
 			if reply.Error == nil {
 				reply.Error = &api.Error{Kind: api.KindUnavailable, Message: "bad reply from host " + c.Host}
@@ -442,7 +441,7 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 	defer sub.Unsubscribe()
 	defer o.nc.Publish(req.Inbox+".stop", nil)
 	b, _ := json.Marshal(req)
-	if _, err := o.nc.RequestWithContext(r.Context(), worker.LogsSubject(c.Host), b); err != nil {
+	if _, err := o.nc.RequestWithContext(r.Context(), events.LogsSubject(c.Host), b); err != nil {
 		writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + ": " + err.Error()})
 		return
 	}
@@ -453,7 +452,7 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case m := <-ch:
-			if m.Header.Get(worker.EndHeader) != "" {
+			if m.Header.Get(events.EndHeader) != "" {
 				return
 			}
 			w.Write(append(m.Data, '\n'))

@@ -19,7 +19,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
-	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 // Session defaults; docs/SESSIONS.md explains them.
@@ -429,14 +428,14 @@ func (o *Orchestrator) endSession(ctx context.Context, s *api.Session, st api.Se
 
 // RunCode runs code in a session and audits it. With onChunk, output is
 // handed over while it is produced, in order, before RunCode returns.
-func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(worker.Chunk)) (*api.ExecResult, *api.Error) {
+func (o *Orchestrator) RunCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(events.Chunk)) (*api.ExecResult, *api.Error) {
 	res, _, aerr := o.runCode(ctx, id, req, by, onChunk, nil)
 	return res, aerr
 }
 
 // runCode is RunCode; it returns the stored exec.completed event too,
 // which, given a cause, belongs to the cause's chain.
-func (o *Orchestrator) runCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(worker.Chunk), cause *events.Event) (res *api.ExecResult, completed events.Event, aerr *api.Error) {
+func (o *Orchestrator) runCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(events.Chunk), cause *events.Event) (res *api.ExecResult, completed events.Event, aerr *api.Error) {
 	s, aerr := o.liveSession(id)
 	if aerr != nil {
 		return nil, completed, aerr
@@ -501,7 +500,7 @@ func (o *Orchestrator) runCode(ctx context.Context, id string, req api.RunCodeRe
 			res, completed, aerr = o.execWaitEvent(ctx, e)
 		}()
 		forward := func(m *nats.Msg) {
-			var c worker.Chunk
+			var c events.Chunk
 			if json.Unmarshal(m.Data, &c) == nil {
 				onChunk(c)
 			}

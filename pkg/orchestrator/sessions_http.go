@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/api"
-	"github.com/openagent/orchestrator/pkg/worker"
+	"github.com/openagent/orchestrator/pkg/events"
 )
 
 // principal names who made an HTTP request, for timers and the audit:
@@ -122,7 +122,7 @@ func (o *Orchestrator) sessionRoutes() []route {
 				fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
 				flush(w)
 			}
-			res, aerr := o.RunCode(r.Context(), r.PathValue("id"), req, principal(r), func(c worker.Chunk) { sse(c.Stream, c.Data) })
+			res, aerr := o.RunCode(r.Context(), r.PathValue("id"), req, principal(r), func(c events.Chunk) { sse(c.Stream, c.Data) })
 			if aerr != nil {
 				sse("error", aerr)
 				return

@@ -9,7 +9,6 @@ import (
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
-	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 // SubjectSessions is the sessions' NATS door: a session request as a
@@ -63,9 +62,9 @@ func (o *Orchestrator) sessionRequest(ctx context.Context, m *nats.Msg) (events.
 	case events.SessionExecRequested:
 		var run events.SessionExecRequestedData
 		_ = events.Data(req, &run)
-		var onChunk func(worker.Chunk)
+		var onChunk func(events.Chunk)
 		if run.StreamTo != "" {
-			onChunk = func(c worker.Chunk) {
+			onChunk = func(c events.Chunk) {
 				b, _ := json.Marshal(c)
 				_ = o.nc.Publish(run.StreamTo, b)
 			}

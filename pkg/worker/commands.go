@@ -350,11 +350,8 @@ type chunker struct {
 	buf     bytes.Buffer
 }
 
-// Chunk is one piece of streamed output.
-type Chunk struct {
-	Stream string `json:"stream"`
-	Data   string `json:"data"`
-}
+// Chunk is one piece of streamed output (events.Chunk).
+type Chunk = events.Chunk
 
 func (c *chunker) Write(p []byte) (int, error) {
 	c.mu.Lock()

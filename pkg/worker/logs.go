@@ -9,40 +9,24 @@ import (
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
 )
 
-// LogsSubject is where a host serves its containers' logs: output stays on
-// the host until asked for.
-func LogsSubject(hostID string) string { return "openagent.rpc.host." + hostID + ".logs" }
-
-// LogsRequest asks a host for a container's output. With Follow, entries
-// are published one by one to Inbox, ending with a message that has the
-// header EndHeader (carrying an error, if any); a message to Inbox+".stop"
-// ends it early. Without Follow the reply is a LogsReply.
-type LogsRequest struct {
-	ContainerID string    `json:"containerId"`
-	Tail        int       `json:"tail,omitempty"`
-	Since       time.Time `json:"since,omitzero"`
-	Timestamps  bool      `json:"timestamps,omitempty"`
-	Follow      bool      `json:"follow,omitempty"`
-	Inbox       string    `json:"inbox,omitempty"`
-}
-
-// LogsReply is the answer to a LogsRequest without Follow.
-type LogsReply struct {
-	Entries []driver.LogEntry `json:"entries"`
-	Error   *api.Error        `json:"error,omitempty"`
-}
-
-// EndHeader marks the last message of a followed log.
-const EndHeader = "Openagent-End"
+// The logs subject's wire types are the bus contract's (events.LogsRequest,
+// events.LogsReply); these names keep the worker's side short.
+type (
+	// LogsRequest is events.LogsRequest.
+	LogsRequest = events.LogsRequest
+	// LogsReply is events.LogsReply.
+	LogsReply = events.LogsReply
+)
 
 // maxLogReply bounds a reply's entries to stay under NATS's payload limit;
 // the newest are kept.
 const maxLogReply = 768 << 10
 
 func (w *Worker) serveLogs(ctx context.Context) (*nats.Subscription, error) {
-	return w.cfg.NC.Subscribe(LogsSubject(w.cfg.HostID), func(m *nats.Msg) {
+	return w.cfg.NC.Subscribe(events.LogsSubject(w.cfg.HostID), func(m *nats.Msg) {
 		var req LogsRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
 			respond(m, LogsReply{Error: &api.Error{Kind: api.KindInvalid, Message: err.Error()}})
@@ -93,7 +77,7 @@ func (w *Worker) follow(ctx context.Context, req LogsRequest) {
 		defer stop.Unsubscribe()
 	}
 	end := nats.NewMsg(req.Inbox)
-	end.Header.Set(EndHeader, "1")
+	end.Header.Set(events.EndHeader, "1")
 	defer func() { _ = w.cfg.NC.PublishMsg(end) }()
 	seq, err := w.logs(ctx, req)
 	if err != nil {

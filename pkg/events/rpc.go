@@ -1,0 +1,44 @@
+package events
+
+import (
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/driver"
+)
+
+// The wire types of the request/reply subjects between the control plane
+// and the workers: defined here, with the rest of the bus contract, not by
+// one side of the wire.
+
+// LogsSubject is where a host serves its containers' logs: output stays on
+// the host until asked for.
+func LogsSubject(hostID string) string { return RPCRoot + ".host." + hostID + ".logs" }
+
+// LogsRequest asks a host for a container's output. With Follow, entries
+// are published one by one to Inbox, ending with a message that has the
+// header EndHeader (carrying an error, if any); a message to Inbox+".stop"
+// ends it early. Without Follow the reply is a LogsReply.
+type LogsRequest struct {
+	ContainerID string    `json:"containerId"`
+	Tail        int       `json:"tail,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+	Timestamps  bool      `json:"timestamps,omitempty"`
+	Follow      bool      `json:"follow,omitempty"`
+	Inbox       string    `json:"inbox,omitempty"`
+}
+
+// LogsReply is the answer to a LogsRequest without Follow.
+type LogsReply struct {
+	Entries []driver.LogEntry `json:"entries"`
+	Error   *Error            `json:"error,omitempty"`
+}
+
+// EndHeader marks the last message of a followed log.
+const EndHeader = "Openagent-End"
+
+// Chunk is one piece of an exec's output, published while it is produced
+// to the subject the exec command names (streamTo); not stored.
+type Chunk struct {
+	Stream string `json:"stream"` // stdout or stderr
+	Data   string `json:"data"`
+}
