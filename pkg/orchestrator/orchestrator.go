@@ -126,22 +126,30 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	o.loadPools(ctx)
 	last := info.State.LastSeq
 	g, ctx := errgroup.WithContext(ctx)
-	caughtUp := make(chan struct{})
+	caughtUp, hostsKnown := make(chan struct{}), make(chan struct{})
 	g.Go(func() error { return o.project(ctx, cursor, last, caughtUp) })
-	g.Go(func() error { return o.watchHosts(ctx) })
+	g.Go(func() error { return o.watchHosts(ctx, hostsKnown) })
 	g.Go(func() error { return o.flushLoop(ctx) })
+	// Requests are decided on the whole state: the log caught up with, and
+	// the hosts as they report.
+	ready := func() bool {
+		for _, ch := range []chan struct{}{caughtUp, hostsKnown} {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return false
+			}
+		}
+		return true
+	}
 	g.Go(func() error {
-		select {
-		case <-caughtUp:
-		case <-ctx.Done():
+		if !ready() {
 			return nil
 		}
 		return o.serveRequests(ctx)
 	})
 	g.Go(func() error {
-		select {
-		case <-caughtUp:
-		case <-ctx.Done():
+		if !ready() {
 			return nil
 		}
 		g.Go(func() error { return o.sessionTimers(ctx) })
@@ -280,7 +288,9 @@ func (o *Orchestrator) flushLoop(ctx context.Context) error {
 	}
 }
 
-func (o *Orchestrator) watchHosts(ctx context.Context) error {
+// watchHosts keeps the hosts' records; known is closed once the records
+// there were at the start are in.
+func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) error {
 	w, err := o.hosts.WatchAll(ctx)
 	if err != nil {
 		return err
@@ -292,7 +302,11 @@ func (o *Orchestrator) watchHosts(ctx context.Context) error {
 			return nil
 		case entry := <-w.Updates():
 			if entry == nil {
-				continue // the end of the initial values
+				if known != nil {
+					close(known) // the end of the initial values
+					known = nil
+				}
+				continue
 			}
 			if entry.Operation() != jetstream.KeyValuePut {
 				o.state.mu.Lock()

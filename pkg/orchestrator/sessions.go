@@ -48,13 +48,17 @@ type sessions struct {
 	mu     sync.Mutex
 	m      map[string]*api.Session
 	warned map[string]time.Time // session → the expiry its expiring event announced
+	timers timerHeap            // when to look at which session next
+	firing map[string]bool      // sessions whose expiry is being carried out
+	wake   chan struct{}        // a timer was added; capacity 1
 	kv     jetstream.KeyValue
 	// KeepCode keeps code and output in the audit events.
 	keepCode bool
 }
 
 func (o *Orchestrator) loadSessions(ctx context.Context) error {
-	o.sess = &sessions{m: map[string]*api.Session{}, warned: map[string]time.Time{}, keepCode: o.keepCode}
+	o.sess = &sessions{m: map[string]*api.Session{}, warned: map[string]time.Time{}, firing: map[string]bool{},
+		wake: make(chan struct{}, 1), keepCode: o.keepCode}
 	kv, err := o.js.KeyValue(ctx, events.BucketSessions)
 	if err != nil {
 		return err
@@ -78,6 +82,7 @@ func (o *Orchestrator) loadSessions(ctx context.Context) error {
 		var s api.Session
 		if json.Unmarshal(entry.Value(), &s) == nil {
 			o.sess.m[s.ID] = &s
+			o.scheduleLocked(&s)
 		}
 	}
 	return nil
@@ -225,6 +230,7 @@ func (o *Orchestrator) createSession(ctx context.Context, req api.SessionRequest
 	}
 	o.sess.mu.Lock()
 	*s = cp
+	o.scheduleLocked(s)
 	o.sess.mu.Unlock()
 	if err := o.saveSession(ctx, &cp); err != nil {
 		o.log.Warn("orchestrator: save session", "session_id", s.ID, "err", err)
@@ -364,6 +370,7 @@ func (o *Orchestrator) extendSession(ctx context.Context, id string, timeout tim
 	o.sess.mu.Lock()
 	if s := o.sess.m[id]; s != nil {
 		s.ExpiresAt, s.TimeoutMs, s.SetBy = cp.ExpiresAt, cp.TimeoutMs, cp.SetBy
+		o.scheduleLocked(s)
 		cp = *s
 	}
 	o.sess.mu.Unlock()
@@ -563,79 +570,5 @@ func (o *Orchestrator) touch(id string) {
 	if s, ok := o.sess.m[id]; ok {
 		s.LastActivityAt = time.Now().UTC()
 		delete(o.sess.warned, id)
-	}
-}
-
-// sessionTimers fires the sessions' timers. They are absolute times in
-// the bucket, so a restarted orchestrator fires them on time.
-func (o *Orchestrator) sessionTimers(ctx context.Context) error {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	lastSave := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		now := time.Now()
-		type due struct {
-			s     api.Session
-			timer string
-			at    time.Time
-			fire  bool
-		}
-		var todo []due
-		o.sess.mu.Lock()
-		for _, s := range o.sess.m {
-			if s.Status != api.SessionReady {
-				continue
-			}
-			at, timer := s.ExpiresAt, "ttl"
-			if s.IdleTimeoutMs > 0 {
-				if idleAt := s.LastActivityAt.Add(time.Duration(s.IdleTimeoutMs) * time.Millisecond); idleAt.Before(at) {
-					at, timer = idleAt, "idle"
-				}
-			}
-			warn := min(30*time.Second, time.Duration(s.TimeoutMs)*time.Millisecond/10)
-			switch {
-			case !now.Before(at):
-				todo = append(todo, due{*s, timer, at, true})
-			case !now.Before(at.Add(-warn)) && !o.sess.warned[s.ID].Equal(at):
-				o.sess.warned[s.ID] = at
-				todo = append(todo, due{*s, timer, at, false})
-			}
-		}
-		o.sess.mu.Unlock()
-		for _, d := range todo {
-			s := d.s
-			if !d.fire {
-				if _, err := o.sessionEvent(ctx, events.SessionExpiring, derive(s.ID, "expiring "+d.at.String()),
-					events.SessionExpiringData{SessionRef: sessionRef(&s), ExpiresAt: d.at, Timer: d.timer}, &s); err != nil {
-					o.log.Warn("orchestrator: publish a session's expiry warning", "session_id", s.ID, "err", err)
-				}
-				continue
-			}
-			reason := fmt.Sprintf("its time to live of %s ran out", time.Duration(s.TimeoutMs)*time.Millisecond)
-			if d.timer == "idle" {
-				reason = fmt.Sprintf("idle for %s", time.Duration(s.IdleTimeoutMs)*time.Millisecond)
-			}
-			// Events first: a session that cannot say it expired is tried
-			// again at the next tick.
-			if _, err := o.sessionEvent(ctx, events.SessionExpired, derive(s.ID, "expired"),
-				events.SessionExpiredData{SessionRef: sessionRef(&s), Timer: d.timer, SetBy: s.SetBy, Reason: reason}, &s); err != nil {
-				o.log.Warn("orchestrator: publish a session's expiry", "session_id", s.ID, "err", err)
-				continue
-			}
-			o.endSession(ctx, &s, api.SessionExpired, reason, s.ContainerID)
-		}
-		// Activity is kept in memory between writes; write it now and then
-		// so that an idle timer survives a restart too.
-		if time.Since(lastSave) > 5*time.Second {
-			lastSave = time.Now()
-			for _, s := range o.Sessions(false) {
-				_ = o.saveSession(ctx, &s)
-			}
-		}
 	}
 }

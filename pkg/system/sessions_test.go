@@ -2,20 +2,25 @@ package system_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/openagent/orchestrator/internal/natstest"
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/system"
+	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 func ms(d time.Duration) *int64 { v := d.Milliseconds(); return &v }
@@ -411,4 +416,62 @@ func (e *env) storedEvent(reply events.Event) events.Event {
 	}
 	e.t.Fatalf("the answer %s (%s) is not in the log", reply.ID(), reply.Type())
 	return events.Event{}
+}
+
+// A session whose sandbox is slow to remove delays no other session's
+// expiry: each fires at its own time.
+func TestSlowRemovalDelaysNoOtherExpiry(t *testing.T) {
+	nats := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sys, err := system.Start(ctx, system.Config{NATSURL: nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Stop()
+	var slow sync.Once
+	release := make(chan struct{})
+	defer close(release)
+	drv := fake.New(fake.WithHook(func(ctx context.Context, op, id string) error {
+		if op == "remove" {
+			slow.Do(func() {
+				select { // the first removal hangs
+				case <-release:
+				case <-time.After(10 * time.Second):
+				case <-ctx.Done():
+				}
+			})
+		}
+		return nil
+	}))
+	w, err := system.Start(ctx, system.Config{NATSURL: nats.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := w.AddWorker(ctx, worker.Config{HostID: "h", Drivers: []driver.Driver{drv}, Capacity: api.Resources{CPU: 4, Memory: 4096, Pids: 1000}, Heartbeat: 200 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	c := client.New(sys.HTTPURL)
+	e := &env{t: t, nats: nats, sys: sys, c: c, ctx: ctx}
+	e.waitHosts(1)
+	first, err := c.CreateSession(ctx, api.SessionRequest{Driver: "fake", Languages: []string{"sh"}, TimeoutMs: ms(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := c.CreateSession(ctx, api.SessionRequest{Driver: "fake", Languages: []string{"sh"}, TimeoutMs: ms(1500 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the second session expired", func() bool {
+		s, err := c.Session(ctx, second.ID)
+		return err == nil && s.Status == api.SessionExpired
+	})
+	s, _ := c.Session(ctx, second.ID)
+	if late := s.EndedAt.Sub(s.ExpiresAt); late > 2*time.Second {
+		t.Fatalf("the second session ended %v after its expiry, behind the first's slow removal", late)
+	}
+	if f, _ := c.Session(ctx, first.ID); f.Status != api.SessionExpired {
+		t.Fatalf("the first session is %s; want expired (its removal still going on)", f.Status)
+	}
 }
