@@ -20,6 +20,7 @@ const (
 	BucketContainers = "openagent-containers"
 	BucketRequests   = "openagent-requests"
 	BucketSessions   = "openagent-sessions"
+	BucketPools      = "openagent-pools"
 )
 
 // Defaults chosen on purpose; docs/ARCHITECTURE.md says why.
@@ -116,6 +117,7 @@ func BucketConfigs(c ProvisionConfig) []jetstream.KeyValueConfig {
 		{Bucket: BucketHosts, Description: "Registered hosts: labels, drivers, capacity, last heartbeat", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketContainers, Description: "Container state, a projection of the events stream", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketSessions, Description: "Sessions and their timers, which survive a restart", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketPools, Description: "Warm pools: the profiles kept ready and their bounds", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketRequests, Description: "Outcome of each request, so a retried request gets the same answer", History: 1, TTL: requestsMaxAge, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }

@@ -123,7 +123,9 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	if err := o.loadSessions(ctx); err != nil {
 		return fmt.Errorf("orchestrator: load sessions: %w", err)
 	}
-	o.loadPools(ctx)
+	if err := o.loadPools(ctx); err != nil {
+		return fmt.Errorf("orchestrator: load pools: %w", err)
+	}
 	last := info.State.LastSeq
 	g, ctx := errgroup.WithContext(ctx)
 	caughtUp, hostsKnown := make(chan struct{}), make(chan struct{})

@@ -3,11 +3,14 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
@@ -17,6 +20,8 @@ import (
 // LabelPool marks a pool's sandboxes with the pool's profile.
 const LabelPool = driver.LabelPool
 
+// poolKeyPrefix is where pools were kept in the sessions bucket, before
+// they had a bucket of their own.
 const poolKeyPrefix = "_pool."
 
 // pool is one profile's warm sandboxes.
@@ -31,6 +36,7 @@ type pool struct {
 type pools struct {
 	mu sync.Mutex
 	m  map[string]*pool // by profile
+	kv jetstream.KeyValue
 }
 
 // profile names what a pool's sandboxes have in common.
@@ -60,7 +66,7 @@ func (o *Orchestrator) SetPool(ctx context.Context, p api.Pool) (*api.Pool, *api
 	p.Target = p.Size
 	key := profile(p.Driver, p.Image, p.CPU, p.MemoryMB)
 	b, _ := json.Marshal(p)
-	if _, err := o.sess.kv.Put(ctx, poolKeyPrefix+key, b); err != nil {
+	if _, err := o.pools.kv.Put(ctx, key, b); err != nil {
 		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 	}
 	o.pools.mu.Lock()
@@ -119,25 +125,46 @@ func (o *Orchestrator) take(key string) (string, bool) {
 
 // loadPools reads the pools and finds their warm sandboxes again: running
 // containers of a pool that no session took.
-func (o *Orchestrator) loadPools(ctx context.Context) {
+func (o *Orchestrator) loadPools(ctx context.Context) error {
 	o.pools = &pools{m: map[string]*pool{}}
-	lister, err := o.sess.kv.ListKeys(ctx)
+	kv, err := o.js.KeyValue(ctx, events.BucketPools)
 	if err != nil {
-		return
+		return err
+	}
+	o.pools.kv = kv
+	// Pools were kept in the sessions bucket once, under a prefix: move
+	// them to their own.
+	if old, err := o.sess.kv.ListKeys(ctx); err == nil {
+		for key := range old.Keys() {
+			if !strings.HasPrefix(key, poolKeyPrefix) {
+				continue
+			}
+			if entry, err := o.sess.kv.Get(ctx, key); err == nil {
+				if _, err := kv.Put(ctx, strings.TrimPrefix(key, poolKeyPrefix), entry.Value()); err != nil {
+					return err
+				}
+				_ = o.sess.kv.Purge(ctx, key)
+			}
+		}
+	}
+	lister, err := kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	for key := range lister.Keys() {
-		if !strings.HasPrefix(key, poolKeyPrefix) {
-			continue
-		}
-		entry, err := o.sess.kv.Get(ctx, key)
+		entry, err := kv.Get(ctx, key)
 		if err != nil {
 			continue
 		}
 		var p api.Pool
 		if json.Unmarshal(entry.Value(), &p) == nil {
-			o.pools.m[strings.TrimPrefix(key, poolKeyPrefix)] = &pool{cfg: p}
+			o.pools.m[key] = &pool{cfg: p}
 		}
 	}
+	return nil
 }
 
 // adoptWarm finds the pools' sandboxes in the projection, once it caught up.
