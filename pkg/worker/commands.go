@@ -242,7 +242,7 @@ func (w *Worker) reportRun(ctx context.Context, drv driver.Driver, ct *driver.Co
 		return err
 	}
 	if ct.Status == driver.StatusRunning || ct.Status == driver.StatusPaused {
-		w.watch(drv, ct.ID)
+		w.watch(ctx, drv, ct.ID)
 		return nil
 	}
 	return w.ended(ctx, ct, cause) // it ended before the watcher could see it
@@ -267,33 +267,69 @@ func (w *Worker) ended(ctx context.Context, ct *driver.Container, cause *events.
 	return nil
 }
 
-// watch notices when a running container ends by itself.
-func (w *Worker) watch(drv driver.Driver, id string) {
+// watchRequest asks the watch loop to follow a running container.
+type watchRequest struct {
+	drv driver.Driver
+	id  string
+}
+
+// watch has a running container followed until it ends by itself, by a
+// watcher that lives as long as the worker, not as the command.
+func (w *Worker) watch(ctx context.Context, drv driver.Driver, id string) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.watching[id] {
+		w.mu.Unlock()
 		return
 	}
 	w.watching[id] = true
-	w.watchers.Add(1)
-	go func() {
-		defer w.watchers.Done()
-		defer func() { w.mu.Lock(); delete(w.watching, id); w.mu.Unlock() }()
-		ctx := w.runCtx
-		if _, err := drv.Wait(ctx, id); err != nil {
+	w.mu.Unlock()
+	select {
+	case w.watches <- watchRequest{drv, id}:
+	case <-ctx.Done():
+		w.mu.Lock()
+		delete(w.watching, id)
+		w.mu.Unlock()
+	}
+}
+
+// watchLoop starts the watchers asked for, each for the worker's lifetime
+// ctx, and waits for them when it ends.
+func (w *Worker) watchLoop(ctx context.Context) error {
+	var watchers sync.WaitGroup
+	defer watchers.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-w.watches:
+			watchers.Add(1)
+			go func() {
+				defer watchers.Done()
+				defer func() { w.mu.Lock(); delete(w.watching, r.id); w.mu.Unlock() }()
+				w.awaitEnd(ctx, r.drv, r.id)
+			}()
+		}
+	}
+}
+
+// awaitEnd waits for a container to end and reports how it did.
+func (w *Worker) awaitEnd(ctx context.Context, drv driver.Driver, id string) {
+	if _, err := drv.Wait(ctx, id); err != nil {
+		return
+	}
+	ct, err := drv.Get(ctx, id)
+	if err != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		if err := w.ended(ctx, ct, nil); err == nil {
 			return
 		}
-		ct, err := drv.Get(ctx, id)
-		if err != nil {
-			return
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
-		for ctx.Err() == nil {
-			if err := w.ended(ctx, ct, nil); err == nil {
-				return
-			}
-			time.Sleep(time.Second)
-		}
-	}()
+	}
 }
 
 func (w *Worker) driverOf(ctx context.Context, id string) (driver.Driver, error) {

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,7 +26,9 @@ type (
 // the newest are kept.
 const maxLogReply = 768 << 10
 
-func (w *Worker) serveLogs(ctx context.Context) (*nats.Subscription, error) {
+// serveLogs answers log requests until ctx ends; follows counts the
+// followed logs being streamed, which end with ctx.
+func (w *Worker) serveLogs(ctx context.Context, follows *sync.WaitGroup) (*nats.Subscription, error) {
 	return w.cfg.NC.Subscribe(events.LogsSubject(w.cfg.HostID), func(m *nats.Msg) {
 		var req LogsRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -33,7 +36,11 @@ func (w *Worker) serveLogs(ctx context.Context) (*nats.Subscription, error) {
 			return
 		}
 		if req.Follow {
-			go w.follow(ctx, req)
+			follows.Add(1)
+			go func() {
+				defer follows.Done()
+				w.follow(ctx, req)
+			}()
 			_ = m.Respond([]byte(`{"entries":[]}`))
 			return
 		}

@@ -63,7 +63,7 @@ func (w *Worker) reconcile(ctx context.Context) error {
 						return err
 					}
 				}
-				w.watch(drv, ct.ID)
+				w.watch(ctx, drv, ct.ID)
 			case driver.StatusExited, driver.StatusStopped:
 				if last.id != derive(ct.ID, "ended", ct.FinishedAt.UnixNano()) {
 					if err := w.ended(ctx, ct, nil); err != nil {

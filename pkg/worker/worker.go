@@ -56,12 +56,11 @@ type Worker struct {
 	hosts   jetstream.KeyValue
 	events  jetstream.Stream
 	started time.Time
-	runCtx  context.Context // the lifetime of Run: watchers end with it
 
 	mu        sync.Mutex
 	owner     map[string]driver.Driver // container id → its driver
 	watching  map[string]bool
-	watchers  sync.WaitGroup
+	watches   chan watchRequest         // to the watch loop
 	health    map[string]api.DriverInfo // the last health each driver gave
 	fence     map[string]uint64         // container id → generation carried out
 	watermark uint64                    // commands at or below it may be older than fence; see fence.go
@@ -83,7 +82,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator), log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
-		owner: map[string]driver.Driver{}, watching: map[string]bool{}, health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
@@ -116,12 +115,12 @@ func derive(parts ...any) string {
 // Run registers the host, reconciles, and runs commands until ctx is
 // cancelled. Containers keep running after it returns.
 func (w *Worker) Run(ctx context.Context) error {
-	w.runCtx = ctx
 	if err := w.register(ctx); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.heartbeat(gctx) })
+	g.Go(func() error { return w.watchLoop(gctx) })
 	if err := w.reconcile(gctx); err != nil {
 		w.log.Warn("worker: reconcile", "err", err)
 	}
@@ -129,13 +128,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.ReapAfter > 0 {
 		g.Go(func() error { return w.reapLoop(gctx) })
 	}
-	sub, err := w.serveLogs(gctx)
+	var follows sync.WaitGroup
+	defer follows.Wait()
+	sub, err := w.serveLogs(gctx, &follows)
 	if err != nil {
 		return err
 	}
 	err = g.Wait()
 	_ = sub.Drain()
-	w.watchers.Wait()
 	return err
 }
 
