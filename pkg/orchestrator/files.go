@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/events"
 )
 
 // MaxFileBytes caps a file moved into or out of a session: files travel
@@ -47,10 +48,7 @@ func workspacePath(p string) (string, *api.Error) {
 // fileExec runs a shell script in a session's sandbox, with the path as
 // its first argument.
 func (o *Orchestrator) fileExec(ctx context.Context, s *api.Session, script, rel, stdin string) (*api.ExecResult, *api.Error) {
-	data := map[string]any{"containerId": s.ContainerID, "command": []string{"sh", "-c", checkScript + script, "sh", rel}, "timeoutMs": 30000}
-	if stdin != "" {
-		data["stdin"] = stdin
-	}
+	data := events.ExecRequestedData{ContainerID: s.ContainerID, Command: []string{"sh", "-c", checkScript + script, "sh", rel}, TimeoutMs: 30000, Stdin: stdin}
 	e, aerr := o.newRequest(data, s.ID)
 	if aerr != nil {
 		return nil, aerr

@@ -228,7 +228,7 @@ func (o *Orchestrator) poolLoop(ctx context.Context) error {
 		}
 		o.pools.mu.Unlock()
 		for _, id := range extra {
-			rm, err := events.New(events.ContainerRemoveRequested, "/openagent/pools", map[string]any{"containerId": id, "force": true})
+			rm, err := events.New(events.ContainerRemoveRequested, "/openagent/pools", events.ContainerRequestedData{ContainerID: id, Force: true})
 			if err == nil {
 				_, _ = o.Handle(ctx, rm)
 			}

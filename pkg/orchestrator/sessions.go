@@ -416,7 +416,7 @@ func (o *Orchestrator) endSession(ctx context.Context, s *api.Session, st api.Se
 	if containerID == "" {
 		return
 	}
-	rm, err := events.New(events.ContainerRemoveRequested, "/openagent/sessions", map[string]any{"containerId": containerID, "force": true},
+	rm, err := events.New(events.ContainerRemoveRequested, "/openagent/sessions", events.ContainerRequestedData{ContainerID: containerID, Force: true},
 		events.WithSession(s.ID), events.WithID(derive(s.ID, "remove")))
 	if err != nil {
 		return
@@ -469,16 +469,8 @@ func (o *Orchestrator) runCode(ctx context.Context, id string, req api.RunCodeRe
 	if s.Driver == "fake" {
 		cmd = []string{"fake", "--stdout", req.Code}
 	}
-	data := map[string]any{"containerId": s.ContainerID, "command": cmd, "timeoutMs": timeout.Milliseconds()}
-	if len(req.Env) > 0 {
-		data["env"] = req.Env
-	}
-	if req.WorkingDir != "" {
-		data["workingDir"] = req.WorkingDir
-	}
-	if req.Stdin != "" {
-		data["stdin"] = req.Stdin
-	}
+	data := events.ExecRequestedData{ContainerID: s.ContainerID, Command: cmd, TimeoutMs: timeout.Milliseconds(),
+		Env: req.Env, WorkingDir: req.WorkingDir, Stdin: req.Stdin}
 	var chunks chan *nats.Msg
 	if onChunk != nil {
 		inbox := nats.NewInbox()
@@ -488,7 +480,7 @@ func (o *Orchestrator) runCode(ctx context.Context, id string, req api.RunCodeRe
 			return nil, completed, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
 		}
 		defer sub.Unsubscribe()
-		data["streamTo"] = inbox
+		data.StreamTo = inbox
 	}
 	var opts []events.Option
 	if cause != nil {
@@ -555,7 +547,7 @@ func (o *Orchestrator) runCode(ctx context.Context, id string, req api.RunCodeRe
 }
 
 // newRequest builds an exec request on behalf of a session.
-func (o *Orchestrator) newRequest(data map[string]any, sessionID string, opts ...events.Option) (events.Event, *api.Error) {
+func (o *Orchestrator) newRequest(data events.ExecRequestedData, sessionID string, opts ...events.Option) (events.Event, *api.Error) {
 	e, err := events.New(events.ContainerExecRequested, "/openagent/sessions", data, append(opts, events.WithSession(sessionID))...)
 	if err != nil {
 		return events.Event{}, &api.Error{Kind: api.KindInternal, Message: err.Error()}
