@@ -106,6 +106,25 @@ func TestRequestIdentity(t *testing.T) {
 	if again := e.ask(newReq("/service-a", req)); again.ID() != fromA.ID() {
 		t.Fatalf("after a conflict the first request's outcome is %s; want %s", again.ID(), fromA.ID())
 	}
+	// On the durable stream too, past the dedupe window (a new message
+	// id): the conflict is an outcome in the log, and leaves no record.
+	_, js := e.nats.Connect()
+	again := newReq("/service-a", fakeSpec("--exit", "4"))
+	m := mustMsg(t, again)
+	m.Header.Set(jetstream.MsgIDHeader, "another-message")
+	if _, err := js.PublishMsg(e.ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the durable conflict rejected too", func() bool {
+		conflicts := 0
+		for ev, err := range e.c.Events(e.ctx, client.EventFilter{Type: "request.rejected"}) {
+			var d struct{ Error api.Error }
+			if err == nil && events.CorrelationID(ev) == "same-id" && events.Data(ev, &d) == nil && d.Error.Kind == api.KindConflict {
+				conflicts++
+			}
+		}
+		return conflicts == 2 // the one over request/reply and this one
+	})
 	all, err := e.c.List(e.ctx, client.ListOptions{All: true})
 	if err != nil {
 		t.Fatal(err)
