@@ -44,6 +44,7 @@ func TestConformance(t *testing.T) {
 		Config:  config,
 		Command: drivertest.ShellCommand,
 		Slow:    3,
+		Shell:   true,
 	})
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,56 +39,10 @@ func run(t *testing.T, d *docker.Driver, id, script string) *driver.ExecResult {
 	return res
 }
 
-func TestProofOOMKill(t *testing.T) {
-	d := newDriver(t)
-	cfg := shell(docker.ImagePython, "python3 -c 'b = bytearray(400 << 20); print(len(b))'")
-	cfg.Resources.MemoryMB = 64
-	start(t, d, "oom", cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	st, err := d.Wait(ctx, "oom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !st.OOMKilled || st.ExitCode != 137 || st.Reason != "oom-killed" {
-		t.Fatalf("exit %+v; want OOM-killed (137)", st)
-	}
-}
-
-func TestProofForkBombStopsAtPids(t *testing.T) {
-	d := newDriver(t)
-	cfg := shell(docker.ImageShell, "i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); echo $i; done; sleep 60")
-	cfg.Resources.Pids = 30
-	start(t, d, "bomb", cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	st, err := d.Wait(ctx, "bomb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seq, _ := d.Logs(ctx, "bomb", driver.LogOptions{})
-	var last, stderr string
-	for e, err := range seq {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Stream == driver.Stderr {
-			stderr += e.Line + "\n"
-		} else {
-			last = e.Line
-		}
-	}
-	if n, _ := strconv.Atoi(last); !strings.Contains(stderr, "fork") || n >= 30 || n < 20 || st.ExitCode == 0 {
-		t.Fatalf("spawned up to %s, exit %d, stderr %q; want forks refused under the limit of 30", last, st.ExitCode, stderr)
-	}
-}
-
 func TestProofSecurity(t *testing.T) {
 	d := newDriver(t)
 	start(t, d, "sec", shell(docker.ImagePython, "exec sleep 600"))
 	for name, tc := range map[string]struct{ script, want string }{
-		"not root":            {"id -u", "65534\n"},
-		"read-only root":      {"touch /etc/probe 2>&1 || echo refused", "refused"},
 		"/tmp writable":       {"touch /tmp/probe && echo ok", "ok\n"},
 		"chown refused":       {"touch /tmp/c && chown 0 /tmp/c 2>&1 || echo refused", "refused"},
 		"raw socket refused":  {`python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)' 2>&1 || echo refused`, "refused"},

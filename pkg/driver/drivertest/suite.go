@@ -26,6 +26,10 @@ type Harness struct {
 	// Slow scales the suite's waits for drivers whose operations take
 	// long (a real engine); 1 when zero.
 	Slow float64
+	// Shell says the driver's containers have a POSIX shell at /bin/sh:
+	// then the enforcement proofs run, for the settings Health says the
+	// driver enforces.
+	Shell bool
 }
 
 type suite struct {
@@ -83,6 +87,9 @@ func Run(t *testing.T, h Harness) {
 	// Optional capabilities are tested where a driver has them.
 	if _, ok := s.d.(driver.Pauser); ok {
 		t.Run("PauseResume", s.pauseResume)
+	}
+	if h.Shell {
+		s.runProofs(t)
 	}
 }
 

