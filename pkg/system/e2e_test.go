@@ -71,6 +71,26 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// newEnvWith starts NATS, an orchestrator configured by orch (its NATS
+// URL and HTTP filled in), and one worker, host, with the given driver;
+// the system stops when the test ends.
+func newEnvWith(t *testing.T, orch system.Config, host string, drv driver.Driver) *env {
+	t.Helper()
+	e := &env{t: t, nats: natstest.Start(t), hosts: map[string]*system.System{}}
+	e.ctx, e.cancel = context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(e.cancel)
+	orch.NATSURL, orch.Orchestrator, orch.HTTPAddr = e.nats.ClientURL(), true, "127.0.0.1:0"
+	sys, err := system.Start(e.ctx, orch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Stop() })
+	e.sys, e.c = sys, client.New(sys.HTTPURL)
+	e.addWorker(host, drv)
+	e.waitHosts(1)
+	return e
+}
+
 func (e *env) startOrchestrator() {
 	e.t.Helper()
 	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0"})

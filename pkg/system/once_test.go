@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/openagent/orchestrator/internal/natstest"
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver"
@@ -19,7 +18,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/system"
-	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 // ask sends a request by request/reply and returns the outcome event.
@@ -310,14 +308,6 @@ func TestDriverRefusals(t *testing.T) {
 // A container whose host never creates it fails at the deadline with the
 // reason, and its reservation is released.
 func TestPendingDeadline(t *testing.T) {
-	nats := natstest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sys, err := system.Start(ctx, system.Config{NATSURL: nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0", PendingDeadline: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Stop()
 	release := make(chan struct{})
 	defer close(release)
 	stuck := fake.New(fake.WithHook(func(ctx context.Context, op, id string) error {
@@ -330,21 +320,12 @@ func TestPendingDeadline(t *testing.T) {
 		}
 		return nil
 	}))
-	w, err := system.Start(ctx, system.Config{NATSURL: nats.ClientURL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	if err := w.AddWorker(ctx, worker.Config{HostID: "slow", Drivers: []driver.Driver{stuck}, Capacity: api.Resources{CPU: 1, Memory: 1024, Pids: 1000}, Heartbeat: 200 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
-	c := client.New(sys.HTTPURL)
-	e := &env{t: t, nats: nats, sys: sys, c: c, ctx: ctx}
-	e.waitHosts(1)
+	e := newEnvWith(t, system.Config{PendingDeadline: time.Second}, "slow", stuck)
+	c, ctx := e.c, e.ctx
 	req := fakeSpec("--forever")
 	req.ContainerID = "never"
 	// The caller waiting for the container learns why it never came.
-	_, err = c.Create(ctx, req)
+	_, err := c.Create(ctx, req)
 	var ae *client.Error
 	if !errors.As(err, &ae) || ae.Kind != "timeout" {
 		t.Fatalf("create on a host that never creates: %v; want a timeout", err)

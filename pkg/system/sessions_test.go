@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/openagent/orchestrator/internal/natstest"
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver"
@@ -20,7 +19,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/system"
-	"github.com/openagent/orchestrator/pkg/worker"
 )
 
 func ms(d time.Duration) *int64 { v := d.Milliseconds(); return &v }
@@ -421,14 +419,6 @@ func (e *env) storedEvent(reply events.Event) events.Event {
 // A session whose sandbox is slow to remove delays no other session's
 // expiry: each fires at its own time.
 func TestSlowRemovalDelaysNoOtherExpiry(t *testing.T) {
-	nats := natstest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sys, err := system.Start(ctx, system.Config{NATSURL: nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Stop()
 	var slow sync.Once
 	release := make(chan struct{})
 	defer close(release)
@@ -444,17 +434,8 @@ func TestSlowRemovalDelaysNoOtherExpiry(t *testing.T) {
 		}
 		return nil
 	}))
-	w, err := system.Start(ctx, system.Config{NATSURL: nats.ClientURL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	if err := w.AddWorker(ctx, worker.Config{HostID: "h", Drivers: []driver.Driver{drv}, Capacity: api.Resources{CPU: 4, Memory: 4096, Pids: 1000}, Heartbeat: 200 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
-	c := client.New(sys.HTTPURL)
-	e := &env{t: t, nats: nats, sys: sys, c: c, ctx: ctx}
-	e.waitHosts(1)
+	e := newEnvWith(t, system.Config{}, "h", drv)
+	c, ctx := e.c, e.ctx
 	first, err := c.CreateSession(ctx, api.SessionRequest{Driver: "fake", Languages: []string{"sh"}, TimeoutMs: ms(time.Second)})
 	if err != nil {
 		t.Fatal(err)
