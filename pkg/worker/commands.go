@@ -25,19 +25,16 @@ const (
 // maxOutput caps each of an exec's stdout and stderr in its event.
 const maxOutput = 256 << 10
 
+// command is what the worker reads of any command's data: the exec
+// command's fields (container, host, timeout and the exec's own) and what
+// the create, stop and remove commands add (events.CreateCommandData,
+// events.ContainerCommandData).
 type command struct {
-	ContainerID string                 `json:"containerId"`
-	Driver      string                 `json:"driver"`
-	Spec        driver.ContainerConfig `json:"spec"`
-	Start       bool                   `json:"start"`
-	TimeoutMs   int64                  `json:"timeoutMs"`
-	Force       bool                   `json:"force"`
-	ExecID      string                 `json:"execId"`
-	Command     []string               `json:"command"`
-	Env         map[string]string      `json:"env"`
-	WorkingDir  string                 `json:"workingDir"`
-	Stdin       string                 `json:"stdin"`
-	StreamTo    string                 `json:"streamTo"`
+	events.ExecCommandData
+	Driver string                 `json:"driver"`
+	Spec   driver.ContainerConfig `json:"spec"`
+	Start  bool                   `json:"start"`
+	Force  bool                   `json:"force"`
 }
 
 var opOf = map[string]string{

@@ -13,15 +13,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/events"
 )
 
-// The logs subject's wire types are the bus contract's (events.LogsRequest,
-// events.LogsReply); these names keep the worker's side short.
-type (
-	// LogsRequest is events.LogsRequest.
-	LogsRequest = events.LogsRequest
-	// LogsReply is events.LogsReply.
-	LogsReply = events.LogsReply
-)
-
 // maxLogReply bounds a reply's entries to stay under NATS's payload limit;
 // the newest are kept.
 const maxLogReply = 768 << 10
@@ -30,9 +21,9 @@ const maxLogReply = 768 << 10
 // followed logs being streamed, which end with ctx.
 func (w *Worker) serveLogs(ctx context.Context, follows *sync.WaitGroup) (*nats.Subscription, error) {
 	return w.cfg.NC.Subscribe(events.LogsSubject(w.cfg.HostID), func(m *nats.Msg) {
-		var req LogsRequest
+		var req events.LogsRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
-			respond(m, LogsReply{Error: &api.Error{Kind: api.KindInvalid, Message: err.Error()}})
+			respond(m, events.LogsReply{Error: &api.Error{Kind: api.KindInvalid, Message: err.Error()}})
 			return
 		}
 		if req.Follow {
@@ -48,10 +39,10 @@ func (w *Worker) serveLogs(ctx context.Context, follows *sync.WaitGroup) (*nats.
 		defer cancel()
 		seq, err := w.logs(rctx, req)
 		if err != nil {
-			respond(m, LogsReply{Error: apiError(err, req.ContainerID)})
+			respond(m, events.LogsReply{Error: apiError(err, req.ContainerID)})
 			return
 		}
-		reply := LogsReply{Entries: []driver.LogEntry{}}
+		reply := events.LogsReply{Entries: []driver.LogEntry{}}
 		size := 0
 		for e, err := range seq {
 			if err != nil {
@@ -68,7 +59,7 @@ func (w *Worker) serveLogs(ctx context.Context, follows *sync.WaitGroup) (*nats.
 	})
 }
 
-func (w *Worker) logs(ctx context.Context, req LogsRequest) (func(func(driver.LogEntry, error) bool), error) {
+func (w *Worker) logs(ctx context.Context, req events.LogsRequest) (func(func(driver.LogEntry, error) bool), error) {
 	drv, err := w.driverOf(ctx, req.ContainerID)
 	if err != nil {
 		return nil, err
@@ -76,7 +67,7 @@ func (w *Worker) logs(ctx context.Context, req LogsRequest) (func(func(driver.Lo
 	return drv.Logs(ctx, req.ContainerID, driver.LogOptions{Tail: req.Tail, Since: req.Since, Timestamps: req.Timestamps, Follow: req.Follow})
 }
 
-func (w *Worker) follow(ctx context.Context, req LogsRequest) {
+func (w *Worker) follow(ctx context.Context, req events.LogsRequest) {
 	ctx, cancel := context.WithTimeout(ctx, time.Hour)
 	defer cancel()
 	stop, err := w.cfg.NC.Subscribe(req.Inbox+".stop", func(*nats.Msg) { cancel() })
