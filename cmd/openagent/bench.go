@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/openagent/orchestrator/pkg/bench"
+	"github.com/openagent/orchestrator/internal/bench"
 	"github.com/openagent/orchestrator/pkg/driver/docker"
 	"github.com/openagent/orchestrator/pkg/system"
 )

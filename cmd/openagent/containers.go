@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/openagent/orchestrator/internal/version"
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver"
@@ -408,8 +409,6 @@ func (c *cli) eventsCmd() *cobra.Command {
 	return cmd
 }
 
-var cliVersion = "0.1.0"
-
 func (c *cli) versionCmd() *cobra.Command {
 	return &cobra.Command{Use: "version", Short: "Print the CLI's and the orchestrator's versions", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		server := "unreachable"
@@ -417,9 +416,9 @@ func (c *cli) versionCmd() *cobra.Command {
 			server = v
 		}
 		if c.json() {
-			return c.emit(map[string]string{"client": cliVersion, "server": server})
+			return c.emit(map[string]string{"client": version.Version, "server": server})
 		}
-		fmt.Fprintf(c.out, "client %s\nserver %s\n", cliVersion, server)
+		fmt.Fprintf(c.out, "client %s\nserver %s\n", version.Version, server)
 		return nil
 	}}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/openagent/orchestrator/pkg/driver"
@@ -62,4 +63,14 @@ func Info(k ErrorKind) KindInfo {
 		}
 	}
 	return Kinds[len(Kinds)-1]
+}
+
+// AsError returns the *Error err is or wraps; any other error reads as
+// internal, with its message. Doors answer with it.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Kind: KindInternal, Message: err.Error()}
 }

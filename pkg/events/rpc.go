@@ -10,6 +10,34 @@ import (
 // and the workers: defined here, with the rest of the bus contract, not by
 // one side of the wire.
 
+// The control plane's request/reply door. A request is a CloudEvent
+// (binary or structured) answered with its outcome event, accepted or
+// rejected; a session request is answered with the event that carried it
+// out: session.ready, exec.completed, session.extended, session.closed,
+// or request.rejected. Queries are JSON: a ContainerQuery or a ListQuery,
+// answered with a container, a list, or an Error.
+const (
+	SubjectRequest   = RPCRoot + ".request"
+	SubjectSessions  = RPCRoot + ".sessions"
+	SubjectContainer = RPCRoot + ".containers.get"
+	SubjectList      = RPCRoot + ".containers.list"
+	SubjectHosts     = RPCRoot + ".hosts.list"
+)
+
+// ContainerQuery asks for one container by id, unique prefix or name.
+type ContainerQuery struct {
+	ID string `json:"id"`
+}
+
+// ListQuery selects containers: running ones, or with All every one not
+// removed; narrowed by session, status and labels.
+type ListQuery struct {
+	All     bool              `json:"all,omitempty"`
+	Session string            `json:"session,omitempty"`
+	Status  string            `json:"status,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
 // LogsSubject is where a host serves its containers' logs: output stays on
 // the host until asked for.
 func LogsSubject(hostID string) string { return RPCRoot + ".host." + hostID + ".logs" }

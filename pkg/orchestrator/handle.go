@@ -38,7 +38,7 @@ func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Eve
 // handle is Handle for a request that may have been validated on receipt
 // already (the consumer loop does), so that it is not validated twice.
 func (o *Orchestrator) handle(ctx context.Context, req events.Event, validated bool) (events.Event, error) {
-	key, digest := requestKey(req), requestDigest(req)
+	key, digest := events.RequestKey(req), events.RequestDigest(req)
 	bucketKey := events.RequestToken(key)
 	if entry, err := o.requests.Get(ctx, bucketKey); err == nil {
 		var prev outcomeRecord
@@ -60,12 +60,12 @@ func (o *Orchestrator) handle(ctx context.Context, req events.Event, validated b
 		return o.conflict(ctx, req, digest)
 	case errors.As(err, &rej):
 		reply, err = o.publish(ctx, events.RequestRejected, events.RejectedData{RequestID: req.ID(), RequestType: req.Type(), Error: rej.e},
-			events.CausedBy(req), events.WithID(derive(key, "rejected")))
+			events.CausedBy(req), events.WithID(events.DeriveID(key, "rejected")))
 	case err != nil:
 		return events.Event{}, err
 	default:
 		accepted.RequestType = req.Type()
-		opts := []events.Option{events.CausedBy(req), events.WithID(derive(key, "accepted")), events.WithContainer(accepted.ContainerID)}
+		opts := []events.Option{events.CausedBy(req), events.WithID(events.DeriveID(key, "accepted")), events.WithContainer(accepted.ContainerID)}
 		if accepted.generation != 0 {
 			opts = append(opts, events.WithGeneration(accepted.generation))
 		}
@@ -99,7 +99,7 @@ func (o *Orchestrator) conflict(ctx context.Context, req events.Event, digest st
 	e := api.Error{Kind: api.KindConflict, Field: "id", ID: req.ID(), Message: fmt.Sprintf(
 		"request id %s from %s was used before with different data; use a new id for a new request", req.ID(), req.Source())}
 	reply, err := o.publish(ctx, events.RequestRejected, events.RejectedData{RequestID: req.ID(), RequestType: req.Type(), Error: e},
-		events.CausedBy(req), events.WithID(derive(requestKey(req), "conflict "+digest)))
+		events.CausedBy(req), events.WithID(events.DeriveID(events.RequestKey(req), "conflict "+digest)))
 	if err != nil {
 		return events.Event{}, events.Retry(err, 0)
 	}
@@ -118,7 +118,7 @@ func (o *Orchestrator) Reject(ctx context.Context, requestID, requestType string
 		requestID = uuid.NewString()
 	}
 	return o.publish(ctx, events.RequestRejected, events.RejectedData{RequestID: requestID, RequestType: requestType, Error: e},
-		events.WithExtension(events.ExtCorrelationID, requestID), events.WithID(derive(requestID, "rejected")))
+		events.WithExtension(events.ExtCorrelationID, requestID), events.WithID(events.DeriveID(requestID, "rejected")))
 }
 
 func (o *Orchestrator) publish(ctx context.Context, typ string, data any, opts ...events.Option) (events.Event, error) {
@@ -164,7 +164,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 	case events.ContainerCreateRequested:
 		return o.create(ctx, req)
 	case events.SessionCreateRequested, events.SessionExecRequested, events.SessionExtendRequested, events.SessionCloseRequested:
-		return nil, reject(api.KindNotSupported, "type", "", "session requests are served by request/reply on %s", SubjectSessions)
+		return nil, reject(api.KindNotSupported, "type", "", "session requests are served by request/reply on %s", events.SubjectSessions)
 	}
 	var d events.ContainerRequestedData
 	if err := events.Data(req, &d); err != nil {
@@ -174,12 +174,12 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 	if !ok {
 		return nil, reject(api.KindNotFound, "containerId", d.ContainerID, "no container %s", d.ContainerID)
 	}
-	key := requestKey(req)
+	key := events.RequestKey(req)
 	gen := o.state.nextGeneration(r.ID)
 	acc := &accepted{Accepted: api.Accepted{RequestID: req.ID(), ContainerID: r.ID}, generation: gen}
 	cmdOpts := []events.Option{events.CausedBy(req), events.WithHost(r.Host), events.WithContainer(r.ID),
-		events.WithID(derive(key, "command")), events.WithGeneration(gen)}
-	live := o.live(r.Host)
+		events.WithID(events.DeriveID(key, "command")), events.WithGeneration(gen)}
+	live := o.Live(r.Host)
 	switch req.Type() {
 	case events.ContainerStartRequested:
 		if r.Status == api.StatusFailed {
@@ -210,7 +210,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 				reason = "forgotten: host " + r.Host + " stopped reporting"
 			}
 			_, err := o.publish(ctx, events.ContainerRemoved, events.RemovedData{ContainerID: r.ID, HostID: r.Host, Reason: reason},
-				events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host), events.WithID(derive(key, "removed")), events.WithGeneration(gen))
+				events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host), events.WithID(events.DeriveID(key, "removed")), events.WithGeneration(gen))
 			return acc, retry(err)
 		}
 		_, err := o.publish(ctx, events.CommandRemove, events.ContainerCommandData{ContainerID: r.ID, HostID: r.Host, Force: d.Force}, cmdOpts...)
@@ -226,7 +226,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 		if err := events.Data(req, &x); err != nil {
 			return nil, reject(api.KindInvalid, "data", "", "%v", err)
 		}
-		acc.ExecID = derive(key, "exec")
+		acc.ExecID = events.DeriveID(key, "exec")
 		_, err := o.publish(ctx, events.CommandExec, events.ExecCommandData{ContainerID: r.ID, HostID: r.Host, ExecID: acc.ExecID,
 			Command: x.Command, Env: x.Env, WorkingDir: x.WorkingDir, TimeoutMs: x.TimeoutMs, Stdin: x.Stdin, StreamTo: x.StreamTo}, cmdOpts...)
 		return acc, retry(err)
@@ -259,9 +259,9 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	if err := events.Data(req, &d); err != nil {
 		return nil, reject(api.KindInvalid, "data", "", "%v", err)
 	}
-	key := requestKey(req)
+	key := events.RequestKey(req)
 	if d.ContainerID == "" {
-		d.ContainerID = containerIDFor(key)
+		d.ContainerID = events.ContainerIDFor(key)
 	}
 	if d.Spec.SessionID == "" {
 		d.Spec.SessionID = d.ContainerID
@@ -280,7 +280,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		d.Driver = driverFor(d.Spec.Image)
 	}
 	r := &record{Container: api.Container{ID: d.ContainerID, Name: d.Name, RequestID: strings.Clone(req.ID())},
-		RequestSource: req.Source(), RequestDigest: requestDigest(req), Spec: d.Spec}
+		RequestSource: req.Source(), RequestDigest: events.RequestDigest(req), Spec: d.Spec}
 	// A request handled again, after a crash or redelivered while the first
 	// handling went on, finds its own container: it announces nothing new.
 	if prev, ok := o.state.placedBy(r.ID); ok && prev.SameRequest(r) {
@@ -329,17 +329,17 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 // announce publishes a reserved container's placement and its create
 // command, with ids derived from the request.
 func (o *Orchestrator) announce(ctx context.Context, req events.Event, r *record, d api.CreateRequest) error {
-	key := requestKey(req)
+	key := events.RequestKey(req)
 	opts := []events.Option{events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host),
 		events.WithSession(d.Spec.SessionID), events.WithGeneration(r.Generation)}
 	placed := events.PlacedData{ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Name: d.Name, Spec: d.Spec,
 		RequestSource: r.RequestSource, RequestDigest: r.RequestDigest}
-	if _, err := o.publish(ctx, events.ContainerPlaced, placed, append(opts, events.WithID(derive(key, "placed")))...); err != nil {
+	if _, err := o.publish(ctx, events.ContainerPlaced, placed, append(opts, events.WithID(events.DeriveID(key, "placed")))...); err != nil {
 		return err
 	}
 	_, err := o.publish(ctx, events.CommandCreate, events.CreateCommandData{
 		ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Spec: d.Spec, Start: d.Start,
-	}, append(opts, events.WithID(derive(key, "command")))...)
+	}, append(opts, events.WithID(events.DeriveID(key, "command")))...)
 	return err
 }
 

@@ -3,7 +3,9 @@
 // the projection of the events stream that answers what exists where.
 //
 // Requests reach one handler (Handle) through three doors: the durable
-// requests stream, NATS request/reply, and the HTTP API.
+// requests stream, consumed here, and NATS request/reply and the HTTP API
+// (pkg/gateway), which call Handle, Accept, Do and Exec and read the
+// projection through Container, List and Hosts.
 package orchestrator
 
 import (
@@ -37,9 +39,6 @@ type Config struct {
 	Protected []string
 	// Concurrency bounds the requests handled at once; 64 when zero.
 	Concurrency int
-	// KeepCode keeps the code and output of session runs in their audit
-	// events; by default only hashes and sizes are.
-	KeepCode bool
 	// PendingDeadline is how long a placed container may wait for its host
 	// to create it before it fails with the reason; DefaultPendingDeadline
 	// when zero.
@@ -67,9 +66,6 @@ type Orchestrator struct {
 	containers jetstream.KeyValue
 	hosts      jetstream.KeyValue
 	ready      chan struct{}
-	sess       *sessions
-	pools      *pools
-	keepCode   bool
 	deadline   time.Duration
 }
 
@@ -78,7 +74,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	o := &Orchestrator{
 		nc: cfg.NC, js: cfg.JS, v: cfg.Validator, pub: events.NewPublisher(cfg.JS, cfg.Validator),
 		log: cfg.Logger, liveness: cfg.HostLiveness, protected: cfg.Protected, conc: cfg.Concurrency,
-		source: "/openagent/orchestrator", state: newState(), ready: make(chan struct{}), keepCode: cfg.KeepCode,
+		source: "/openagent/orchestrator", state: newState(), ready: make(chan struct{}),
 	}
 	if o.log == nil {
 		o.log = slog.Default()
@@ -103,7 +99,8 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 }
 
 // Ready is closed once the projection caught up with the events stream
-// and requests are being handled.
+// and the hosts' records are in: from then on requests are decided on the
+// whole state, and the doors may take them.
 func (o *Orchestrator) Ready() <-chan struct{} { return o.ready }
 
 // Run keeps the projection and handles requests until ctx is cancelled.
@@ -119,12 +116,6 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	}
 	if cursor == 0 {
 		o.log.Info("orchestrator: rebuilding state from the events stream")
-	}
-	if err := o.loadSessions(ctx); err != nil {
-		return fmt.Errorf("orchestrator: load sessions: %w", err)
-	}
-	if err := o.loadPools(ctx); err != nil {
-		return fmt.Errorf("orchestrator: load pools: %w", err)
 	}
 	last := info.State.LastSeq
 	g, ctx := errgroup.WithContext(ctx)
@@ -148,16 +139,9 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		if !ready() {
 			return nil
 		}
-		return o.serveRequests(ctx)
-	})
-	g.Go(func() error {
-		if !ready() {
-			return nil
-		}
-		g.Go(func() error { return o.sessionTimers(ctx) })
+		close(o.ready)
 		g.Go(func() error { return o.failOverdue(ctx) })
-		g.Go(func() error { return o.poolLoop(ctx) })
-		return o.serveRPC(ctx)
+		return o.serveRequests(ctx)
 	})
 	err = g.Wait()
 	// Write what the projection learnt last, for the next start.
@@ -240,7 +224,7 @@ func (o *Orchestrator) failOverdue(ctx context.Context) error {
 			_, err := o.publish(ctx, events.ContainerFailed, events.FailedData{ContainerID: r.ID, HostID: r.Host, Operation: "create",
 				Error: api.Error{Kind: api.KindTimeout, Message: msg}},
 				events.WithContainer(r.ID), events.WithHost(r.Host), events.WithGeneration(gen),
-				events.WithExtension(events.ExtCorrelationID, r.RequestID), events.WithID(derive(r.ID, "pending deadline")))
+				events.WithExtension(events.ExtCorrelationID, r.RequestID), events.WithID(events.DeriveID(r.ID, "pending deadline")))
 			if err != nil && ctx.Err() == nil {
 				o.log.Warn("orchestrator: fail an overdue container", "container_id", r.ID, "err", err)
 			}
@@ -257,7 +241,7 @@ func (o *Orchestrator) lostOnHost(ctx context.Context, seq uint64, e events.Even
 	}
 	for _, r := range o.state.missingOn(d.HostID, seq, d.Containers) {
 		reason := fmt.Sprintf("host %s restarted and has no container %s", d.HostID, r.ID)
-		gen, id := o.state.nextGeneration(r.ID), derive(r.ID, "lost "+e.ID())
+		gen, id := o.state.nextGeneration(r.ID), events.DeriveID(r.ID, "lost "+e.ID())
 		// The report must be made: it is tried again, with the same id,
 		// until it is stored or the orchestrator stops.
 		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
@@ -362,15 +346,6 @@ func (o *Orchestrator) serveRequests(ctx context.Context) error {
 		}))
 }
 
-// live reports whether a host has reported recently.
-func (o *Orchestrator) live(host string) bool {
-	o.state.mu.RLock()
-	h, ok := o.state.hosts[host]
-	o.state.mu.RUnlock()
-	return ok && scheduler.Live(h.LastSeen, time.Now(), o.liveness)
-}
-
-// snapshot is what placement decides on.
 // place places a request on a snapshot taken under the state's lock, and
 // returns the chosen host's record with the plan.
 func (o *Orchestrator) place(req scheduler.Request) (scheduler.Plan, *events.HostRecord, error) {
@@ -393,24 +368,4 @@ func (o *Orchestrator) snapshotLocked() scheduler.Snapshot {
 		s.Hosts = append(s.Hosts, &hosts[len(hosts)-1])
 	}
 	return s
-}
-
-// Hosts returns the registered hosts.
-func (o *Orchestrator) Hosts() []api.Host {
-	o.state.mu.RLock()
-	defer o.state.mu.RUnlock()
-	count := map[string]int{}
-	for _, r := range o.state.m.Containers {
-		if r.Status.Active() {
-			count[r.Host]++
-		}
-	}
-	out := make([]api.Host, 0, len(o.state.hosts))
-	for _, h := range o.state.hosts {
-		a := o.state.m.Allocated[h.ID]
-		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids},
-			Allocated: api.Resources{CPU: a.CPU, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID],
-			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(h.LastSeen, time.Now(), o.liveness)})
-	}
-	return out
 }

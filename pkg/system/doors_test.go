@@ -15,7 +15,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
-	"github.com/openagent/orchestrator/pkg/orchestrator"
 )
 
 func (e *env) publisher() *events.Publisher {
@@ -78,7 +77,7 @@ func TestRequestReply(t *testing.T) {
 	nc, _ := e.nats.Connect()
 	ask := func(ev events.Event) events.Event {
 		t.Helper()
-		m, err := events.ToMsg(orchestrator.SubjectRequest, ev)
+		m, err := events.ToMsg(events.SubjectRequest, ev)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +111,7 @@ func TestRequestReply(t *testing.T) {
 		t.Fatalf("got %s %+v; want rejected, not_found naming nope", out.Type(), d.Error)
 	}
 	// Queries.
-	reply, err := nc.Request(orchestrator.SubjectGet, []byte(`{"id":"asked"}`), 5*time.Second)
+	reply, err := nc.Request(events.SubjectContainer, []byte(`{"id":"asked"}`), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

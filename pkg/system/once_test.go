@@ -16,7 +16,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/events"
-	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/system"
 )
 
@@ -24,7 +23,7 @@ import (
 func (e *env) ask(ev events.Event) events.Event {
 	e.t.Helper()
 	nc, _ := e.nats.Connect()
-	m, err := events.ToMsg(orchestrator.SubjectRequest, ev)
+	m, err := events.ToMsg(events.SubjectRequest, ev)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/events"
-	"github.com/openagent/orchestrator/pkg/orchestrator"
+	"github.com/openagent/orchestrator/pkg/sessions"
 	"github.com/openagent/orchestrator/pkg/system"
 )
 
@@ -333,7 +333,7 @@ func TestSessionOverNATS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := events.ToMsg(orchestrator.SubjectSessions, req)
+		m, err := events.ToMsg(events.SubjectSessions, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,7 +383,7 @@ func TestSessionOverNATS(t *testing.T) {
 		t.Fatalf("reply %s %s; want rejected, not_found", rejected.Type(), rejected.Data())
 	}
 	// Too much code is refused as too large, not as the bus being down.
-	big := ask(events.SessionExecRequested, map[string]any{"sessionId": d.SessionID, "code": strings.Repeat("#", orchestrator.MaxCodeBytes+1)})
+	big := ask(events.SessionExecRequested, map[string]any{"sessionId": d.SessionID, "code": strings.Repeat("#", sessions.MaxCodeBytes+1)})
 	if _ = events.Data(big, &rd); big.Type() != events.RequestRejected || rd.Error.Kind != api.KindTooLarge || rd.Error.Field != "code" {
 		t.Fatalf("reply %s %s; want rejected, too_large, naming code", big.Type(), big.Data())
 	}

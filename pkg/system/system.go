@@ -1,6 +1,7 @@
 // Package system wires a whole OpenAgent system in one process: NATS with
-// JetStream (embedded, or an external server), the orchestrator, its HTTP
-// API and, optionally, a worker for this host. cmd/orchestrator is a thin
+// JetStream (embedded, or an external server), the orchestrator with the
+// sessions and the two doors (request/reply and HTTP) and, optionally, a
+// worker for this host. cmd/orchestrator is a thin
 // shell around it; tests and benchmarks use it too.
 package system
 
@@ -23,7 +24,10 @@ import (
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/gateway/httpapi"
+	"github.com/openagent/orchestrator/pkg/gateway/natsrpc"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
+	"github.com/openagent/orchestrator/pkg/sessions"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
 
@@ -59,6 +63,7 @@ type System struct {
 	JS           jetstream.JetStream
 	Validator    *events.Validator
 	Orchestrator *orchestrator.Orchestrator
+	Sessions     *sessions.Service
 	HTTPURL      string // "http://host:port" when serving HTTP
 	NATSURL      string
 
@@ -102,14 +107,25 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if cfg.DataDir != "" {
 			protected = append(protected, cfg.DataDir)
 		}
-		o, err := orchestrator.New(ctx, orchestrator.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, KeepCode: cfg.KeepCode, PendingDeadline: cfg.PendingDeadline})
+		o, err := orchestrator.New(ctx, orchestrator.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, PendingDeadline: cfg.PendingDeadline})
 		if err != nil {
 			return nil, err
 		}
-		s.Orchestrator = o
+		sess, err := sessions.New(ctx, sessions.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Containers: o, Logger: cfg.Logger, KeepCode: cfg.KeepCode})
+		if err != nil {
+			return nil, err
+		}
+		rpc := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger})
+		s.Orchestrator, s.Sessions = o, sess
 		s.run("orchestrator", func() error { return o.Run(runCtx) })
+		s.run("sessions", func() error { return sess.Run(runCtx) })
+		s.run("request/reply", func() error { return rpc.Run(runCtx) })
+		// Serving starts once the doors take requests: the orchestrator
+		// and the sessions are ready before the request/reply door is.
 		select {
-		case <-o.Ready():
+		case <-rpc.Ready():
+		case <-s.failed:
+			return nil, s.Wait(ctx)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(2 * time.Minute):
@@ -212,7 +228,8 @@ func (s *System) serveHTTP(addr string) error {
 	if err != nil {
 		return fmt.Errorf("system: http: %w", err)
 	}
-	s.http = &http.Server{Handler: s.Orchestrator.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions})
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	s.HTTPURL = "http://" + ln.Addr().String()
 	s.run("http", func() error {
 		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

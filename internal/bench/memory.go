@@ -16,7 +16,6 @@ import (
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
-	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/system"
 )
 
@@ -92,7 +91,7 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 	// Wait until the projection holds them all.
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		m, err := nc.Request(orchestrator.SubjectGet, []byte(fmt.Sprintf(`{"id":"m%d"}`, cfg.Containers)), 5*time.Second)
+		m, err := nc.Request(events.SubjectContainer, []byte(fmt.Sprintf(`{"id":"m%d"}`, cfg.Containers)), 5*time.Second)
 		if err == nil && strings.Contains(string(m.Data), `"status":"running"`) {
 			break
 		}
@@ -106,7 +105,7 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 	// Listing every container is the heaviest query (answered over HTTP
 	// for this many; over NATS it is refused as too large).
 	lctx, cancel := context.WithTimeout(ctx, time.Minute)
-	_, _ = nc.RequestWithContext(lctx, orchestrator.SubjectList, []byte(`{"all":true}`))
+	_, _ = nc.RequestWithContext(lctx, events.SubjectList, []byte(`{"all":true}`))
 	cancel()
 	res.RSSAfterList = rssMB(cmd.Process.Pid)
 	return res, nil
@@ -117,7 +116,7 @@ func createOne(ctx context.Context, nc *nats.Conn, id string) error {
 	if err != nil {
 		return err
 	}
-	m, err := events.ToMsg(orchestrator.SubjectRequest, e)
+	m, err := events.ToMsg(events.SubjectRequest, e)
 	if err != nil {
 		return err
 	}

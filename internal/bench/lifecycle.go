@@ -16,7 +16,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/events"
-	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/system"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
@@ -176,7 +175,7 @@ func startOne(ctx context.Context, nc *nats.Conn, waiting *sync.Map, id string) 
 	if err != nil {
 		return 0, err
 	}
-	m, err := events.ToMsg(orchestrator.SubjectRequest, e)
+	m, err := events.ToMsg(events.SubjectRequest, e)
 	if err != nil {
 		return 0, err
 	}
@@ -213,7 +212,7 @@ func addFakeHosts(ctx context.Context, sys *system.System, prefix string, n int)
 func waitHosts(ctx context.Context, nc *nats.Conn, n int) error {
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		m, err := nc.RequestWithContext(ctx, orchestrator.SubjectListHosts, nil)
+		m, err := nc.RequestWithContext(ctx, events.SubjectHosts, nil)
 		if err == nil && countHosts(m.Data) >= n {
 			return nil
 		}

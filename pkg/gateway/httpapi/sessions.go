@@ -1,6 +1,7 @@
-package orchestrator
+package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -19,66 +20,66 @@ func principal(r *http.Request) string {
 	return "anonymous"
 }
 
-func (o *Orchestrator) sessionRoutes() []route {
+func (s *server) sessionRoutes() []route {
 	return []route{
 		{"POST", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 			var req api.SessionRequest
 			if !decodeBody(w, r, &req) {
 				return
 			}
-			s, aerr := o.CreateSession(r.Context(), req, principal(r))
-			if aerr != nil {
-				writeError(w, aerr)
+			sess, err := s.Sessions.Create(r.Context(), req, principal(r))
+			if err != nil {
+				writeError(w, err)
 				return
 			}
-			writeJSON(w, http.StatusCreated, s)
+			writeJSON(w, http.StatusCreated, sess)
 		}},
 		{"GET", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, o.Sessions(r.URL.Query().Get("all") == "true"))
+			writeJSON(w, http.StatusOK, s.Sessions.List(r.URL.Query().Get("all") == "true"))
 		}},
 		{"GET", "/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-			s, ok := o.Session(r.PathValue("id"))
+			sess, ok := s.Sessions.Get(r.PathValue("id"))
 			if !ok {
 				writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no session " + r.PathValue("id")})
 				return
 			}
-			writeJSON(w, http.StatusOK, s)
+			writeJSON(w, http.StatusOK, sess)
 		}},
 		{"DELETE", "/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-			s, aerr := o.CloseSession(r.Context(), r.PathValue("id"), principal(r))
-			if aerr != nil {
-				writeError(w, aerr)
+			sess, err := s.Sessions.Close(r.Context(), r.PathValue("id"), principal(r))
+			if err != nil {
+				writeError(w, err)
 				return
 			}
-			writeJSON(w, http.StatusOK, s)
+			writeJSON(w, http.StatusOK, sess)
 		}},
 		{"POST", "/v1/sessions/{id}/extend", func(w http.ResponseWriter, r *http.Request) {
 			var req api.ExtendRequest
 			if !decodeBody(w, r, &req) {
 				return
 			}
-			s, aerr := o.ExtendSession(r.Context(), r.PathValue("id"), time.Duration(req.TimeoutMs)*time.Millisecond, principal(r))
-			if aerr != nil {
-				writeError(w, aerr)
+			sess, err := s.Sessions.Extend(r.Context(), r.PathValue("id"), time.Duration(req.TimeoutMs)*time.Millisecond, principal(r))
+			if err != nil {
+				writeError(w, err)
 				return
 			}
-			writeJSON(w, http.StatusOK, s)
+			writeJSON(w, http.StatusOK, sess)
 		}},
 		{"PUT", "/v1/sessions/{id}/files", func(w http.ResponseWriter, r *http.Request) {
-			b, aerr := readBody(w, r)
-			if aerr == nil {
-				aerr = o.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b)
+			b, err := readBody(w, r)
+			if err == nil {
+				err = s.Sessions.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b)
 			}
-			if aerr != nil {
-				writeError(w, aerr)
+			if err != nil {
+				writeError(w, err)
 				return
 			}
 			w.WriteHeader(http.StatusNoContent)
 		}},
 		{"GET", "/v1/sessions/{id}/files", func(w http.ResponseWriter, r *http.Request) {
-			b, aerr := o.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))
-			if aerr != nil {
-				writeError(w, aerr)
+			b, err := s.Sessions.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))
+			if err != nil {
+				writeError(w, err)
 				return
 			}
 			w.Header().Set("Content-Type", "application/octet-stream")
@@ -89,23 +90,23 @@ func (o *Orchestrator) sessionRoutes() []route {
 			if !decodeBody(w, r, &p) {
 				return
 			}
-			out, aerr := o.SetPool(r.Context(), p)
-			if aerr != nil {
-				writeError(w, aerr)
+			out, err := s.Sessions.SetPool(r.Context(), p)
+			if err != nil {
+				writeError(w, err)
 				return
 			}
 			writeJSON(w, http.StatusOK, out)
 		}},
-		{"GET", "/v1/pools", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, o.Pools()) }},
+		{"GET", "/v1/pools", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Sessions.Pools()) }},
 		{"POST", "/v1/sessions/{id}/exec", func(w http.ResponseWriter, r *http.Request) {
 			var req api.RunCodeRequest
 			if !decodeBody(w, r, &req) {
 				return
 			}
 			if r.URL.Query().Get("stream") != "true" && r.Header.Get("Accept") != "text/event-stream" {
-				res, aerr := o.RunCode(r.Context(), r.PathValue("id"), req, principal(r), nil)
-				if aerr != nil {
-					writeError(w, aerr)
+				res, err := s.Sessions.RunCode(r.Context(), r.PathValue("id"), req, principal(r), nil)
+				if err != nil {
+					writeError(w, err)
 					return
 				}
 				writeJSON(w, http.StatusOK, res)
@@ -122,9 +123,9 @@ func (o *Orchestrator) sessionRoutes() []route {
 				fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
 				flush(w)
 			}
-			res, aerr := o.RunCode(r.Context(), r.PathValue("id"), req, principal(r), func(c events.Chunk) { sse(c.Stream, c.Data) })
-			if aerr != nil {
-				sse("error", aerr)
+			res, err := s.Sessions.RunCode(r.Context(), r.PathValue("id"), req, principal(r), func(c events.Chunk) { sse(c.Stream, c.Data) })
+			if err != nil {
+				sse("error", api.AsError(err))
 				return
 			}
 			sse("result", res)
@@ -134,12 +135,12 @@ func (o *Orchestrator) sessionRoutes() []route {
 
 // decodeBody reads a JSON body into v, refusing unknown fields.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	b, aerr := readBody(w, r)
-	if aerr != nil {
-		writeError(w, aerr)
+	b, err := readBody(w, r)
+	if err != nil {
+		writeError(w, err)
 		return false
 	}
-	dec := json.NewDecoder(bytesReader(b))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()})

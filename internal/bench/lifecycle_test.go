@@ -14,7 +14,7 @@ func TestMain(m *testing.M) {
 }
 
 // BenchmarkLifecycle runs b.N container starts through an embedded system:
-// go test -bench Lifecycle -cpuprofile cpu.out ./pkg/bench
+// go test -bench Lifecycle -cpuprofile cpu.out ./internal/bench
 func BenchmarkLifecycle(b *testing.B) {
 	res, err := Lifecycle(context.Background(), LifecycleConfig{Embedded: true, Hosts: 100, Clients: 64, Requests: max(b.N, 64), Baseline: 200})
 	if err != nil {

@@ -1,4 +1,4 @@
-package orchestrator
+package sessions
 
 import (
 	"context"
@@ -21,8 +21,8 @@ const MaxFileBytes = 190 << 10
 const checkScript = `p="$1"; cur=.; IFS=/; for c in $p; do cur="$cur/$c"; if [ -L "$cur" ]; then echo "path $p: $cur is a symbolic link" >&2; exit 3; fi; done; unset IFS; `
 
 // workspacePath checks a path relative to the session's workspace.
-func workspacePath(p string) (string, *api.Error) {
-	bad := func(why string) (string, *api.Error) {
+func workspacePath(p string) (string, error) {
+	bad := func(why string) (string, error) {
 		return "", &api.Error{Kind: api.KindInvalid, Field: "path", Message: fmt.Sprintf("path %q %s", p, why)}
 	}
 	switch {
@@ -47,19 +47,12 @@ func workspacePath(p string) (string, *api.Error) {
 
 // fileExec runs a shell script in a session's sandbox, with the path as
 // its first argument.
-func (o *Orchestrator) fileExec(ctx context.Context, s *api.Session, script, rel, stdin string) (*api.ExecResult, *api.Error) {
-	data := events.ExecRequestedData{ContainerID: s.ContainerID, Command: []string{"sh", "-c", checkScript + script, "sh", rel}, TimeoutMs: 30000, Stdin: stdin}
-	e, aerr := o.newRequest(data, s.ID)
-	if aerr != nil {
-		return nil, aerr
-	}
-	o.touch(s.ID)
-	res, aerr := o.execWait(ctx, e)
-	if aerr == nil && res == nil {
-		aerr = &api.Error{Kind: api.KindTimeout, ID: s.ID, Message: "no result in time"}
-	}
-	if aerr != nil {
-		return nil, aerr
+func (s *Service) fileExec(ctx context.Context, sess *api.Session, script, rel, stdin string) (*api.ExecResult, error) {
+	s.touch(sess.ID)
+	res, _, err := s.exec(ctx, sess, events.ExecRequestedData{ContainerID: sess.ContainerID,
+		Command: []string{"sh", "-c", checkScript + script, "sh", rel}, TimeoutMs: 30000, Stdin: stdin}, nil)
+	if err != nil {
+		return nil, err
 	}
 	switch res.ExitCode {
 	case 0:
@@ -75,35 +68,35 @@ func (o *Orchestrator) fileExec(ctx context.Context, s *api.Session, script, rel
 }
 
 // WriteFile puts data at a path in a session's workspace.
-func (o *Orchestrator) WriteFile(ctx context.Context, id, p string, data []byte) *api.Error {
+func (s *Service) WriteFile(ctx context.Context, id, p string, data []byte) error {
 	if len(data) > MaxFileBytes {
 		return &api.Error{Kind: api.KindTooLarge, Field: "body", Message: fmt.Sprintf("file is %d bytes; at most %d", len(data), MaxFileBytes)}
 	}
-	rel, aerr := workspacePath(p)
-	if aerr != nil {
-		return aerr
+	rel, err := workspacePath(p)
+	if err != nil {
+		return err
 	}
-	s, aerr := o.liveSession(id)
-	if aerr != nil {
-		return aerr
+	sess, err := s.live(id)
+	if err != nil {
+		return err
 	}
-	_, aerr = o.fileExec(ctx, s, `mkdir -p -- "$(dirname -- "$p")" && base64 -d > "$p"`, rel, base64.StdEncoding.EncodeToString(data))
-	return aerr
+	_, err = s.fileExec(ctx, sess, `mkdir -p -- "$(dirname -- "$p")" && base64 -d > "$p"`, rel, base64.StdEncoding.EncodeToString(data))
+	return err
 }
 
 // ReadFile gets the file at a path in a session's workspace.
-func (o *Orchestrator) ReadFile(ctx context.Context, id, p string) ([]byte, *api.Error) {
-	rel, aerr := workspacePath(p)
-	if aerr != nil {
-		return nil, aerr
+func (s *Service) ReadFile(ctx context.Context, id, p string) ([]byte, error) {
+	rel, err := workspacePath(p)
+	if err != nil {
+		return nil, err
 	}
-	s, aerr := o.liveSession(id)
-	if aerr != nil {
-		return nil, aerr
+	sess, err := s.live(id)
+	if err != nil {
+		return nil, err
 	}
-	res, aerr := o.fileExec(ctx, s, fmt.Sprintf(`[ -f "$p" ] || exit 5; [ "$(wc -c < "$p")" -le %d ] || exit 4; base64 < "$p"`, MaxFileBytes), rel, "")
-	if aerr != nil {
-		return nil, aerr
+	res, err := s.fileExec(ctx, sess, fmt.Sprintf(`[ -f "$p" ] || exit 5; [ "$(wc -c < "$p")" -le %d ] || exit 4; base64 < "$p"`, MaxFileBytes), rel, "")
+	if err != nil {
+		return nil, err
 	}
 	b, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(res.Stdout), ""))
 	if err != nil {

@@ -1,4 +1,4 @@
-package orchestrator
+package events
 
 import (
 	"crypto/rand"
@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 
 	"github.com/google/uuid"
-
-	"github.com/openagent/orchestrator/pkg/events"
 )
 
 // A request's identity is its CloudEvents identity, source and id: the
@@ -19,18 +17,18 @@ import (
 // idSpace derives the ids of the events a request causes.
 var idSpace = uuid.MustParse("5b1f6c2e-6f0a-4c1e-9a55-0e6a4b1d7c3a")
 
-// requestKey is the identity of a request.
-func requestKey(req events.Event) string { return req.Source() + "\x00" + req.ID() }
+// RequestKey is the identity of a request.
+func RequestKey(req Event) string { return req.Source() + "\x00" + req.ID() }
 
-// derive returns the id of one step caused by the request or thing named
-// by key.
-func derive(key, step string) string {
+// DeriveID returns the id of one step caused by the request or thing
+// named by key.
+func DeriveID(key, step string) string {
 	return uuid.NewSHA1(idSpace, []byte(key+"\x00"+step)).String()
 }
 
-// requestDigest sums what a request asks for, so that the same identity
+// RequestDigest sums what a request asks for, so that the same identity
 // with different data is told apart from a retry.
-func requestDigest(req events.Event) string {
+func RequestDigest(req Event) string {
 	h := sha256.New()
 	h.Write([]byte(req.Type()))
 	h.Write([]byte{0})
@@ -38,15 +36,15 @@ func requestDigest(req events.Event) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// containerIDFor is the container a create request places when it names
+// ContainerIDFor is the container a create request places when it names
 // none: 24 hex digits derived from the request's identity.
-func containerIDFor(key string) string {
+func ContainerIDFor(key string) string {
 	sum := sha256.Sum256([]byte("container\x00" + key))
 	return hex.EncodeToString(sum[:12])
 }
 
-// newContainerID returns a fresh container id: 24 hex digits.
-func newContainerID() string {
+// NewContainerID returns a fresh container id: 24 hex digits.
+func NewContainerID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])

@@ -1,4 +1,9 @@
-package orchestrator
+// Package httpapi is the HTTP door: the REST API that openapi.json
+// describes, the CloudEvents HTTP binding, the events and logs streams,
+// and server-sent events for code runs. It turns calls into request events
+// and hands them to the orchestrator and the sessions; the decisions are
+// theirs.
+package httpapi
 
 import (
 	"bytes"
@@ -17,27 +22,39 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/openagent/orchestrator/internal/version"
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator"
+	"github.com/openagent/orchestrator/pkg/sessions"
 )
 
 //go:embed openapi.json
 var openAPI []byte
 
-// Version is the orchestrator's version, served at /v1/version.
-var Version = "0.1.0"
-
 // maxBody caps a request body at the event size cap.
 const maxBody = events.DefaultMaxSize
 
-// waitLimit bounds how long a request waits for its outcome before it is
-// answered with what is known (202).
-const waitLimit = 60 * time.Second
+// Config wires the door.
+type Config struct {
+	NC           *nats.Conn
+	JS           jetstream.JetStream
+	Validator    *events.Validator
+	Orchestrator *orchestrator.Orchestrator
+	Sessions     *sessions.Service
+}
 
-// Handler returns the HTTP API. See openapi.json.
-func (o *Orchestrator) Handler() http.Handler {
+// server is the door's state: what it hands calls to.
+type server struct {
+	Config
+	o *orchestrator.Orchestrator
+}
+
+// New returns the HTTP API.
+func New(cfg Config) http.Handler {
+	s := &server{Config: cfg, o: cfg.Orchestrator}
 	mux := http.NewServeMux()
-	for _, rt := range o.routes() {
+	for _, rt := range s.routes() {
 		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
 	}
 	return mux
@@ -50,38 +67,36 @@ type route struct {
 
 // routes lists the API; the OpenAPI document describes exactly these, as a
 // test checks.
-func (o *Orchestrator) routes() []route {
+func (s *server) routes() []route {
 	return append([]route{
 		{"GET", "/healthz", func(w http.ResponseWriter, r *http.Request) {
 			select {
-			case <-o.ready:
+			case <-s.o.Ready():
 				writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 			default:
 				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
 			}
 		}},
 		{"GET", "/v1/version", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]string{"version": Version})
+			writeJSON(w, http.StatusOK, map[string]string{"version": version.Version})
 		}},
 		{"GET", "/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.Write(openAPI)
 		}},
-		{"POST", "/v1/containers", o.httpCreate},
-		{"GET", "/v1/containers", o.httpList},
-		{"GET", "/v1/containers/{id}", o.httpGet},
-		{"DELETE", "/v1/containers/{id}", o.httpRemove},
-		{"POST", "/v1/containers/{id}/start", o.httpStart},
-		{"POST", "/v1/containers/{id}/stop", o.httpStop},
-		{"POST", "/v1/containers/{id}/exec", o.httpExec},
-		{"GET", "/v1/containers/{id}/logs", o.httpLogs},
-		{"GET", "/v1/hosts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, o.Hosts()) }},
-		{"GET", "/v1/events", o.httpEvents},
-		{"POST", "/v1/events", o.httpCloudEvent},
-	}, o.sessionRoutes()...)
+		{"POST", "/v1/containers", s.create},
+		{"GET", "/v1/containers", s.list},
+		{"GET", "/v1/containers/{id}", s.get},
+		{"DELETE", "/v1/containers/{id}", s.operation(events.ContainerRemoveRequested)},
+		{"POST", "/v1/containers/{id}/start", s.operation(events.ContainerStartRequested)},
+		{"POST", "/v1/containers/{id}/stop", s.operation(events.ContainerStopRequested)},
+		{"POST", "/v1/containers/{id}/exec", s.exec},
+		{"GET", "/v1/containers/{id}/logs", s.logs},
+		{"GET", "/v1/hosts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.o.Hosts()) }},
+		{"GET", "/v1/events", s.eventStream},
+		{"POST", "/v1/events", s.cloudEvent},
+	}, s.sessionRoutes()...)
 }
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -89,12 +104,15 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, e *api.Error) {
+// writeError answers with an error: its kind's status, and the error as
+// the body.
+func writeError(w http.ResponseWriter, err error) {
+	e := api.AsError(err)
 	writeJSON(w, api.Info(e.Kind).Status, e)
 }
 
-// readBody reads a JSON body, refusing one over the size cap.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
+// readBody reads a body, refusing one over the size cap.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
@@ -106,13 +124,11 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
 	return b, nil
 }
 
-// request turns an API call into a request event and handles it: the
-// same path as the other doors. It returns the accepted outcome, or writes
-// the rejection and returns nil.
-func (o *Orchestrator) request(w http.ResponseWriter, r *http.Request, typ string, data []byte) *api.Accepted {
+// newRequest turns an API call into a request event: the same path as the
+// other doors. An Idempotency-Key header is the request's id.
+func newRequest(r *http.Request, typ string, data []byte) (events.Event, error) {
 	if !json.Valid(data) {
-		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: "body is not JSON"})
-		return nil
+		return events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "body", Message: "body is not JSON"}
 	}
 	opts := []events.Option{events.WithTrace(r.Header.Get("traceparent"), r.Header.Get("tracestate"))}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
@@ -120,95 +136,61 @@ func (o *Orchestrator) request(w http.ResponseWriter, r *http.Request, typ strin
 	}
 	e, err := events.New(typ, "/openagent/http", json.RawMessage(data), opts...)
 	if err != nil {
-		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()})
-		return nil
+		return events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()}
 	}
-	return o.handleHTTP(w, r.Context(), e)
+	return e, nil
 }
 
-// handleHTTP handles a request event and writes its rejection, if any.
-func (o *Orchestrator) handleHTTP(w http.ResponseWriter, ctx context.Context, e events.Event) *api.Accepted {
-	acc, aerr := o.accept(ctx, e)
-	if aerr != nil {
-		writeError(w, aerr)
-	}
-	return acc
-}
-
-// accept handles a request in-process: what was accepted, or why not.
-func (o *Orchestrator) accept(ctx context.Context, e events.Event) (*api.Accepted, *api.Error) {
-	reply, err := o.Handle(ctx, e)
-	if err != nil {
-		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
-	}
-	if reply.Type() == events.RequestRejected {
-		var d struct{ Error api.Error }
-		_ = events.Data(reply, &d)
-		return nil, &d.Error
-	}
-	var acc api.Accepted
-	_ = events.Data(reply, &acc)
-	return &acc, nil
-}
-
-// await waits until the container satisfies done, or an operation of this
-// request failed, and answers with the container.
-func (o *Orchestrator) await(w http.ResponseWriter, r *http.Request, acc *api.Accepted, done func(*record) bool) {
-	ctx, cancel := context.WithTimeout(r.Context(), waitLimit)
+// do hands a request to the orchestrator, waits up to DefaultWait for it
+// to take effect, and answers: 200 with the container, 202 with what is
+// known when it did not take effect in time, or the error.
+func (s *server) do(w http.ResponseWriter, r *http.Request, e events.Event, noContent bool) {
+	ctx, cancel := context.WithTimeout(r.Context(), orchestrator.DefaultWait)
 	defer cancel()
-	rec, err := o.state.waitFor(ctx, acc.ContainerID, func(rec *record) bool {
-		return done(rec) || rec.FailedRequest == acc.RequestID
-	})
-	if err != nil {
-		if c, ok := o.Container(acc.ContainerID); ok {
-			writeJSON(w, http.StatusAccepted, c)
-		} else {
-			writeJSON(w, http.StatusAccepted, acc)
-		}
-		return
+	acc, c, err := s.o.Do(ctx, e)
+	switch {
+	case errors.Is(err, orchestrator.ErrNotYet) && c.ID != "" && !noContent:
+		writeJSON(w, http.StatusAccepted, c)
+	case errors.Is(err, orchestrator.ErrNotYet):
+		writeJSON(w, http.StatusAccepted, acc)
+	case err != nil:
+		writeError(w, err)
+	case noContent:
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		writeJSON(w, http.StatusOK, c)
 	}
-	if rec.FailedRequest == acc.RequestID && rec.Error != nil {
-		e := *rec.Error
-		e.ID = rec.ID
-		writeError(w, &e)
-		return
-	}
-	writeJSON(w, http.StatusOK, o.state.view(rec, o.live))
 }
 
-func (o *Orchestrator) httpCreate(w http.ResponseWriter, r *http.Request) {
+func (s *server) create(w http.ResponseWriter, r *http.Request) {
 	if isCloudEvent(r) {
-		o.httpCloudEvent(w, r)
+		s.cloudEvent(w, r)
 		return
 	}
-	body, aerr := readBody(w, r)
-	if aerr != nil {
-		writeError(w, aerr)
+	body, err := readBody(w, r)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
-	acc := o.request(w, r, events.ContainerCreateRequested, body)
-	if acc == nil {
+	e, err := newRequest(r, events.ContainerCreateRequested, body)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
-	var start struct{ Start bool }
-	_ = json.Unmarshal(body, &start)
 	if r.URL.Query().Get("wait") == "false" {
+		acc, err := s.o.Accept(r.Context(), e)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
 		writeJSON(w, http.StatusAccepted, acc)
 		return
 	}
-	o.await(w, r, acc, func(rec *record) bool {
-		if rec.Status == api.StatusFailed || rec.Status == api.StatusExited || rec.Status == api.StatusStopped {
-			return true
-		}
-		if start.Start {
-			return rec.Status == api.StatusRunning
-		}
-		return rec.Status == api.StatusCreated
-	})
+	s.do(w, r, e, false)
 }
 
-func (o *Orchestrator) httpGet(w http.ResponseWriter, r *http.Request) {
-	c, ok := o.Container(r.PathValue("id"))
+func (s *server) get(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.o.Container(r.PathValue("id"))
 	if !ok {
 		writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")})
 		return
@@ -216,9 +198,9 @@ func (o *Orchestrator) httpGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, c)
 }
 
-func (o *Orchestrator) httpList(w http.ResponseWriter, r *http.Request) {
+func (s *server) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	lq := ListQuery{All: q.Get("all") == "true", Session: q.Get("session"), Status: q.Get("status")}
+	lq := events.ListQuery{All: q.Get("all") == "true", Session: q.Get("session"), Status: q.Get("status")}
 	for _, l := range q["label"] {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok {
@@ -230,15 +212,17 @@ func (o *Orchestrator) httpList(w http.ResponseWriter, r *http.Request) {
 		}
 		lq.Labels[k] = v
 	}
-	writeJSON(w, http.StatusOK, o.List(lq))
+	writeJSON(w, http.StatusOK, s.o.List(lq))
 }
 
-func (o *Orchestrator) idBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// idBody returns the body of a call on one container: its JSON body, if
+// any, with the container's id from the path.
+func (s *server) idBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body := map[string]any{}
 	if r.ContentLength != 0 {
-		b, aerr := readBody(w, r)
-		if aerr != nil {
-			writeError(w, aerr)
+		b, err := readBody(w, r)
+		if err != nil {
+			writeError(w, err)
 			return nil, false
 		}
 		if len(bytes.TrimSpace(b)) > 0 {
@@ -249,124 +233,51 @@ func (o *Orchestrator) idBody(w http.ResponseWriter, r *http.Request) ([]byte, b
 		}
 	}
 	id := r.PathValue("id")
-	if c, ok := o.Container(id); ok {
+	if c, ok := s.o.Container(id); ok {
 		id = c.ID // a name works too
 	}
 	body["containerId"] = id
+	if r.Method == http.MethodDelete && r.URL.Query().Get("force") == "true" {
+		body["force"] = true
+	}
 	b, _ := json.Marshal(body)
 	return b, true
 }
 
-func (o *Orchestrator) httpStart(w http.ResponseWriter, r *http.Request) {
-	body, ok := o.idBody(w, r)
-	if !ok {
-		return
+// operation serves a start, stop or remove: a request of type typ.
+func (s *server) operation(typ string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, ok := s.idBody(w, r)
+		if !ok {
+			return
+		}
+		e, err := newRequest(r, typ, body)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		s.do(w, r, e, typ == events.ContainerRemoveRequested)
 	}
-	acc := o.request(w, r, events.ContainerStartRequested, body)
-	if acc == nil {
-		return
-	}
-	since := time.Now().Add(-time.Second)
-	o.await(w, r, acc, func(rec *record) bool {
-		return rec.Status == api.StatusRunning || (rec.Status == api.StatusExited && rec.FinishedAt.After(since))
-	})
 }
 
-func (o *Orchestrator) httpStop(w http.ResponseWriter, r *http.Request) {
-	body, ok := o.idBody(w, r)
+func (s *server) exec(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.idBody(w, r)
 	if !ok {
 		return
 	}
-	acc := o.request(w, r, events.ContainerStopRequested, body)
-	if acc == nil {
-		return
-	}
-	o.await(w, r, acc, func(rec *record) bool { return !rec.Status.Active() || rec.Status == api.StatusCreated })
-}
-
-func (o *Orchestrator) httpRemove(w http.ResponseWriter, r *http.Request) {
-	body, ok := o.idBody(w, r)
-	if !ok {
-		return
-	}
-	if r.URL.Query().Get("force") == "true" {
-		var m map[string]any
-		_ = json.Unmarshal(body, &m)
-		m["force"] = true
-		body, _ = json.Marshal(m)
-	}
-	acc := o.request(w, r, events.ContainerRemoveRequested, body)
-	if acc == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), waitLimit)
-	defer cancel()
-	_, err := o.state.waitFor(ctx, acc.ContainerID, func(rec *record) bool {
-		return rec.Status == api.StatusRemoved || rec.FailedRequest == acc.RequestID
-	})
-	if rec, ok := o.state.get(acc.ContainerID); ok && rec.FailedRequest == acc.RequestID && rec.Error != nil {
-		writeError(w, rec.Error)
-		return
-	}
+	e, err := newRequest(r, events.ContainerExecRequested, body)
 	if err != nil {
-		writeJSON(w, http.StatusAccepted, acc)
+		writeError(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (o *Orchestrator) httpExec(w http.ResponseWriter, r *http.Request) {
-	body, ok := o.idBody(w, r)
-	if !ok {
-		return
-	}
-	e, err := events.New(events.ContainerExecRequested, "/openagent/http", json.RawMessage(body))
-	if err != nil {
-		writeError(w, &api.Error{Kind: api.KindInvalid, Message: err.Error()})
-		return
-	}
-	if key := r.Header.Get("Idempotency-Key"); key != "" {
-		e.SetID(key)
-	}
-	res, aerr := o.execWait(r.Context(), e)
+	res, _, err := s.o.Exec(r.Context(), e)
 	switch {
-	case aerr != nil:
-		writeError(w, aerr)
-	case res == nil:
+	case errors.Is(err, orchestrator.ErrNotYet):
 		writeJSON(w, http.StatusAccepted, map[string]string{"requestId": e.ID()})
+	case err != nil:
+		writeError(w, err)
 	default:
 		writeJSON(w, http.StatusOK, res)
-	}
-}
-
-// execWait handles an exec request and waits for its result; nil without
-// an error means the result did not come in time.
-func (o *Orchestrator) execWait(ctx context.Context, e events.Event) (*api.ExecResult, *api.Error) {
-	res, _, aerr := o.execWaitEvent(ctx, e)
-	return res, aerr
-}
-
-// execWaitEvent is execWait that also returns the stored exec.completed
-// event.
-func (o *Orchestrator) execWaitEvent(ctx context.Context, e events.Event) (*api.ExecResult, events.Event, *api.Error) {
-	outcome, forget := o.state.expectExec(derive(requestKey(e), "exec"))
-	defer forget()
-	if _, aerr := o.accept(ctx, e); aerr != nil {
-		return nil, events.Event{}, aerr
-	}
-	var req api.ExecRequest
-	_ = events.Data(e, &req)
-	limit := waitLimit + time.Duration(req.TimeoutMs)*time.Millisecond
-	select {
-	case out := <-outcome:
-		if out.err != nil {
-			return nil, events.Event{}, out.err
-		}
-		return out.res, out.event, nil
-	case <-time.After(limit):
-		return nil, events.Event{}, nil
-	case <-ctx.Done():
-		return nil, events.Event{}, &api.Error{Kind: api.KindTimeout, Message: ctx.Err().Error()}
 	}
 }
 
@@ -385,8 +296,10 @@ func parseSince(s string) (time.Time, error) {
 	return time.Now().Add(-d), nil
 }
 
-func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
-	c, ok := o.Container(r.PathValue("id"))
+// logs serves a container's output, asked of its host: what it has, or
+// followed as it comes.
+func (s *server) logs(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.o.Container(r.PathValue("id"))
 	if !ok {
 		writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")})
 		return
@@ -405,7 +318,7 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	req := events.LogsRequest{ContainerID: c.ID, Tail: tail, Since: since, Timestamps: q.Get("timestamps") == "true", Follow: q.Get("follow") == "true"}
-	if !o.live(c.Host) {
+	if !s.o.Live(c.Host) {
 		writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + " stopped reporting"})
 		return
 	}
@@ -413,7 +326,7 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	if !req.Follow {
 		b, _ := json.Marshal(req)
-		m, err := o.nc.RequestWithContext(r.Context(), events.LogsSubject(c.Host), b)
+		m, err := s.NC.RequestWithContext(r.Context(), events.LogsSubject(c.Host), b)
 		if err != nil {
 			writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + ": " + err.Error()})
 			return
@@ -433,15 +346,15 @@ func (o *Orchestrator) httpLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Inbox = nats.NewInbox()
 	ch := make(chan *nats.Msg, 256)
-	sub, err := o.nc.ChanSubscribe(req.Inbox, ch)
+	sub, err := s.NC.ChanSubscribe(req.Inbox, ch)
 	if err != nil {
 		writeError(w, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
 		return
 	}
 	defer sub.Unsubscribe()
-	defer o.nc.Publish(req.Inbox+".stop", nil)
+	defer s.NC.Publish(req.Inbox+".stop", nil)
 	b, _ := json.Marshal(req)
-	if _, err := o.nc.RequestWithContext(r.Context(), events.LogsSubject(c.Host), b); err != nil {
+	if _, err := s.NC.RequestWithContext(r.Context(), events.LogsSubject(c.Host), b); err != nil {
 		writeError(w, &api.Error{Kind: api.KindUnavailable, ID: c.ID, Message: "host " + c.Host + ": " + err.Error()})
 		return
 	}
@@ -467,9 +380,9 @@ func flush(w http.ResponseWriter) {
 	}
 }
 
-// httpEvents streams events of the audit log as structured CloudEvents,
+// eventStream streams events of the audit log as structured CloudEvents,
 // one per line.
-func (o *Orchestrator) httpEvents(w http.ResponseWriter, r *http.Request) {
+func (s *server) eventStream(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	since, err := parseSince(q.Get("since"))
 	if err != nil {
@@ -486,7 +399,7 @@ func (o *Orchestrator) httpEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "container", Message: "not a container id"})
 			return
 		}
-		if c, ok := o.Container(id); ok {
+		if c, ok := s.o.Container(id); ok {
 			id = c.ID
 		}
 		cfg.FilterSubjects = []string{events.ContainerFilter(id)}
@@ -497,7 +410,7 @@ func (o *Orchestrator) httpEvents(w http.ResponseWriter, r *http.Request) {
 	follow := q.Get("follow") == "true"
 	session := q.Get("session")
 	ctx := r.Context()
-	cons, err := o.js.OrderedConsumer(ctx, events.StreamEvents, cfg)
+	cons, err := s.JS.OrderedConsumer(ctx, events.StreamEvents, cfg)
 	if err != nil {
 		writeError(w, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
 		return
@@ -539,12 +452,12 @@ func isCloudEvent(r *http.Request) bool {
 	return mt == "application/cloudevents+json" || r.Header.Get("ce-specversion") != ""
 }
 
-// httpCloudEvent is the CloudEvents HTTP binding: a request event in
+// cloudEvent is the CloudEvents HTTP binding: a request event in
 // binary or structured mode. The answer is the outcome event.
-func (o *Orchestrator) httpCloudEvent(w http.ResponseWriter, r *http.Request) {
-	body, aerr := readBody(w, r)
-	if aerr != nil {
-		writeError(w, aerr)
+func (s *server) cloudEvent(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	// The HTTP binding's headers are those of the NATS binding.
@@ -559,10 +472,10 @@ func (o *Orchestrator) httpCloudEvent(w http.ResponseWriter, r *http.Request) {
 	m.Data = body
 	e, err := events.FromMsg(m)
 	if err == nil {
-		err = o.v.CheckSize(m)
+		err = s.Validator.CheckSize(m)
 	}
 	if err != nil {
-		reply, perr := o.Reject(r.Context(), m.Header.Get("ce-id"), m.Header.Get("ce-type"), err)
+		reply, perr := s.o.Reject(r.Context(), m.Header.Get("ce-id"), m.Header.Get("ce-type"), err)
 		if perr != nil {
 			writeError(w, &api.Error{Kind: api.KindUnavailable, Message: perr.Error()})
 			return
@@ -570,14 +483,14 @@ func (o *Orchestrator) httpCloudEvent(w http.ResponseWriter, r *http.Request) {
 		writeCloudEvent(w, http.StatusBadRequest, reply)
 		return
 	}
-	reply, err := o.Handle(r.Context(), e)
+	reply, err := s.o.Handle(r.Context(), e)
 	if err != nil {
 		writeError(w, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
 		return
 	}
 	code := http.StatusAccepted
 	if reply.Type() == events.RequestRejected {
-		var d struct{ Error api.Error }
+		var d events.RejectedData
 		_ = events.Data(reply, &d)
 		code = api.Info(d.Error.Kind).Status
 	}

@@ -1,4 +1,4 @@
-package orchestrator
+package httpapi
 
 import (
 	"encoding/json"
@@ -29,7 +29,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			documented = append(documented, strings.ToUpper(method)+" "+path)
 		}
 	}
-	for _, rt := range (&Orchestrator{}).routes() {
+	for _, rt := range (&server{}).routes() {
 		served = append(served, rt.method+" "+rt.path)
 	}
 	slices.Sort(documented)

@@ -1,4 +1,4 @@
-package orchestrator
+package sessions
 
 import (
 	"context"
@@ -17,9 +17,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/events"
 )
 
-// LabelPool marks a pool's sandboxes with the pool's profile.
-const LabelPool = driver.LabelPool
-
 // poolKeyPrefix is where pools were kept in the sessions bucket, before
 // they had a bucket of their own.
 const poolKeyPrefix = "_pool."
@@ -33,6 +30,7 @@ type pool struct {
 	lastTake time.Time
 }
 
+// pools are the warm pools, kept in the pools bucket.
 type pools struct {
 	mu sync.Mutex
 	m  map[string]*pool // by profile
@@ -51,10 +49,10 @@ func profile(drv, image string, cpu float64, mem int64) string {
 }
 
 // SetPool creates, changes or (with size 0) empties a pool.
-func (o *Orchestrator) SetPool(ctx context.Context, p api.Pool) (*api.Pool, *api.Error) {
+func (s *Service) SetPool(ctx context.Context, p api.Pool) (*api.Pool, error) {
 	req := api.SessionRequest{Driver: p.Driver, Image: p.Image}
-	if aerr := defaultsFor(&req); aerr != nil {
-		return nil, aerr
+	if err := defaultsFor(&req); err != nil {
+		return nil, err
 	}
 	p.Driver, p.Image = req.Driver, req.Image
 	if p.Size < 0 || p.Max < 0 || p.Max > 0 && p.Max < p.Size || p.Size > 100 || p.Max > 200 {
@@ -66,18 +64,18 @@ func (o *Orchestrator) SetPool(ctx context.Context, p api.Pool) (*api.Pool, *api
 	p.Target = p.Size
 	key := profile(p.Driver, p.Image, p.CPU, p.MemoryMB)
 	b, _ := json.Marshal(p)
-	if _, err := o.pools.kv.Put(ctx, key, b); err != nil {
-		return nil, &api.Error{Kind: api.KindUnavailable, Message: err.Error()}
+	if _, err := s.pools.kv.Put(ctx, key, b); err != nil {
+		return nil, unavailable(err)
 	}
-	o.pools.mu.Lock()
-	pl, ok := o.pools.m[key]
+	s.pools.mu.Lock()
+	pl, ok := s.pools.m[key]
 	if !ok {
 		pl = &pool{}
-		o.pools.m[key] = pl
+		s.pools.m[key] = pl
 	}
 	pl.cfg = p
 	out := pl.view()
-	o.pools.mu.Unlock()
+	s.pools.mu.Unlock()
 	return &out, nil
 }
 
@@ -88,11 +86,11 @@ func (pl *pool) view() api.Pool {
 }
 
 // Pools lists the pools.
-func (o *Orchestrator) Pools() []api.Pool {
-	o.pools.mu.Lock()
-	defer o.pools.mu.Unlock()
+func (s *Service) Pools() []api.Pool {
+	s.pools.mu.Lock()
+	defer s.pools.mu.Unlock()
 	out := []api.Pool{}
-	for _, pl := range o.pools.m {
+	for _, pl := range s.pools.m {
 		out = append(out, pl.view())
 	}
 	slices.SortFunc(out, func(a, b api.Pool) int { return strings.Compare(a.Image+a.Driver, b.Image+b.Driver) })
@@ -101,10 +99,10 @@ func (o *Orchestrator) Pools() []api.Pool {
 
 // take hands a warm sandbox of the profile to a session, if there is one.
 // A miss raises the pool's target, within its bounds.
-func (o *Orchestrator) take(key string) (string, bool) {
-	o.pools.mu.Lock()
-	defer o.pools.mu.Unlock()
-	pl, ok := o.pools.m[key]
+func (s *Service) take(key string) (string, bool) {
+	s.pools.mu.Lock()
+	defer s.pools.mu.Unlock()
+	pl, ok := s.pools.m[key]
 	if !ok || pl.cfg.Size == 0 && pl.cfg.Max == 0 {
 		return "", false
 	}
@@ -112,7 +110,7 @@ func (o *Orchestrator) take(key string) (string, bool) {
 	for len(pl.warm) > 0 {
 		id := pl.warm[0]
 		pl.warm = pl.warm[1:]
-		if r, ok := o.state.get(id); ok && r.Status == api.StatusRunning {
+		if c, ok := s.ctl.Container(id); ok && c.Status == api.StatusRunning {
 			return id, true
 		}
 	}
@@ -123,27 +121,21 @@ func (o *Orchestrator) take(key string) (string, bool) {
 	return "", false
 }
 
-// loadPools reads the pools and finds their warm sandboxes again: running
-// containers of a pool that no session took.
-func (o *Orchestrator) loadPools(ctx context.Context) error {
-	o.pools = &pools{m: map[string]*pool{}}
-	kv, err := o.js.KeyValue(ctx, events.BucketPools)
-	if err != nil {
-		return err
-	}
-	o.pools.kv = kv
+// loadPools reads the pools.
+func (s *Service) loadPools(ctx context.Context) error {
+	kv := s.pools.kv
 	// Pools were kept in the sessions bucket once, under a prefix: move
 	// them to their own.
-	if old, err := o.sess.kv.ListKeys(ctx); err == nil {
+	if old, err := s.kv.ListKeys(ctx); err == nil {
 		for key := range old.Keys() {
 			if !strings.HasPrefix(key, poolKeyPrefix) {
 				continue
 			}
-			if entry, err := o.sess.kv.Get(ctx, key); err == nil {
+			if entry, err := s.kv.Get(ctx, key); err == nil {
 				if _, err := kv.Put(ctx, strings.TrimPrefix(key, poolKeyPrefix), entry.Value()); err != nil {
 					return err
 				}
-				_ = o.sess.kv.Purge(ctx, key)
+				_ = s.kv.Purge(ctx, key)
 			}
 		}
 	}
@@ -154,6 +146,8 @@ func (o *Orchestrator) loadPools(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.pools.mu.Lock()
+	defer s.pools.mu.Unlock()
 	for key := range lister.Keys() {
 		entry, err := kv.Get(ctx, key)
 		if err != nil {
@@ -161,24 +155,25 @@ func (o *Orchestrator) loadPools(ctx context.Context) error {
 		}
 		var p api.Pool
 		if json.Unmarshal(entry.Value(), &p) == nil {
-			o.pools.m[key] = &pool{cfg: p}
+			s.pools.m[key] = &pool{cfg: p}
 		}
 	}
 	return nil
 }
 
-// adoptWarm finds the pools' sandboxes in the projection, once it caught up.
-func (o *Orchestrator) adoptWarm() {
+// adoptWarm finds the pools' sandboxes again, once the control plane's
+// projection caught up: running containers of a pool that no session
+// took.
+func (s *Service) adoptWarm() {
 	taken := map[string]bool{}
-	for _, s := range o.Sessions(true) {
-		taken[s.ContainerID] = true
+	for _, sess := range s.List(true) {
+		taken[sess.ContainerID] = true
 	}
-	o.pools.mu.Lock()
-	defer o.pools.mu.Unlock()
-	for _, r := range o.state.list() {
-		key := r.Labels[LabelPool]
-		if pl, ok := o.pools.m[key]; ok && r.Status == api.StatusRunning && !taken[r.ID] {
-			pl.warm = append(pl.warm, r.ID)
+	s.pools.mu.Lock()
+	defer s.pools.mu.Unlock()
+	for _, c := range s.ctl.List(events.ListQuery{Status: string(api.StatusRunning)}) {
+		if pl, ok := s.pools.m[c.Labels[driver.LabelPool]]; ok && !taken[c.ID] {
+			pl.warm = append(pl.warm, c.ID)
 		}
 	}
 }
@@ -186,8 +181,7 @@ func (o *Orchestrator) adoptWarm() {
 // poolLoop keeps every pool at its target: it makes sandboxes that are
 // missing, lets the target fall back to the size when no miss happened
 // for a minute, and removes sandboxes above the target.
-func (o *Orchestrator) poolLoop(ctx context.Context) error {
-	o.adoptWarm()
+func (s *Service) poolLoop(ctx context.Context) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	var wg sync.WaitGroup
@@ -199,8 +193,8 @@ func (o *Orchestrator) poolLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 		var extra []string
-		o.pools.mu.Lock()
-		for key, pl := range o.pools.m {
+		s.pools.mu.Lock()
+		for key, pl := range s.pools.m {
 			if pl.cfg.Target > pl.cfg.Size && time.Since(pl.lastMiss) > time.Minute {
 				pl.cfg.Target--
 			}
@@ -212,43 +206,46 @@ func (o *Orchestrator) poolLoop(ctx context.Context) error {
 				wg.Add(1)
 				go func(key string, cfg api.Pool) {
 					defer wg.Done()
-					id, aerr := o.warmOne(ctx, key, cfg)
-					o.pools.mu.Lock()
+					id, err := s.warmOne(ctx, key, cfg)
+					s.pools.mu.Lock()
 					pl.creating--
-					if aerr == nil {
+					if err == nil {
 						pl.warm = append(pl.warm, id)
 					}
-					o.pools.mu.Unlock()
-					if aerr != nil && ctx.Err() == nil {
-						o.log.Warn("orchestrator: warm a sandbox", "pool", key, "err", aerr.Message)
+					s.pools.mu.Unlock()
+					if err != nil && ctx.Err() == nil {
+						s.log.Warn("sessions: warm a sandbox", "pool", key, "err", err)
 						time.Sleep(time.Second) // do not spin on a pool that cannot fill
 					}
 				}(key, pl.cfg)
 			}
 		}
-		o.pools.mu.Unlock()
+		s.pools.mu.Unlock()
 		for _, id := range extra {
-			rm, err := events.New(events.ContainerRemoveRequested, "/openagent/pools", events.ContainerRequestedData{ContainerID: id, Force: true})
+			rm, err := events.New(events.ContainerRemoveRequested, poolSource, events.ContainerRequestedData{ContainerID: id, Force: true})
 			if err == nil {
-				_, _ = o.Handle(ctx, rm)
+				_, _ = s.ctl.Accept(ctx, rm)
 			}
 		}
 	}
 }
 
+// poolSource is the CloudEvents source of what pools ask.
+const poolSource = "/openagent/pools"
+
 // warmOne makes one running sandbox for a pool.
-func (o *Orchestrator) warmOne(ctx context.Context, key string, p api.Pool) (string, *api.Error) {
+func (s *Service) warmOne(ctx context.Context, key string, p api.Pool) (string, error) {
 	spec := sandboxSpec(p.Driver, p.Image, p.CPU, p.MemoryMB, nil)
-	id := newContainerID()
+	id := events.NewContainerID()
 	spec.SessionID = id
-	spec.Labels[LabelPool] = key
-	e, err := events.New(events.ContainerCreateRequested, "/openagent/pools", api.CreateRequest{ContainerID: id, Driver: p.Driver, Start: true, Spec: spec})
+	spec.Labels[driver.LabelPool] = key
+	e, err := events.New(events.ContainerCreateRequested, poolSource, api.CreateRequest{ContainerID: id, Driver: p.Driver, Start: true, Spec: spec})
 	if err != nil {
 		return "", &api.Error{Kind: api.KindInternal, Message: err.Error()}
 	}
-	c, aerr := o.runContainer(ctx, e)
-	if aerr != nil {
-		return "", aerr
+	c, err := s.runContainer(ctx, e)
+	if err != nil {
+		return "", err
 	}
 	return c.ID, nil
 }

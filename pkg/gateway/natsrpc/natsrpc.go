@@ -1,0 +1,215 @@
+// Package natsrpc is the control plane's NATS request/reply door: the
+// subjects of events.SubjectRequest and its siblings, served by a queue
+// group so that any number of orchestrators share them. It turns messages
+// into events and queries, hands them to the orchestrator or the sessions,
+// and answers with what they return; the decisions are theirs.
+package natsrpc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator"
+	"github.com/openagent/orchestrator/pkg/sessions"
+)
+
+const (
+	// queue is the queue group the door's subscriptions share.
+	queue = "orchestrator"
+	// requestTimeout bounds the handling of a container request.
+	requestTimeout = 30 * time.Second
+	// sessionTimeout bounds a session request: making a sandbox and
+	// running code in it each wait up to orchestrator.DefaultWait.
+	sessionTimeout = 2*orchestrator.DefaultWait + 5*time.Minute
+	// grace is how long a shutdown waits for the requests in hand.
+	grace = 10 * time.Second
+)
+
+// Config wires the door.
+type Config struct {
+	NC           *nats.Conn
+	Validator    *events.Validator
+	Orchestrator *orchestrator.Orchestrator
+	Sessions     *sessions.Service
+	Logger       *slog.Logger
+	// Concurrency bounds the requests handled at once; 64 when zero.
+	Concurrency int
+}
+
+// Server is the door. Run it.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	ready chan struct{}
+}
+
+// New returns the door.
+func New(cfg Config) *Server {
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 64
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{cfg: cfg, log: log, ready: make(chan struct{})}
+}
+
+// Ready is closed once the door takes requests.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run serves the door once the orchestrator and the sessions are ready,
+// until ctx ends; then it stops taking requests and waits for those in
+// hand, for at most the grace: a shutdown lets answers already being made
+// go out.
+func (s *Server) Run(ctx context.Context) error {
+	for _, ready := range []<-chan struct{}{s.cfg.Orchestrator.Ready(), s.cfg.Sessions.Ready()} {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	var subs []*nats.Subscription
+	var handlers sync.WaitGroup
+	// A subscription's handler runs one message at a time; requests are
+	// handled concurrently, up to the bound.
+	slots := make(chan struct{}, s.cfg.Concurrency)
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	add := func(subject string, h func(context.Context, *nats.Msg)) error {
+		sub, err := s.cfg.NC.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+			slots <- struct{}{}
+			handlers.Add(1)
+			go func() {
+				defer func() { <-slots; handlers.Done() }()
+				h(base, m)
+			}()
+		})
+		if err == nil {
+			subs = append(subs, sub)
+		}
+		return err
+	}
+	var err error
+	for subject, h := range map[string]func(context.Context, *nats.Msg){
+		events.SubjectRequest:   s.request,
+		events.SubjectSessions:  s.session,
+		events.SubjectContainer: s.container,
+		events.SubjectList:      s.list,
+		events.SubjectHosts:     func(_ context.Context, m *nats.Msg) { s.respondJSON(m, s.cfg.Orchestrator.Hosts()) },
+	} {
+		if err = add(subject, h); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		close(s.ready)
+		<-ctx.Done()
+	}
+	for _, sub := range subs {
+		_ = sub.Drain()
+	}
+	// Drained subscriptions hand over what they still hold, then close.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if !slices.ContainsFunc(subs, (*nats.Subscription).IsValid) {
+			break
+		}
+	}
+	stop := time.AfterFunc(grace, cancel)
+	defer stop.Stop()
+	handlers.Wait()
+	return err
+}
+
+// request serves a container request: the answer is its outcome event.
+func (s *Server) request(ctx context.Context, m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	s.respondEvent(ctx, m, false, s.cfg.Orchestrator.Handle)
+}
+
+// session serves a session request: the answer is the event that carried
+// it out, or its rejection.
+func (s *Server) session(ctx context.Context, m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, sessionTimeout)
+	defer cancel()
+	s.respondEvent(ctx, m, true, s.cfg.Sessions.Handle)
+}
+
+// respondEvent reads a request event from m, hands it to handle and
+// answers with the event it returns. A message that is no valid event is
+// answered with its rejection; validate checks the event's data here,
+// for handlers that do not check it themselves.
+func (s *Server) respondEvent(ctx context.Context, m *nats.Msg, validate bool, handle func(context.Context, events.Event) (events.Event, error)) {
+	req, err := events.FromMsg(m)
+	if err == nil {
+		err = s.cfg.Validator.CheckSize(m)
+	}
+	if err == nil && validate {
+		err = s.cfg.Validator.Validate(req)
+	}
+	var reply events.Event
+	if err != nil {
+		reply, err = s.cfg.Orchestrator.Reject(ctx, m.Header.Get("ce-id"), m.Header.Get("ce-type"), err)
+	} else {
+		reply, err = handle(ctx, req)
+	}
+	if err != nil {
+		s.respondJSON(m, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
+		return
+	}
+	out, err := events.ToMsg(m.Reply, reply)
+	if err == nil {
+		err = m.RespondMsg(out)
+	}
+	if err != nil {
+		s.log.Warn("natsrpc: reply", "subject", m.Subject, "err", err)
+	}
+}
+
+func (s *Server) container(_ context.Context, m *nats.Msg) {
+	var q events.ContainerQuery
+	if err := json.Unmarshal(m.Data, &q); err != nil {
+		s.respondJSON(m, &api.Error{Kind: api.KindInvalid, Field: "body", Message: "not a container query: " + err.Error()})
+		return
+	}
+	c, ok := s.cfg.Orchestrator.Container(q.ID)
+	if !ok {
+		s.respondJSON(m, &api.Error{Kind: api.KindNotFound, ID: q.ID, Message: "no container " + q.ID})
+		return
+	}
+	s.respondJSON(m, c)
+}
+
+func (s *Server) list(_ context.Context, m *nats.Msg) {
+	var q events.ListQuery
+	if len(m.Data) > 0 {
+		if err := json.Unmarshal(m.Data, &q); err != nil {
+			s.respondJSON(m, &api.Error{Kind: api.KindInvalid, Field: "body", Message: "not a list query: " + err.Error()})
+			return
+		}
+	}
+	s.respondJSON(m, s.cfg.Orchestrator.List(q))
+}
+
+func (s *Server) respondJSON(m *nats.Msg, v any) {
+	nc := s.cfg.NC
+	b, _ := json.Marshal(v)
+	if int64(len(b)) > nc.MaxPayload() {
+		b, _ = json.Marshal(&api.Error{Kind: api.KindTooLarge, Message: fmt.Sprintf(
+			"the answer is %d bytes, more than NATS carries (%d); narrow the query or use the HTTP API", len(b), nc.MaxPayload())})
+	}
+	if err := m.Respond(b); err != nil {
+		s.log.Warn("natsrpc: reply", "subject", m.Subject, "err", err)
+	}
+}
