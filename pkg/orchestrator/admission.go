@@ -20,8 +20,9 @@ var sensitivePaths = []string{"/etc", "/proc", "/sys", "/dev", "/boot", "/root",
 	"/run/docker.sock", "/var/lib/docker", "/run/containerd", "/var/run"}
 
 // admit applies the admission policy: it refuses the escape vectors a
-// request could ask for. The error names the field.
-func admit(spec driver.ContainerConfig, protected []string) *api.Error {
+// request could ask for. The error, an *api.Error of kind permission,
+// names the field.
+func admit(spec driver.ContainerConfig, protected []string) error {
 	for i, c := range spec.Security.CapAdd {
 		if slices.Contains(dangerousCaps, strings.TrimPrefix(c, "CAP_")) {
 			return &api.Error{Kind: api.KindPermission, Field: fmt.Sprintf("spec.security.capAdd[%d]", i),

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -39,12 +40,13 @@ func TestAdmit(t *testing.T) {
 			spec := driver.DefaultConfig()
 			spec.Image = "fake"
 			tc.edit(&spec)
-			got := admit(spec, []string{"/srv/openagent"})
+			err := admit(spec, []string{"/srv/openagent"})
+			var got *api.Error
 			switch {
-			case tc.field == "" && got != nil:
-				t.Fatalf("refused: %+v; want admitted", got)
-			case tc.field != "" && (got == nil || got.Field != tc.field || got.Kind != api.KindPermission):
-				t.Fatalf("got %+v; want permission refused naming %s", got, tc.field)
+			case tc.field == "" && err != nil:
+				t.Fatalf("refused: %v; want admitted", err)
+			case tc.field != "" && (!errors.As(err, &got) || got.Field != tc.field || got.Kind != api.KindPermission):
+				t.Fatalf("got %#v; want permission refused naming %s", err, tc.field)
 			}
 		})
 	}

@@ -273,8 +273,8 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		}
 		return nil, reject(api.KindInvalid, "spec", "", "%v", err)
 	}
-	if e := admit(d.Spec, o.protected); e != nil {
-		return nil, &rejection{e: *e}
+	if err := admit(d.Spec, o.protected); err != nil {
+		return nil, &rejection{e: *api.AsError(err)}
 	}
 	if d.Driver == "" {
 		d.Driver = driverFor(d.Spec.Image)

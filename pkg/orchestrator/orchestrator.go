@@ -27,7 +27,6 @@ import (
 
 // Config wires an orchestrator.
 type Config struct {
-	NC        *nats.Conn
 	JS        jetstream.JetStream
 	Validator *events.Validator
 	Logger    *slog.Logger
@@ -52,7 +51,6 @@ const DefaultPendingDeadline = 5 * time.Minute
 
 // Orchestrator is the control plane. Run it; its HTTP API is Handler.
 type Orchestrator struct {
-	nc         *nats.Conn
 	js         jetstream.JetStream
 	v          *events.Validator
 	pub        *events.Publisher
@@ -72,7 +70,7 @@ type Orchestrator struct {
 // New returns an orchestrator on provisioned streams and buckets.
 func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	o := &Orchestrator{
-		nc: cfg.NC, js: cfg.JS, v: cfg.Validator, pub: events.NewPublisher(cfg.JS, cfg.Validator),
+		js: cfg.JS, v: cfg.Validator, pub: events.NewPublisher(cfg.JS, cfg.Validator),
 		log: cfg.Logger, liveness: cfg.HostLiveness, protected: cfg.Protected, conc: cfg.Concurrency,
 		source: "/openagent/orchestrator", state: newState(), ready: make(chan struct{}),
 	}

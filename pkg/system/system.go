@@ -107,7 +107,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if cfg.DataDir != "" {
 			protected = append(protected, cfg.DataDir)
 		}
-		o, err := orchestrator.New(ctx, orchestrator.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, PendingDeadline: cfg.PendingDeadline})
+		o, err := orchestrator.New(ctx, orchestrator.Config{JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, PendingDeadline: cfg.PendingDeadline})
 		if err != nil {
 			return nil, err
 		}

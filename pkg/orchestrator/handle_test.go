@@ -1,0 +1,404 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+// The handler's decisions, driven through Handle on a real JetStream with
+// no worker: the test puts host records in the hosts bucket and plays the
+// worker's part by publishing state events, and reads what the handler
+// published from the streams.
+
+type harness struct {
+	t   *testing.T
+	ctx context.Context
+	js  jetstream.JetStream
+	pub *events.Publisher
+	o   *Orchestrator
+}
+
+// host is a host record as a worker keeps it.
+func host(id string, cpu float64, drivers ...events.DriverInfo) events.HostRecord {
+	if len(drivers) == 0 {
+		drivers = []events.DriverInfo{{Name: "fake"}}
+	}
+	return events.HostRecord{ID: id, Drivers: drivers, Capacity: events.Resources{CPU: cpu, MemoryMB: 8192, Pids: 4096},
+		LastSeen: time.Now(), StartedAt: time.Now()}
+}
+
+// newHarness runs an orchestrator over the given hosts until the test ends.
+func newHarness(t *testing.T, hosts ...events.HostRecord) *harness {
+	t.Helper()
+	_, js, _ := provisioned(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	h := &harness{t: t, ctx: ctx, js: js}
+	for _, hr := range hosts {
+		h.putHost(hr)
+	}
+	v, err := events.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pub = events.NewPublisher(js, v)
+	if h.o, err = New(ctx, Config{JS: js, Validator: v, Protected: []string{"/srv/openagent"}}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.o.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	select {
+	case <-h.o.Ready():
+	case <-ctx.Done():
+		t.Fatal("orchestrator not ready")
+	}
+	return h
+}
+
+// on returns the harness reporting to a subtest.
+func (h *harness) on(t *testing.T) *harness {
+	cp := *h
+	cp.t = t
+	return &cp
+}
+
+func (h *harness) putHost(hr events.HostRecord) {
+	h.t.Helper()
+	kv, err := h.js.KeyValue(h.ctx, events.BucketHosts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b, _ := json.Marshal(hr)
+	if _, err := kv.Put(h.ctx, hr.ID, b); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// request handles a request from source with id and data, and returns
+// its outcome's data: accepted, or the rejection's error.
+func (h *harness) request(typ, source, id string, data any) (api.Accepted, *api.Error) {
+	h.t.Helper()
+	e, err := events.New(typ, source, data, events.WithID(id))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	reply, err := h.o.Handle(h.ctx, e)
+	if err != nil {
+		h.t.Fatalf("handle %s: %v", typ, err)
+	}
+	if reply.Type() == events.RequestRejected {
+		var d events.RejectedData
+		if err := events.Data(reply, &d); err != nil {
+			h.t.Fatal(err)
+		}
+		return api.Accepted{}, &d.Error
+	}
+	var acc api.Accepted
+	if err := events.Data(reply, &acc); err != nil {
+		h.t.Fatal(err)
+	}
+	return acc, nil
+}
+
+func (h *harness) mustAccept(typ, source, id string, data any) api.Accepted {
+	h.t.Helper()
+	acc, rej := h.request(typ, source, id, data)
+	if rej != nil {
+		h.t.Fatalf("%s %s rejected: %s %s: %s", typ, id, rej.Kind, rej.Field, rej.Message)
+	}
+	return acc
+}
+
+func (h *harness) mustReject(typ, source, id string, data any, kind api.ErrorKind, field string) *api.Error {
+	h.t.Helper()
+	acc, rej := h.request(typ, source, id, data)
+	if rej == nil {
+		h.t.Fatalf("%s %s accepted (%+v); want rejected %s", typ, id, acc, kind)
+	}
+	if rej.Kind != kind || rej.Field != field {
+		h.t.Fatalf("%s %s rejected %s naming %q (%s); want %s naming %q", typ, id, rej.Kind, rej.Field, rej.Message, kind, field)
+	}
+	return rej
+}
+
+// report publishes a state event as the container's worker would.
+func (h *harness) report(typ, id, hostID string, data any) {
+	h.t.Helper()
+	r, _ := h.o.state.get(id)
+	gen := uint64(0)
+	if r != nil {
+		gen = r.Generation
+	}
+	e, err := events.New(typ, "/tests/worker", data, events.WithContainer(id), events.WithHost(hostID), events.WithGeneration(gen))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.pub.Publish(h.ctx, e); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// running reports a container created and started on its host, and waits
+// until the projection has it running.
+func (h *harness) running(id string) {
+	h.t.Helper()
+	r, ok := h.o.state.get(id)
+	if !ok {
+		h.t.Fatalf("no container %s", id)
+	}
+	h.report(events.ContainerCreated, id, r.Host, events.CreatedData{ContainerID: id, HostID: r.Host, Driver: r.Driver})
+	h.report(events.ContainerStarted, id, r.Host, events.StartedData{ContainerID: id, HostID: r.Host, StartedAt: time.Now()})
+	h.waitStatus(id, api.StatusRunning)
+}
+
+func (h *harness) waitStatus(id string, st api.Status) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := h.o.state.waitFor(ctx, id, func(r *record) bool { return r.Status == st }); err != nil {
+		r, _ := h.o.state.get(id)
+		h.t.Fatalf("container %s never %s: %+v", id, st, r)
+	}
+}
+
+// count is how many messages a stream holds on subjects matching filter.
+func (h *harness) count(stream, filter string) uint64 {
+	h.t.Helper()
+	s, err := h.js.Stream(h.ctx, stream)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(h.ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// lastCommand is the last command published for a host.
+func (h *harness) lastCommand(hostID string) events.Event {
+	h.t.Helper()
+	s, err := h.js.Stream(h.ctx, events.StreamCommands)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(h.ctx, events.CommandsRoot+"."+hostID+".>")
+	if err != nil {
+		h.t.Fatalf("no command for %s: %v", hostID, err)
+	}
+	e, err := events.FromMsg(&nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return e
+}
+
+func spec(mutate ...func(*driver.ContainerConfig)) driver.ContainerConfig {
+	s := driver.DefaultConfig()
+	s.Image, s.Command = "fake", []string{"fake", "--forever"}
+	for _, m := range mutate {
+		m(&s)
+	}
+	return s
+}
+
+func createReq(mutate ...func(*api.CreateRequest)) api.CreateRequest {
+	r := api.CreateRequest{Driver: "fake", Spec: spec()}
+	for _, m := range mutate {
+		m(&r)
+	}
+	return r
+}
+
+// A create that names no container gets one derived from its identity,
+// placed on a fit host, announced with a placed event and a create
+// command of one generation; handled again, it is answered the same and
+// publishes nothing new.
+func TestCreateIsPlacedOnceByIdentity(t *testing.T) {
+	h := newHarness(t, host("host-a", 4))
+	acc := h.mustAccept(events.ContainerCreateRequested, "/tests/svc", "req-1", createReq())
+	key := "/tests/svc\x00req-1"
+	if acc.ContainerID != events.ContainerIDFor(key) {
+		t.Fatalf("container %s; want the one derived from the request, %s", acc.ContainerID, events.ContainerIDFor(key))
+	}
+	r, ok := h.o.state.get(acc.ContainerID)
+	if !ok || r.Host != "host-a" || r.Status != api.StatusPending || r.Driver != "fake" {
+		t.Fatalf("record %+v; want pending on host-a with the fake driver", r)
+	}
+	cmd := h.lastCommand("host-a")
+	if cmd.Type() != events.CommandCreate || events.Ext(cmd, events.ExtContainerID) != acc.ContainerID || events.Generation(cmd) == 0 {
+		t.Fatalf("command %s for %s at generation %d; want a create of %s with a generation", cmd.Type(), events.Ext(cmd, events.ExtContainerID), events.Generation(cmd), acc.ContainerID)
+	}
+	if cmd.ID() != events.DeriveID(key, "command") {
+		t.Fatalf("command id %s; want the one derived from the request", cmd.ID())
+	}
+	evs, cmds := h.count(events.StreamEvents, events.EventsRoot+".>"), h.count(events.StreamCommands, events.CommandsRoot+".>")
+
+	again := h.mustAccept(events.ContainerCreateRequested, "/tests/svc", "req-1", createReq())
+	if again != acc {
+		t.Fatalf("handled again: %+v; want the first outcome %+v", again, acc)
+	}
+	// Once the worker reported, a redelivered request is answered from its
+	// record: not even a deduplicated announcement goes out.
+	h.running(acc.ContainerID)
+	evs, cmds = h.count(events.StreamEvents, events.EventsRoot+".>"), h.count(events.StreamCommands, events.CommandsRoot+".>")
+	if again := h.mustAccept(events.ContainerCreateRequested, "/tests/svc", "req-1", createReq()); again != acc {
+		t.Fatalf("handled a third time: %+v; want %+v", again, acc)
+	}
+	if n, m := h.count(events.StreamEvents, events.EventsRoot+".>"), h.count(events.StreamCommands, events.CommandsRoot+".>"); n != evs || m != cmds {
+		t.Fatalf("a request handled again published %d events and %d commands", n-evs, m-cmds)
+	}
+}
+
+// Request identity is (source, id): the same id from another source is
+// another request and places another container; the same identity with
+// other data is a conflict naming the id, and changes nothing.
+func TestRequestIdentity(t *testing.T) {
+	h := newHarness(t, host("host-a", 4))
+	first := h.mustAccept(events.ContainerCreateRequested, "/tests/svc-a", "same-id", createReq())
+	other := h.mustAccept(events.ContainerCreateRequested, "/tests/svc-b", "same-id", createReq())
+	if other.ContainerID == first.ContainerID {
+		t.Fatalf("two sources' requests with one id share container %s", first.ContainerID)
+	}
+	before := len(h.o.state.list())
+	rej := h.mustReject(events.ContainerCreateRequested, "/tests/svc-a", "same-id",
+		createReq(func(r *api.CreateRequest) { r.Name = "changed" }), api.KindConflict, "id")
+	if !strings.Contains(rej.Message, "same-id") {
+		t.Fatalf("conflict %q does not name the id", rej.Message)
+	}
+	if after := len(h.o.state.list()); after != before {
+		t.Fatalf("a conflicting request left %d records", after-before)
+	}
+	// The first keeps its outcome.
+	if again := h.mustAccept(events.ContainerCreateRequested, "/tests/svc-a", "same-id", createReq()); again != first {
+		t.Fatalf("after the conflict the first request's outcome is %+v; want %+v", again, first)
+	}
+}
+
+// Each refusal of a create names its kind and field, and holds nothing.
+func TestCreateRefusals(t *testing.T) {
+	h := newHarness(t, host("host-a", 1, events.DriverInfo{Name: "fake"}, events.DriverInfo{Name: "local", MinCPU: 0.01}))
+	h.mustAccept(events.ContainerCreateRequested, "/tests", "named", createReq(func(r *api.CreateRequest) { r.Name = "web" }))
+	for _, tc := range []struct {
+		name  string
+		req   api.CreateRequest
+		kind  api.ErrorKind
+		field string
+	}{
+		{"a name in use", createReq(func(r *api.CreateRequest) { r.Name = "web" }), api.KindConflict, "name"},
+		{"more cpu than any host has", createReq(func(r *api.CreateRequest) { r.Spec.Resources.CPU = 2 }), api.KindResourceLimit, ""},
+		{"a driver no host offers", createReq(func(r *api.CreateRequest) { r.Driver = "docker"; r.Spec.Image = "alpine" }), api.KindUnavailable, ""},
+		{"a host that does not exist", createReq(func(r *api.CreateRequest) { r.HostID = "host-z" }), api.KindUnavailable, ""},
+		{"cpu under the driver's minimum", createReq(func(r *api.CreateRequest) {
+			r.Driver, r.Spec.Image, r.Spec.Resources.CPU = "local", "host", 0.001
+		}), api.KindInvalid, "spec.resources.cpu"},
+		{"a dangerous capability", createReq(func(r *api.CreateRequest) { r.Spec.Security.CapAdd = []string{"SYS_ADMIN"} }), api.KindPermission, "spec.security.capAdd[0]"},
+		{"the data directory mounted", createReq(func(r *api.CreateRequest) {
+			r.Spec.Volumes = []driver.VolumeMount{{Type: driver.MountBind, Source: "/srv/openagent", Target: "/x"}}
+		}), api.KindPermission, "spec.volumes[0].source"},
+		{"a bad environment variable (schema)", createReq(func(r *api.CreateRequest) { r.Spec.Env = map[string]string{"1X": "y"} }), api.KindInvalid, "data.spec.env.1X"},
+		{"a mount over the root (config)", createReq(func(r *api.CreateRequest) {
+			r.Spec.Volumes = []driver.VolumeMount{{Type: driver.MountBind, Source: "/srv/work", Target: "/"}}
+		}), api.KindInvalid, "spec.volumes[0].target"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := h.on(t)
+			before := h.o.state.m.Allocated["host-a"]
+			h.mustReject(events.ContainerCreateRequested, "/tests", "refused "+tc.name, tc.req, tc.kind, tc.field)
+			if after := h.o.state.m.Allocated["host-a"]; after != before {
+				t.Fatalf("a refused create holds %+v on the host (before %+v)", after, before)
+			}
+		})
+	}
+	// A schema violation names the field too.
+	e, err := events.New(events.ContainerCreateRequested, "/tests", map[string]any{"spec": map[string]any{"image": 5}}, events.WithID("garbled"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := h.o.Handle(h.ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d events.RejectedData
+	if err := events.Data(reply, &d); err != nil || reply.Type() != events.RequestRejected || d.Error.Kind != api.KindInvalid || !strings.HasPrefix(d.Error.Field, "data") {
+		t.Fatalf("a schema violation: %s %+v; want rejected invalid naming a data field", reply.Type(), d.Error)
+	}
+	// Session requests are served elsewhere.
+	h.mustReject(events.SessionCreateRequested, "/tests", "session", map[string]any{}, api.KindNotSupported, "type")
+}
+
+// The operations on a container decide on its state and its host's
+// liveness, and each command carries a new generation.
+func TestOperations(t *testing.T) {
+	h := newHarness(t, host("host-a", 4), host("host-b", 4))
+	req := func(id string, force bool) events.ContainerRequestedData {
+		return events.ContainerRequestedData{ContainerID: id, Force: force}
+	}
+	h.mustReject(events.ContainerStartRequested, "/tests", "start nothing", req("nothing", false), api.KindNotFound, "containerId")
+
+	c := h.mustAccept(events.ContainerCreateRequested, "/tests", "c", createReq(func(r *api.CreateRequest) { r.HostID = "host-a"; r.Start = true }))
+	h.running(c.ContainerID)
+	h.mustReject(events.ContainerRemoveRequested, "/tests", "remove running", req(c.ContainerID, false), api.KindConflict, "")
+
+	r, _ := h.o.state.get(c.ContainerID)
+	created := r.Generation
+	stop := h.mustAccept(events.ContainerStopRequested, "/tests", "stop", req(c.ContainerID, false))
+	cmd := h.lastCommand("host-a")
+	if cmd.Type() != events.CommandStop || events.Generation(cmd) <= created {
+		t.Fatalf("stop published %s at generation %d; want a stop command after generation %d", cmd.Type(), events.Generation(cmd), created)
+	}
+	if stop.ContainerID != c.ContainerID {
+		t.Fatalf("stop accepted for %s; want %s", stop.ContainerID, c.ContainerID)
+	}
+
+	x := h.mustAccept(events.ContainerExecRequested, "/tests", "exec", events.ExecRequestedData{ContainerID: c.ContainerID, Command: []string{"true"}})
+	if x.ExecID != events.DeriveID("/tests\x00exec", "exec") {
+		t.Fatalf("exec id %s; want the one derived from the request", x.ExecID)
+	}
+	h.report(events.ContainerStopped, c.ContainerID, "host-a", events.StoppedData{ContainerID: c.ContainerID, HostID: "host-a", FinishedAt: time.Now()})
+	h.waitStatus(c.ContainerID, api.StatusStopped)
+	h.mustReject(events.ContainerExecRequested, "/tests", "exec stopped", events.ExecRequestedData{ContainerID: c.ContainerID, Command: []string{"true"}}, api.KindConflict, "")
+
+	// A host that stopped reporting: operations are refused, except a
+	// forced removal, which forgets the container.
+	d := h.mustAccept(events.ContainerCreateRequested, "/tests", "d", createReq(func(r *api.CreateRequest) { r.HostID = "host-b"; r.Start = true }))
+	h.running(d.ContainerID)
+	dead := host("host-b", 4)
+	dead.LastSeen = time.Now().Add(-time.Hour)
+	h.putHost(dead)
+	deadline := time.Now().Add(10 * time.Second)
+	for h.o.Live("host-b") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	commands := h.count(events.StreamCommands, events.CommandsRoot+".host-b.>")
+	if c, ok := h.o.Container(d.ContainerID); !ok || c.Status != api.StatusLost {
+		t.Fatalf("a running container on a dead host reads %+v; want lost", c)
+	}
+	h.mustReject(events.ContainerStopRequested, "/tests", "stop on dead", req(d.ContainerID, false), api.KindUnavailable, "")
+	h.mustReject(events.ContainerStartRequested, "/tests", "start on dead", req(d.ContainerID, false), api.KindUnavailable, "")
+	h.mustReject(events.ContainerRemoveRequested, "/tests", "remove on dead", req(d.ContainerID, false), api.KindConflict, "")
+	h.mustAccept(events.ContainerRemoveRequested, "/tests", "forget on dead", req(d.ContainerID, true))
+	h.waitStatus(d.ContainerID, api.StatusRemoved)
+	if n := h.count(events.StreamCommands, events.CommandsRoot+".host-b.>"); n != commands {
+		t.Fatalf("forgetting a container on a dead host sent it %d commands", n-commands)
+	}
+}
