@@ -286,10 +286,15 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	if prev, ok := o.state.placedBy(r.ID); ok && prev.SameRequest(r) {
 		return o.replace(ctx, req, prev, d)
 	}
-	plan, host, err := o.place(scheduler.Request{
+	api.FromSpec(&r.Container, d.Spec)
+	prev, taken, err := o.reserve(scheduler.Request{
 		Driver: d.Driver, HostID: d.HostID, Constraints: d.Constraints, Resources: demand(d.Spec),
-	})
-	if err != nil {
+	}, r)
+	var rej *rejection
+	switch {
+	case errors.As(err, &rej):
+		return nil, err // the driver's limits
+	case err != nil:
 		kind := api.KindUnavailable
 		var pe *scheduler.PlacementError
 		if errors.As(err, &pe) {
@@ -301,12 +306,6 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		}
 		return nil, reject(kind, "", d.ContainerID, "%v", err)
 	}
-	if err := checkDriverLimits(host, plan, d.Spec); err != nil {
-		return nil, err
-	}
-	r.Host, r.Driver = plan.HostID, plan.Driver
-	api.FromSpec(&r.Container, d.Spec)
-	prev, taken := o.state.reserve(r)
 	switch taken {
 	case "name":
 		return nil, reject(api.KindConflict, "name", d.Name, "a container named %s exists", d.Name)

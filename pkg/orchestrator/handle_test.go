@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -400,5 +401,32 @@ func TestOperations(t *testing.T) {
 	h.waitStatus(d.ContainerID, api.StatusRemoved)
 	if n := h.count(events.StreamCommands, events.CommandsRoot+".host-b.>"); n != commands {
 		t.Fatalf("forgetting a container on a dead host sent it %d commands", n-commands)
+	}
+}
+
+// Concurrent creates never place more on a host than it has: placement
+// and reservation are one step.
+func TestConcurrentCreatesFitTheHost(t *testing.T) {
+	h := newHarness(t, host("host-a", 2))
+	const n = 64 // 2 cores of 0.1 fit 20
+	accepted := make(chan bool, n)
+	for i := range n {
+		go func() {
+			_, rej := h.request(events.ContainerCreateRequested, "/tests", fmt.Sprintf("burst-%d", i),
+				createReq(func(r *api.CreateRequest) { r.Spec.Resources.CPU, r.Spec.Resources.MemoryMB = 0.1, 64 }))
+			accepted <- rej == nil
+		}()
+	}
+	got := 0
+	for range n {
+		if <-accepted {
+			got++
+		}
+	}
+	if got != 20 {
+		t.Fatalf("%d of %d creates of 0.1 cores accepted on a host of 2 cores; want 20", got, n)
+	}
+	if a := h.o.state.m.Allocated["host-a"]; a.CPU > 2+1e-9 {
+		t.Fatalf("host-a has %g cores allocated of 2", a.CPU)
 	}
 }

@@ -344,19 +344,31 @@ func (o *Orchestrator) serveRequests(ctx context.Context) error {
 		}))
 }
 
-// place places a request on a snapshot taken under the state's lock, and
-// returns the chosen host's record with the plan.
-func (o *Orchestrator) place(req scheduler.Request) (scheduler.Plan, *events.HostRecord, error) {
-	o.state.mu.RLock()
-	defer o.state.mu.RUnlock()
+// reserve places a container and reserves what it holds on the chosen
+// host, in one step under the state's lock: concurrent placements each see
+// the others' reservations, and no host is given more than it has. taken
+// is "id" or "name" when either is in use, with the record that holds the
+// id; nothing is placed then.
+func (o *Orchestrator) reserve(req scheduler.Request, r *record) (prev *record, taken string, err error) {
+	o.state.mu.Lock()
+	defer o.state.mu.Unlock()
+	if prev, taken := o.state.takenLocked(r); taken != "" {
+		return prev, taken, nil
+	}
 	plan, err := scheduler.Place(o.snapshotLocked(), req)
 	if err != nil {
-		return plan, nil, err
+		return nil, "", err
 	}
-	return plan, o.state.hosts[plan.HostID], nil
+	if err := checkDriverLimits(o.state.hosts[plan.HostID], plan, r.Spec); err != nil {
+		return nil, "", err
+	}
+	r.Host, r.Driver = plan.HostID, plan.Driver
+	o.state.reserveLocked(r)
+	return nil, "", nil
 }
 
-// snapshotLocked is snapshot with the state's lock held.
+// snapshotLocked is what placement decides on; the state's lock must be
+// held.
 func (o *Orchestrator) snapshotLocked() scheduler.Snapshot {
 	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.sched))}
 	hosts := make([]scheduler.Host, 0, len(o.state.sched))

@@ -68,15 +68,10 @@ func (s *state) notifyLocked(id string) {
 	delete(s.waiters, id)
 }
 
-// reserve records a container placed but not yet announced, so that
-// concurrent placements see its resources taken, and gives it its first
-// generation. taken is "id" or "name" when either is in use, with the
-// record that holds it.
-func (s *state) reserve(r *record) (prev *record, taken string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old, ok := s.m.Containers[r.ID]
-	if ok && old.Status != api.StatusRemoved {
+// takenLocked says whether r's id or name is in use: "id" or "name",
+// with the record that holds the id; s.mu must be held.
+func (s *state) takenLocked(r *record) (prev *record, taken string) {
+	if old, ok := s.m.Containers[r.ID]; ok && old.Status != api.StatusRemoved {
 		cp := *old
 		return &cp, "id"
 	}
@@ -85,8 +80,16 @@ func (s *state) reserve(r *record) (prev *record, taken string) {
 			return nil, "name"
 		}
 	}
+	return nil, ""
+}
+
+// reserveLocked records a container placed but not yet announced, so
+// that later placements see its resources taken, and gives it its first
+// generation; s.mu must be held, and takenLocked have said its id and
+// name are free.
+func (s *state) reserveLocked(r *record) {
 	r.Generation = nextGeneration(0)
-	if ok {
+	if old, ok := s.m.Containers[r.ID]; ok {
 		r.Generation = nextGeneration(old.Generation) // an id used before
 	}
 	r.CreatedAt = time.Now().UTC()
@@ -97,7 +100,6 @@ func (s *state) reserve(r *record) (prev *record, taken string) {
 	s.m.Put(&kept)
 	r.Status = api.StatusPending
 	s.notifyLocked(r.ID)
-	return nil, ""
 }
 
 // nextGeneration returns a generation after last: the clock in
