@@ -170,7 +170,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 	if err := events.Data(req, &d); err != nil {
 		return nil, reject(api.KindInvalid, "data", "", "%v", err)
 	}
-	r, ok := o.state.get(d.ContainerID)
+	r, ok := o.state.Get(d.ContainerID)
 	if !ok {
 		return nil, reject(api.KindNotFound, "containerId", d.ContainerID, "no container %s", d.ContainerID)
 	}
@@ -283,7 +283,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		RequestSource: req.Source(), RequestDigest: events.RequestDigest(req), Spec: d.Spec}
 	// A request handled again, after a crash or redelivered while the first
 	// handling went on, finds its own container: it announces nothing new.
-	if prev, ok := o.state.placedBy(r.ID); ok && prev.SameRequest(r) {
+	if prev, ok := o.state.Placed(r.ID); ok && prev.SameRequest(r) {
 		return o.replace(ctx, req, prev, d)
 	}
 	api.FromSpec(&r.Container, d.Spec)

@@ -10,16 +10,23 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/openagent/orchestrator/internal/natstest"
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
+	"github.com/openagent/orchestrator/pkg/scheduler"
 )
 
 // The handler's decisions, driven through Handle on a real JetStream with
 // no worker: the test puts host records in the hosts bucket and plays the
 // worker's part by publishing state events, and reads what the handler
 // published from the streams.
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type harness struct {
 	t   *testing.T
@@ -41,7 +48,11 @@ func host(id string, cpu float64, drivers ...events.DriverInfo) events.HostRecor
 // newHarness runs an orchestrator over the given hosts until the test ends.
 func newHarness(t *testing.T, hosts ...events.HostRecord) *harness {
 	t.Helper()
-	_, js, _ := provisioned(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	if _, err := events.Provision(context.Background(), js, events.ProvisionConfig{}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	h := &harness{t: t, ctx: ctx, js: js}
 	for _, hr := range hosts {
@@ -140,7 +151,7 @@ func (h *harness) mustReject(typ, source, id string, data any, kind api.ErrorKin
 // report publishes a state event as the container's worker would.
 func (h *harness) report(typ, id, hostID string, data any) {
 	h.t.Helper()
-	r, _ := h.o.state.get(id)
+	r, _ := h.o.state.Get(id)
 	gen := uint64(0)
 	if r != nil {
 		gen = r.Generation
@@ -158,7 +169,7 @@ func (h *harness) report(typ, id, hostID string, data any) {
 // until the projection has it running.
 func (h *harness) running(id string) {
 	h.t.Helper()
-	r, ok := h.o.state.get(id)
+	r, ok := h.o.state.Get(id)
 	if !ok {
 		h.t.Fatalf("no container %s", id)
 	}
@@ -171,10 +182,16 @@ func (h *harness) waitStatus(id string, st api.Status) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
-	if _, err := h.o.state.waitFor(ctx, id, func(r *record) bool { return r.Status == st }); err != nil {
-		r, _ := h.o.state.get(id)
+	if _, err := h.o.state.WaitFor(ctx, id, func(r *record) bool { return r.Status == st }); err != nil {
+		r, _ := h.o.state.Get(id)
 		h.t.Fatalf("container %s never %s: %+v", id, st, r)
 	}
+}
+
+// allocated is what the projection has allocated on a host.
+func (h *harness) allocated(hostID string) (a scheduler.Resources) {
+	h.o.state.Read(func(m *projection.Model) { a = m.Allocated[hostID] })
+	return a
 }
 
 // count is how many messages a stream holds on subjects matching filter.
@@ -241,7 +258,7 @@ func TestCreateIsPlacedOnceByIdentity(t *testing.T) {
 	if acc.ContainerID != events.ContainerIDFor(key) {
 		t.Fatalf("container %s; want the one derived from the request, %s", acc.ContainerID, events.ContainerIDFor(key))
 	}
-	r, ok := h.o.state.get(acc.ContainerID)
+	r, ok := h.o.state.Get(acc.ContainerID)
 	if !ok || r.Host != "host-a" || r.Status != api.StatusPending || r.Driver != "fake" {
 		t.Fatalf("record %+v; want pending on host-a with the fake driver", r)
 	}
@@ -280,13 +297,13 @@ func TestRequestIdentity(t *testing.T) {
 	if other.ContainerID == first.ContainerID {
 		t.Fatalf("two sources' requests with one id share container %s", first.ContainerID)
 	}
-	before := len(h.o.state.list())
+	before := len(h.o.state.List())
 	rej := h.mustReject(events.ContainerCreateRequested, "/tests/svc-a", "same-id",
 		createReq(func(r *api.CreateRequest) { r.Name = "changed" }), api.KindConflict, "id")
 	if !strings.Contains(rej.Message, "same-id") {
 		t.Fatalf("conflict %q does not name the id", rej.Message)
 	}
-	if after := len(h.o.state.list()); after != before {
+	if after := len(h.o.state.List()); after != before {
 		t.Fatalf("a conflicting request left %d records", after-before)
 	}
 	// The first keeps its outcome.
@@ -323,9 +340,9 @@ func TestCreateRefusals(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := h.on(t)
-			before := h.o.state.m.Allocated["host-a"]
+			before := h.allocated("host-a")
 			h.mustReject(events.ContainerCreateRequested, "/tests", "refused "+tc.name, tc.req, tc.kind, tc.field)
-			if after := h.o.state.m.Allocated["host-a"]; after != before {
+			if after := h.allocated("host-a"); after != before {
 				t.Fatalf("a refused create holds %+v on the host (before %+v)", after, before)
 			}
 		})
@@ -360,7 +377,7 @@ func TestOperations(t *testing.T) {
 	h.running(c.ContainerID)
 	h.mustReject(events.ContainerRemoveRequested, "/tests", "remove running", req(c.ContainerID, false), api.KindConflict, "")
 
-	r, _ := h.o.state.get(c.ContainerID)
+	r, _ := h.o.state.Get(c.ContainerID)
 	created := r.Generation
 	stop := h.mustAccept(events.ContainerStopRequested, "/tests", "stop", req(c.ContainerID, false))
 	cmd := h.lastCommand("host-a")
@@ -426,7 +443,7 @@ func TestConcurrentCreatesFitTheHost(t *testing.T) {
 	if got != 20 {
 		t.Fatalf("%d of %d creates of 0.1 cores accepted on a host of 2 cores; want 20", got, n)
 	}
-	if a := h.o.state.m.Allocated["host-a"]; a.CPU > 2+1e-9 {
+	if a := h.allocated("host-a"); a.CPU > 2+1e-9 {
 		t.Fatalf("host-a has %g cores allocated of 2", a.CPU)
 	}
 }

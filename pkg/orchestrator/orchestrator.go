@@ -22,6 +22,7 @@ import (
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 )
 
@@ -108,7 +109,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		return err
 	}
 	info := stream.CachedInfo()
-	cursor, err := o.state.load(ctx, o.containers, info, o.log)
+	cursor, err := o.state.Load(ctx, o.containers, info, o.log)
 	if err != nil {
 		return fmt.Errorf("orchestrator: load state: %w", err)
 	}
@@ -145,7 +146,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	// Write what the projection learnt last, for the next start.
 	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if ferr := o.state.flush(fctx, o.js, o.containers); ferr != nil {
+	if ferr := o.state.Flush(fctx, o.js, o.containers); ferr != nil {
 		o.log.Warn("orchestrator: final flush", "err", ferr)
 	}
 	return err
@@ -187,7 +188,7 @@ func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtU
 		}
 		e, err := events.FromMsg(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 		if err == nil {
-			o.state.apply(md.Sequence.Stream, e)
+			o.state.Apply(md.Sequence.Stream, e)
 			o.state.deliverExec(e)
 			// A host's inventory is acted on once: when it is new to this
 			// state (past the cursor it resumed from, or, rebuilding, once
@@ -265,7 +266,7 @@ func (o *Orchestrator) flushLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := o.state.flush(ctx, o.js, o.containers); err != nil && ctx.Err() == nil {
+			if err := o.state.Flush(ctx, o.js, o.containers); err != nil && ctx.Err() == nil {
 				o.log.Warn("orchestrator: write state", "err", err)
 			}
 		}
@@ -293,10 +294,10 @@ func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) erro
 				continue
 			}
 			if entry.Operation() != jetstream.KeyValuePut {
-				o.state.mu.Lock()
+				o.state.hostsMu.Lock()
 				delete(o.state.hosts, entry.Key())
 				delete(o.state.sched, entry.Key())
-				o.state.mu.Unlock()
+				o.state.hostsMu.Unlock()
 				continue
 			}
 			var h events.HostRecord
@@ -310,9 +311,9 @@ func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) erro
 			for _, d := range h.Drivers {
 				sh.Drivers = append(sh.Drivers, d.Name)
 			}
-			o.state.mu.Lock()
+			o.state.hostsMu.Lock()
 			o.state.hosts[h.ID], o.state.sched[h.ID] = &h, sh
-			o.state.mu.Unlock()
+			o.state.hostsMu.Unlock()
 		}
 	}
 }
@@ -345,35 +346,38 @@ func (o *Orchestrator) serveRequests(ctx context.Context) error {
 }
 
 // reserve places a container and reserves what it holds on the chosen
-// host, in one step under the state's lock: concurrent placements each see
-// the others' reservations, and no host is given more than it has. taken
+// host, in one step under the store's lock: concurrent placements each see
+// the others' reservations, and no host is given more than it has. what
 // is "id" or "name" when either is in use, with the record that holds the
 // id; nothing is placed then.
-func (o *Orchestrator) reserve(req scheduler.Request, r *record) (prev *record, taken string, err error) {
-	o.state.mu.Lock()
-	defer o.state.mu.Unlock()
-	if prev, taken := o.state.takenLocked(r); taken != "" {
-		return prev, taken, nil
-	}
-	plan, err := scheduler.Place(o.snapshotLocked(), req)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := checkDriverLimits(o.state.hosts[plan.HostID], plan, r.Spec); err != nil {
-		return nil, "", err
-	}
-	r.Host, r.Driver = plan.HostID, plan.Driver
-	o.state.reserveLocked(r)
-	return nil, "", nil
+func (o *Orchestrator) reserve(req scheduler.Request, r *record) (prev *record, what string, err error) {
+	o.state.Update(func(m *projection.Model) []string {
+		if prev, what = taken(m, r); what != "" {
+			return nil
+		}
+		o.state.hostsMu.RLock()
+		defer o.state.hostsMu.RUnlock()
+		var plan scheduler.Plan
+		if plan, err = scheduler.Place(o.snapshot(m), req); err != nil {
+			return nil
+		}
+		if err = checkDriverLimits(o.state.hosts[plan.HostID], plan, r.Spec); err != nil {
+			return nil
+		}
+		r.Host, r.Driver = plan.HostID, plan.Driver
+		reserve(m, r)
+		return []string{r.ID}
+	})
+	return prev, what, err
 }
 
-// snapshotLocked is what placement decides on; the state's lock must be
-// held.
-func (o *Orchestrator) snapshotLocked() scheduler.Snapshot {
+// snapshot is what placement decides on: the hosts, with what the model
+// has allocated on each. The store's lock and hostsMu must be held.
+func (o *Orchestrator) snapshot(m *projection.Model) scheduler.Snapshot {
 	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.sched))}
 	hosts := make([]scheduler.Host, 0, len(o.state.sched))
 	for id, h := range o.state.sched {
-		h.Allocated = o.state.m.Allocated[id]
+		h.Allocated = m.Allocated[id]
 		hosts = append(hosts, h)
 		s.Hosts = append(s.Hosts, &hosts[len(hosts)-1])
 	}

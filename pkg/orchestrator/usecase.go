@@ -3,10 +3,12 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 )
 
@@ -58,7 +60,7 @@ func (o *Orchestrator) Do(ctx context.Context, req events.Event) (api.Accepted, 
 		return acc, api.Container{}, err
 	}
 	done := doneWhen(req, since)
-	rec, err := o.state.waitFor(ctx, acc.ContainerID, func(r *record) bool {
+	rec, err := o.state.WaitFor(ctx, acc.ContainerID, func(r *record) bool {
 		return done(r) || r.FailedRequest == acc.RequestID
 	})
 	if err != nil {
@@ -68,9 +70,9 @@ func (o *Orchestrator) Do(ctx context.Context, req events.Event) (api.Accepted, 
 	if rec.FailedRequest == acc.RequestID && rec.Error != nil {
 		e := *rec.Error
 		e.ID = rec.ID
-		return acc, o.state.view(rec, o.Live), &e
+		return acc, view(rec, o.Live), &e
 	}
-	return acc, o.state.view(rec, o.Live), nil
+	return acc, view(rec, o.Live), nil
 }
 
 // doneWhen says when the operation a request asks for took effect.
@@ -130,18 +132,18 @@ func (o *Orchestrator) Exec(ctx context.Context, req events.Event) (*api.ExecRes
 
 // Container returns a container by id or name.
 func (o *Orchestrator) Container(id string) (api.Container, bool) {
-	r, ok := o.state.get(id)
+	r, ok := o.state.Get(id)
 	if !ok {
 		return api.Container{}, false
 	}
-	return o.state.view(r, o.Live), true
+	return view(r, o.Live), true
 }
 
 // List returns the containers q selects.
 func (o *Orchestrator) List(q events.ListQuery) []api.Container {
 	out := []api.Container{}
-	for _, r := range o.state.list() {
-		c := o.state.view(r, o.Live)
+	for _, r := range o.state.List() {
+		c := view(r, o.Live)
 		switch {
 		case q.Status != "" && string(c.Status) != q.Status:
 			continue
@@ -165,25 +167,29 @@ func (o *Orchestrator) List(q events.ListQuery) []api.Container {
 
 // Live reports whether a host has reported recently.
 func (o *Orchestrator) Live(host string) bool {
-	o.state.mu.RLock()
+	o.state.hostsMu.RLock()
 	h, ok := o.state.hosts[host]
-	o.state.mu.RUnlock()
+	o.state.hostsMu.RUnlock()
 	return ok && scheduler.Live(h.LastSeen, time.Now(), o.liveness)
 }
 
 // Hosts returns the registered hosts.
 func (o *Orchestrator) Hosts() []api.Host {
-	o.state.mu.RLock()
-	defer o.state.mu.RUnlock()
 	count := map[string]int{}
-	for _, r := range o.state.m.Containers {
-		if r.Status.Active() {
-			count[r.Host]++
+	allocated := map[string]scheduler.Resources{}
+	o.state.Read(func(m *projection.Model) {
+		for _, r := range m.Containers {
+			if r.Status.Active() {
+				count[r.Host]++
+			}
 		}
-	}
+		maps.Copy(allocated, m.Allocated)
+	})
+	o.state.hostsMu.RLock()
+	defer o.state.hostsMu.RUnlock()
 	out := make([]api.Host, 0, len(o.state.hosts))
 	for _, h := range o.state.hosts {
-		a := o.state.m.Allocated[h.ID]
+		a := allocated[h.ID]
 		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids},
 			Allocated: api.Resources{CPU: a.CPU, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID],
 			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(h.LastSeen, time.Now(), o.liveness)})

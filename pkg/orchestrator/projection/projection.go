@@ -1,9 +1,10 @@
 // Package projection folds the events stream into the model the control
 // plane decides on: every container, where it is, in what state, and what
 // each host has allocated. Apply is a pure function of the model and one
-// event: no locks, no I/O, no clocks. The orchestrator owns a model behind
-// a lock, writes it behind to a bucket and rebuilds it from the log;
-// sessions, audit and the dashboard read the same records.
+// event: no locks, no I/O, no clocks. Store keeps a model behind a lock
+// for a running control plane, with per-container waiters and a
+// write-behind to a bucket that Load resumes from or rebuilds past; the
+// orchestrator, sessions, audit and the dashboard read the same records.
 package projection
 
 import (

@@ -1,4 +1,4 @@
-package orchestrator
+package projection
 
 import (
 	"context"
@@ -65,8 +65,8 @@ func TestFlushFailureLosesNothing(t *testing.T) {
 	srv, js, kv := provisioned(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s := newState()
-	if _, err := s.load(ctx, kv, streamInfo(t, js), slog.Default()); err != nil {
+	s := NewStore()
+	if _, err := s.Load(ctx, kv, streamInfo(t, js), slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	v, err := events.NewValidator()
@@ -80,25 +80,25 @@ func TestFlushFailureLosesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.apply(ack.Sequence, e)
+		s.Apply(ack.Sequence, e)
 	}
 	srv.Down()
 	fctx, fcancel := context.WithTimeout(ctx, time.Second)
-	if err := s.flush(fctx, js, kv); err == nil {
+	if err := s.Flush(fctx, js, kv); err == nil {
 		t.Fatal("a flush with the server down succeeded")
 	}
 	fcancel()
 	srv.Up()
 	waitConnected(t, js)
-	if err := s.flush(ctx, js, kv); err != nil {
+	if err := s.Flush(ctx, js, kv); err != nil {
 		t.Fatal(err)
 	}
-	loaded := newState()
-	if got, err := loaded.load(ctx, kv, streamInfo(t, js), slog.Default()); err != nil || got != 3 {
+	loaded := NewStore()
+	if got, err := loaded.Load(ctx, kv, streamInfo(t, js), slog.Default()); err != nil || got != 3 {
 		t.Fatalf("resumed after %d (%v); want 3", got, err)
 	}
 	for i := range 3 {
-		if _, ok := loaded.get(fmt.Sprintf("c%d", i)); !ok {
+		if _, ok := loaded.Get(fmt.Sprintf("c%d", i)); !ok {
 			t.Fatalf("record c%d was lost by a failed flush", i)
 		}
 	}
@@ -121,13 +121,13 @@ func waitConnected(t *testing.T, js jetstream.JetStream) {
 func TestCursorOfAnotherStream(t *testing.T) {
 	_, js, kv := provisioned(t)
 	ctx := context.Background()
-	s := newState()
+	s := NewStore()
 	info := streamInfo(t, js)
-	if _, err := s.load(ctx, kv, info, slog.Default()); err != nil {
+	if _, err := s.Load(ctx, kv, info, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
-	s.apply(7, placedEvent(t, "stale"))
-	if err := s.flush(ctx, js, kv); err != nil {
+	s.Apply(7, placedEvent(t, "stale"))
+	if err := s.Flush(ctx, js, kv); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -140,7 +140,7 @@ func TestCursorOfAnotherStream(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The bucket as the flush left it, each time.
-			if err := s.flush(ctx, js, kv); err != nil {
+			if err := s.Flush(ctx, js, kv); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := kv.Put(ctx, "stale", []byte(`{"id":"stale","status":"pending","seq":7}`)); err != nil {
@@ -149,15 +149,15 @@ func TestCursorOfAnotherStream(t *testing.T) {
 			if _, err := kv.Put(ctx, cursorKey, []byte(cursor{Seq: 7, Stream: info.Created}.String())); err != nil {
 				t.Fatal(err)
 			}
-			loaded := newState()
-			got, err := loaded.load(ctx, kv, &tc.info, slog.Default())
+			loaded := NewStore()
+			got, err := loaded.Load(ctx, kv, &tc.info, slog.Default())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != 0 {
 				t.Fatalf("resumed after %d; want a rebuild from the start", got)
 			}
-			if _, ok := loaded.get("stale"); ok {
+			if _, ok := loaded.Get("stale"); ok {
 				t.Fatal("a stale record was served")
 			}
 			if _, err := kv.Get(ctx, "stale"); err == nil {
@@ -172,12 +172,12 @@ func TestCursorOfAnotherStream(t *testing.T) {
 	if _, err := kv.Put(ctx, cursorKey, []byte(cursor{Seq: 7, Stream: info.Created}.String())); err != nil {
 		t.Fatal(err)
 	}
-	loaded := newState()
+	loaded := NewStore()
 	same := jetstream.StreamInfo{Created: info.Created, State: jetstream.StreamState{LastSeq: 9, FirstSeq: 1, Msgs: 9}}
-	if got, err := loaded.load(ctx, kv, &same, slog.Default()); err != nil || got != 7 {
+	if got, err := loaded.Load(ctx, kv, &same, slog.Default()); err != nil || got != 7 {
 		t.Fatalf("resumed after %d (%v); want 7", got, err)
 	}
-	if r, ok := loaded.get("stale"); !ok || r.Status != api.StatusPending {
+	if r, ok := loaded.Get("stale"); !ok || r.Status != api.StatusPending {
 		t.Fatalf("the record was not loaded: %+v", r)
 	}
 }

@@ -1,4 +1,4 @@
-package orchestrator
+package projection
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 )
 
 // BenchmarkStateMemory reports the heap the projection holds per tracked
-// container: go test -bench StateMemory -run XXX ./pkg/orchestrator
+// container: go test -bench StateMemory -run XXX ./pkg/orchestrator/projection
 func BenchmarkStateMemory(b *testing.B) {
 	const n = 100000
 	spec := driver.DefaultConfig()
@@ -29,12 +29,12 @@ func BenchmarkStateMemory(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		s := newState()
+		s := NewStore()
 		seq := uint64(0)
 		for _, e := range evs {
 			for _, ev := range e {
 				seq++
-				s.apply(seq, ev)
+				s.Apply(seq, ev)
 			}
 		}
 		clear(s.dirty)
