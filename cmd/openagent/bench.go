@@ -50,6 +50,7 @@ func (c *cli) benchCmd() *cobra.Command {
 	f := lifecycle.Flags()
 	f.BoolVar(&cfg.Embedded, "embedded", false, "start a system in this process with --hosts simulated hosts (fake driver)")
 	f.StringVar(&cfg.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS of a running system (without --embedded)")
+	f.StringVar(&cfg.CredsFile, "creds", "", "a credential for that NATS (the embedded default writes DATA/credentials/admin.creds)")
 	f.IntVar(&cfg.Hosts, "hosts", 100, "simulated hosts (with --embedded)")
 	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	f.IntVar(&cfg.Requests, "requests", 10000, "container starts in all")
@@ -70,8 +71,8 @@ func (c *cli) benchMemoryCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg.Orchestrator = func(natsURL string) *exec.Cmd {
-				return exec.Command(self, "bench", "orchestrator", "--nats-url", natsURL, "--pprof", pprofAddr)
+			cfg.Orchestrator = func(natsURL, credsFile string) *exec.Cmd {
+				return exec.Command(self, "bench", "orchestrator", "--nats-url", natsURL, "--creds", credsFile, "--pprof", pprofAddr)
 			}
 			res, err := bench.Memory(cmd.Context(), cfg)
 			if err != nil {
@@ -94,16 +95,16 @@ func (c *cli) benchMemoryCmd() *cobra.Command {
 
 // benchOrchestratorCmd runs an orchestrator alone, for bench memory.
 func benchOrchestratorCmd() *cobra.Command {
-	var natsURL, pprofAddr string
+	var natsURL, credsFile, pprofAddr string
 	cmd := &cobra.Command{
-		Use:    "orchestrator --nats-url URL",
+		Use:    "orchestrator --nats-url URL --creds FILE",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if pprofAddr != "" {
 				go http.ListenAndServe(pprofAddr, nil) // net/http/pprof's handlers
 			}
-			sys, err := system.Start(cmd.Context(), system.Config{NATSURL: natsURL, Orchestrator: true})
+			sys, err := system.Start(cmd.Context(), system.Config{NATSURL: natsURL, CredsFile: credsFile, Orchestrator: true})
 			if err != nil {
 				return err
 			}
@@ -112,6 +113,7 @@ func benchOrchestratorCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&natsURL, "nats-url", "", "NATS server")
+	cmd.Flags().StringVar(&credsFile, "creds", "", "the orchestrator's credential")
 	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve net/http/pprof on this address, to profile")
 	return cmd
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/events"
 )
 
@@ -269,12 +270,23 @@ func crashRun(t *testing.T, bins binaries, syncAlways bool) {
 	orch := startProcess(t, "orchestrator", bins.orchestrator, logs, args...)
 	waitHTTP(t, "http://"+httpAddr+"/v1/hosts")
 	host := "crash-host"
-	wrk := startProcess(t, "worker", bins.worker, logs, "--nats-url", natsURL, "--host-id", host, "--drivers", "local",
+	// The bus is closed: the worker gets a credential for its host from
+	// the orchestrator's keys, the test connects as a service.
+	auth, err := creds.Open(filepath.Join(orchData, "credentials"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	workerCreds := filepath.Join(workerData, "worker.creds")
+	if err := auth.WriteCreds(workerCreds, events.RoleWorker, host); err != nil {
+		t.Fatal(err)
+	}
+	wrk := startProcess(t, "worker", bins.worker, logs, "--nats-url", natsURL, "--creds", workerCreds, "--host-id", host, "--drivers", "local",
 		"--data-dir", workerData, "--cpu", "1000", "--memory", "10000000", "--pids", "10000000")
 	t.Cleanup(func() { removeAll(t, "http://"+httpAddr) })
 	waitHost(t, "http://"+httpAddr, host)
 
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.UserCredentials(filepath.Join(orchData, "credentials", "service.creds")))
 	if err != nil {
 		t.Fatal(err)
 	}

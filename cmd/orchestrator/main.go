@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -28,29 +27,13 @@ func main() {
 	}
 }
 
-// defaultDataDir is /var/lib/openagent for root (the local driver's
-// containers run as other users and must reach their directories, which a
-// root home does not let them), else the user's XDG data directory.
-func defaultDataDir() string {
-	if os.Geteuid() == 0 {
-		return "/var/lib/openagent"
-	}
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
-		return filepath.Join(d, "openagent")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "openagent-data"
-	}
-	return filepath.Join(home, ".local", "share", "openagent")
-}
-
 func run() error {
 	var (
-		dataDir    = flag.String("data-dir", defaultDataDir(), "where JetStream and the local driver keep their state")
+		dataDir    = flag.String("data-dir", system.DefaultDataDir(), "where JetStream and the local driver keep their state")
 		httpAddr   = flag.String("http", "127.0.0.1:8080", "address of the HTTP API")
 		natsListen = flag.String("nats-listen", "127.0.0.1:4222", "address the embedded NATS server listens on")
 		natsURL    = flag.String("nats-url", "", "use this external NATS JetStream instead of embedding one (no embedded worker then unless --worker)")
+		credsFile  = flag.String("creds", "", "the orchestrator's credential for the external NATS (--nats-url); the embedded server makes its own in DATA/credentials")
 		withWorker = flag.Bool("worker", true, "run a worker for this host in the same process")
 		drivers    = flag.String("drivers", "auto", "the embedded worker's drivers: local, fake, docker; auto is local and fake, and docker when an engine answers")
 		hostID     = flag.String("host-id", "", "the embedded worker's host id (default: the hostname)")
@@ -76,7 +59,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg := system.Config{
-		DataDir: *dataDir, HTTPAddr: *httpAddr, NATSListen: *natsListen, NATSURL: *natsURL, SyncAlways: *syncAlways,
+		DataDir: *dataDir, HTTPAddr: *httpAddr, NATSListen: *natsListen, NATSURL: *natsURL, CredsFile: *credsFile, SyncAlways: *syncAlways,
 		Orchestrator: true, Worker: *withWorker, HostID: *hostID, Drivers: splitList(*drivers), Logger: log, KeepCode: *keepCode,
 		PendingDeadline: *pending,
 	}
@@ -86,7 +69,7 @@ func run() error {
 	}
 	fmt.Printf(`OpenAgent orchestrator is running.
   HTTP API   %s   (OpenAPI: %s/v1/openapi.json)
-  NATS       %s
+  NATS       %s   (credentials: %s)
   data       %s
   worker     %v (drivers: %s)
 
@@ -95,7 +78,7 @@ Try:
   go run ./cmd/openagent ps
   go run ./cmd/openagent hosts
 Stop with Ctrl-C: consumers drain, containers keep running.
-`, sys.HTTPURL, sys.HTTPURL, sys.NATSURL, *dataDir, *withWorker, *drivers)
+`, sys.HTTPURL, sys.HTTPURL, sys.NATSURL, credsDir(sys, *credsFile), *dataDir, *withWorker, *drivers)
 	failed := sys.Wait(ctx)
 	if failed != nil {
 		log.Error("a component failed; shutting down", "err", failed)
@@ -103,6 +86,17 @@ Stop with Ctrl-C: consumers drain, containers keep running.
 		log.Info("shutting down")
 	}
 	return errors.Join(failed, sys.Stop())
+}
+
+// credsDir says where the credentials to reach NATS are.
+func credsDir(sys *system.System, file string) string {
+	switch {
+	case sys.Credentials != "":
+		return sys.Credentials
+	case file != "":
+		return file
+	}
+	return "none: the server is open"
 }
 
 func splitList(s string) []string {

@@ -46,6 +46,7 @@ func run() error {
 	hostname, _ := os.Hostname()
 	var (
 		natsURL = flag.String("nats-url", "nats://127.0.0.1:4222", "the NATS JetStream server")
+		credsF  = flag.String("creds", "", "this host's worker credential (openagent creds issue --role worker --host ID)")
 		hostID  = flag.String("host-id", worker.HostID(hostname), "this host's id")
 		labels  = flag.String("labels", "", "labels of this host: k=v,k=v")
 		drivers = flag.String("drivers", "auto", "drivers to offer: local, fake, docker; auto is local and fake, and docker when an engine answers")
@@ -81,11 +82,19 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name("openagent-worker "+*hostID), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	opts := []nats.Option{nats.Name("openagent-worker " + *hostID), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("worker: nats", "err", err) })}
+	if *credsF != "" {
+		opts = append(opts, nats.UserCredentials(*credsF))
+	}
+	nc, err := nats.Connect(*natsURL, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", *natsURL, err)
 	}
 	defer nc.Close()
+	if !nc.AuthRequired() {
+		log.Warn("the NATS server takes connections without credentials: anyone who reaches it can command this host", "nats", *natsURL)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err

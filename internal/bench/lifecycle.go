@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 type LifecycleConfig struct {
 	Embedded   bool   // start a system in this process; else use NATSURL
 	NATSURL    string // a running system's NATS
+	CredsFile  string // a credential for it: admin's, to watch the events and reach the doors
 	Hosts      int    // simulated worker hosts on the fake driver (embedded)
 	Clients    int    // concurrent clients
 	Requests   int    // container starts in all
@@ -83,7 +85,7 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 			return nil, err
 		}
 		// Clients use a connection of their own, as services would.
-		if nc, err = nats.Connect(sys.NATSURL); err != nil {
+		if nc, err = nats.Connect(sys.NATSURL, nats.UserCredentials(filepath.Join(sys.Credentials, "admin.creds"))); err != nil {
 			return nil, err
 		}
 		defer nc.Close()
@@ -92,7 +94,11 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 		}
 	} else {
 		var err error
-		if nc, err = nats.Connect(cfg.NATSURL); err != nil {
+		var opts []nats.Option
+		if cfg.CredsFile != "" {
+			opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+		}
+		if nc, err = nats.Connect(cfg.NATSURL, opts...); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 		defer nc.Close()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +27,7 @@ type MemoryConfig struct {
 	Clients    int
 	// Orchestrator starts the orchestrator as its own process, given the
 	// NATS URL, so that its resident memory is its own.
-	Orchestrator func(natsURL string) *exec.Cmd
+	Orchestrator func(natsURL, credsFile string) *exec.Cmd
 }
 
 // MemoryResult is the orchestrator's resident memory, idle and tracking.
@@ -55,13 +56,13 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 	if err := addFakeHosts(ctx, sys, "mem", cfg.Hosts); err != nil {
 		return nil, err
 	}
-	cmd := cfg.Orchestrator(sys.NATSURL)
+	cmd := cfg.Orchestrator(sys.NATSURL, filepath.Join(sys.Credentials, "orchestrator.creds"))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
-	nc, err := nats.Connect(sys.NATSURL)
+	nc, err := nats.Connect(sys.NATSURL, nats.UserCredentials(filepath.Join(sys.Credentials, "admin.creds")))
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ var layers = [][]string{
 	{"pkg/worker"},
 	{"pkg/coord"},
 	{"pkg/scheduler"},
+	{"pkg/creds"},
 	{"pkg/client", "pkg/api"},
 	{"pkg/events"},
 	{"pkg/driver"},

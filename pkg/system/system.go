@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/gateway/httpapi"
 	"github.com/openagent/orchestrator/pkg/gateway/natsrpc"
@@ -38,6 +40,9 @@ type Config struct {
 	HTTPAddr   string // "" serves no HTTP
 	NATSListen string // where the embedded server listens; "" picks a free loopback port
 	NATSURL    string // use this external server instead of embedding one
+	// CredsFile is the credential to connect to an external server with;
+	// an embedded server makes its own (see Credentials).
+	CredsFile string
 	// SyncAlways makes the embedded server fsync every write (slower,
 	// survives power loss); by default it fsyncs every 2 minutes.
 	SyncAlways   bool
@@ -66,7 +71,12 @@ type System struct {
 	Sessions     *sessions.Service
 	HTTPURL      string // "http://host:port" when serving HTTP
 	NATSURL      string
+	// Credentials is where an embedded server's keys and credentials are:
+	// data-dir/credentials; empty with an external server.
+	Credentials string
 
+	auth   *creds.Authority // an embedded server's keys; nil with an external server
+	conns  []*nats.Conn     // connections of the components that have their own
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	failed chan struct{} // closed when a component fails
@@ -102,6 +112,9 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	if s.auth != nil {
+		s.run("credentials", func() error { return s.auth.Watch(runCtx, s.Server, 2*time.Second) })
+	}
 	if cfg.Orchestrator {
 		protected := []string{}
 		if cfg.DataDir != "" {
@@ -151,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 }
 
 func (s *System) startNATS(cfg Config) error {
-	url := cfg.NATSURL
+	url, credsFile := cfg.NATSURL, cfg.CredsFile
 	if url == "" {
 		host, port := "127.0.0.1", server.RANDOM_PORT
 		if cfg.NATSListen != "" {
@@ -172,6 +185,11 @@ func (s *System) startNATS(cfg Config) error {
 		}
 		opts := &server.Options{Host: host, Port: port, JetStream: true, StoreDir: filepath.Join(cfg.DataDir, "nats"),
 			NoSigs: true, NoLog: true, SyncAlways: cfg.SyncAlways, MaxPayload: events.DefaultMaxSize}
+		// The bus is closed: every connection needs a credential, which
+		// the keys kept in the data directory issue.
+		if err := s.openCredentials(cfg, opts); err != nil {
+			return err
+		}
 		ns, err := server.NewServer(opts)
 		if err != nil {
 			return fmt.Errorf("system: nats server: %w", err)
@@ -182,10 +200,14 @@ func (s *System) startNATS(cfg Config) error {
 			return fmt.Errorf("system: nats server not ready on %s", cfg.NATSListen)
 		}
 		s.Server, url = ns, ns.ClientURL()
+		credsFile = filepath.Join(s.Credentials, string(events.RoleOrchestrator)+".creds")
 	}
-	nc, err := nats.Connect(url, nats.Name("openagent"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := s.connect(url, credsFile, "openagent")
 	if err != nil {
-		return fmt.Errorf("system: connect to %s: %w", url, err)
+		return err
+	}
+	if !nc.AuthRequired() {
+		s.log.Warn("system: the NATS server takes connections without credentials: anyone who reaches it can command the hosts; see docs/SECURITY.md", "url", url)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -193,6 +215,78 @@ func (s *System) startNATS(cfg Config) error {
 	}
 	s.NC, s.JS, s.NATSURL = nc, js, url
 	return nil
+}
+
+// openCredentials opens the embedded server's keys, writes the
+// credentials of this machine's roles next to them, and makes the server
+// trust them.
+func (s *System) openCredentials(cfg Config, opts *server.Options) error {
+	s.Credentials = filepath.Join(cfg.DataDir, "credentials")
+	auth, err := creds.Open(s.Credentials)
+	if err != nil {
+		return err
+	}
+	for _, role := range []events.Role{events.RoleAdmin, events.RoleOrchestrator, events.RoleService, events.RoleAuditor} {
+		if err := auth.WriteCreds(filepath.Join(s.Credentials, string(role)+".creds"), role, ""); err != nil {
+			return err
+		}
+	}
+	if cfg.Worker {
+		if err := auth.WriteCreds(s.WorkerCreds(hostIDOf(cfg.HostID)), events.RoleWorker, hostIDOf(cfg.HostID)); err != nil {
+			return err
+		}
+	}
+	s.auth = auth
+	return auth.Configure(opts)
+}
+
+// WorkerCreds is where an embedded server's credential for a worker of
+// host is.
+func (s *System) WorkerCreds(host string) string {
+	return filepath.Join(s.Credentials, "worker-"+host+".creds")
+}
+
+// Authority is the embedded server's keys, to issue and revoke
+// credentials with; nil with an external server.
+func (s *System) Authority() *creds.Authority { return s.auth }
+
+// Revoked tells the embedded server of the revocations made since it
+// started, in this process or by the CLI.
+func (s *System) Revoked() error {
+	if s.auth == nil || s.Server == nil {
+		return errors.New("system: no embedded server")
+	}
+	if err := s.auth.Reload(); err != nil {
+		return err
+	}
+	return s.auth.Apply(s.Server)
+}
+
+// connect opens a connection that reconnects forever, with a credential
+// when one is named.
+func (s *System) connect(url, credsFile, name string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			s.log.Warn("system: nats", "connection", name, "err", err)
+		})}
+	if credsFile != "" {
+		opts = append(opts, nats.UserCredentials(credsFile))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("system: connect to %s as %s: %w", url, name, err)
+	}
+	return nc, nil
+}
+
+// hostIDOf is the host id a worker runs as: the one given, or the
+// hostname's.
+func hostIDOf(id string) string {
+	if id != "" {
+		return id
+	}
+	h, _ := os.Hostname()
+	return worker.HostID(h)
 }
 
 func (s *System) run(name string, f func() error) {
@@ -240,16 +334,36 @@ func (s *System) serveHTTP(addr string) error {
 	return nil
 }
 
-// AddWorker runs a worker in this process, on this system's connection.
+// AddWorker runs a worker in this process. With an embedded server it
+// connects with its own worker credential, so that it can do only what a
+// worker on another host could; else it shares this system's connection
+// unless cfg names one.
 func (s *System) AddWorker(ctx context.Context, cfg worker.Config) error {
-	if cfg.HostID == "" {
-		h, _ := os.Hostname()
-		cfg.HostID = worker.HostID(h)
-	}
+	cfg.HostID = hostIDOf(cfg.HostID)
 	if cfg.Capacity == (api.Resources{}) {
 		cfg.Capacity = worker.MachineCapacity()
 	}
-	cfg.NC, cfg.JS, cfg.Validator = s.NC, s.JS, s.Validator
+	if cfg.NC == nil && s.auth != nil {
+		path := s.WorkerCreds(cfg.HostID)
+		if err := s.auth.WriteCreds(path, events.RoleWorker, cfg.HostID); err != nil {
+			return err
+		}
+		nc, err := s.connect(s.NATSURL, path, "worker "+cfg.HostID)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.conns = append(s.conns, nc)
+		s.mu.Unlock()
+		if cfg.JS, err = jetstream.New(nc); err != nil {
+			return err
+		}
+		cfg.NC = nc
+	}
+	if cfg.NC == nil {
+		cfg.NC, cfg.JS = s.NC, s.JS
+	}
+	cfg.Validator = s.Validator
 	w, err := worker.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -277,9 +391,15 @@ func (s *System) Stop() error {
 		s.cancel()
 	}
 	s.wg.Wait()
-	if s.NC != nil {
-		_ = s.NC.Drain()
-		for s.NC.IsDraining() {
+	s.mu.Lock()
+	conns := append(slices.Clone(s.conns), s.NC)
+	s.mu.Unlock()
+	for _, nc := range conns {
+		if nc == nil {
+			continue
+		}
+		_ = nc.Drain()
+		for nc.IsDraining() {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
@@ -290,4 +410,21 @@ func (s *System) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return errors.Join(s.errs...)
+}
+
+// DefaultDataDir is the data directory of the embedded default: /var/lib/openagent for root (the local driver's
+// containers run as other users and must reach their directories, which a
+// root home does not let them), else the user's XDG data directory.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/openagent"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "openagent")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "openagent-data"
+	}
+	return filepath.Join(home, ".local", "share", "openagent")
 }

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/openagent/orchestrator/pkg/creds"
+	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/system"
+)
+
+// credsCmd manages the bus's credentials with the keys the orchestrator
+// keeps in its data directory: run it on the orchestrator's host, as the
+// user the orchestrator runs as.
+func (c *cli) credsCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "creds",
+		Short: "Issue and revoke credentials for the bus (NATS), with the orchestrator's keys",
+	}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", system.DefaultDataDir(), "the orchestrator's data directory, whose credentials/ holds the keys")
+	authority := func() (*creds.Authority, error) {
+		dir := filepath.Join(dataDir, "credentials")
+		if _, err := os.Stat(filepath.Join(dir, "operator.nk")); err != nil {
+			return nil, fmt.Errorf("no keys in %s: start the orchestrator once with --data-dir %s, or name its data directory with --data-dir", dir, dataDir)
+		}
+		return creds.Open(dir)
+	}
+
+	var role, host, name string
+	issue := &cobra.Command{
+		Use:   "issue --role ROLE [--host ID | --session ID]",
+		Short: "Print a credential (.creds) for a role to standard output",
+		Long: "Print a credential for a role: " + roleNames() + ". A worker's is for one host (--host), an agent's for one session (--session).\n" +
+			"Keep it secret: write it to a file of mode 0600 on the machine that uses it, and pass it with --creds.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			auth, err := authority()
+			if err != nil {
+				return err
+			}
+			b, _, err := auth.Issue(events.Role(role), host, name)
+			if err != nil {
+				return fmt.Errorf("--role %s: %w", role, err)
+			}
+			_, err = c.out.Write(b)
+			return err
+		},
+	}
+	issue.Flags().StringVar(&role, "role", "", "the role: "+roleNames())
+	issue.Flags().StringVar(&host, "host", "", "the worker's host id")
+	issue.Flags().StringVar(&host, "session", "", "the agent's session id")
+	issue.Flags().StringVar(&name, "name", "", "whom it is for, kept in the credential")
+	_ = issue.MarkFlagRequired("role")
+
+	var file, user string
+	revoke := &cobra.Command{
+		Use:   "revoke (--file CREDS | --user PUBLIC-KEY)",
+		Short: "Revoke a credential: it no longer connects, and its connections are closed",
+		Long: "Revoke a credential. The embedded server applies it within seconds; for an external cluster, write the\n" +
+			"server configuration again (openagent creds server-config) and reload the servers.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (file == "") == (user == "") {
+				return fmt.Errorf("name the credential with exactly one of --file and --user")
+			}
+			if file != "" {
+				b, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				if user, err = creds.User(b); err != nil {
+					return fmt.Errorf("--file %s: %w", file, err)
+				}
+			}
+			auth, err := authority()
+			if err != nil {
+				return err
+			}
+			if err := auth.Revoke(user); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.errOut, "revoked %s\n", user)
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&file, "file", "", "the credential's .creds file")
+	revoke.Flags().StringVar(&user, "user", "", "the user's public key (U...)")
+
+	serverConfig := &cobra.Command{
+		Use:   "server-config",
+		Short: "Print the NATS server configuration that trusts these credentials, for an external server or cluster",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			auth, err := authority()
+			if err != nil {
+				return err
+			}
+			return auth.ServerConfig(c.out)
+		},
+	}
+	cmd.AddCommand(issue, revoke, serverConfig)
+	return cmd
+}
+
+func roleNames() string {
+	var names []string
+	for _, r := range events.Roles {
+		names = append(names, string(r))
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,331 @@
+package system_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/client"
+	"github.com/openagent/orchestrator/pkg/creds"
+	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/system"
+)
+
+// closedBus is the embedded default: NATS with the keys and credentials
+// it makes on first start, and a worker that connects with its own
+// host's credential.
+func closedBus(t *testing.T) (*system.System, context.Context) {
+	t.Helper()
+	data := localRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	sys, err := system.Start(ctx, system.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", Orchestrator: true, Worker: true,
+		HostID: "bus-a", Drivers: []string{"fake"}, Capacity: api.Resources{CPU: 4, Memory: 8192, Pids: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Stop() })
+	c := client.New(sys.HTTPURL)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if hosts, err := c.Hosts(ctx); err == nil && len(hosts) == 1 && hosts[0].Live {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the embedded worker did not register on its credential")
+		}
+	}
+	return sys, ctx
+}
+
+// violations records the permission errors the server sends a connection.
+type violations struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.seen = append(v.seen, err.Error())
+}
+
+// waitFor waits until the server refused something matching substr.
+func (v *violations) waitFor(t *testing.T, substr string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		v.mu.Lock()
+		for _, s := range v.seen {
+			if strings.Contains(s, "Permissions Violation") && strings.Contains(s, substr) {
+				v.mu.Unlock()
+				return
+			}
+		}
+		v.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the server did not refuse %s; it said %v", substr, v.seen)
+}
+
+// short is the context of an operation the server is to refuse: a request
+// to a subject one may not publish to is never answered.
+func short(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func connectAs(t *testing.T, sys *system.System, credsFile string) (*nats.Conn, jetstream.JetStream, *violations) {
+	t.Helper()
+	v := &violations{}
+	nc, err := nats.Connect(sys.NATSURL, nats.UserCredentials(credsFile), nats.ErrorHandler(v.handler))
+	if err != nil {
+		t.Fatalf("connect with %s: %v", filepath.Base(credsFile), err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, v
+}
+
+// The embedded default makes its credentials with mode 0600 and takes no
+// connection without one; its own worker works on its host's credential.
+func TestClosedBusCredentials(t *testing.T) {
+	sys, ctx := closedBus(t)
+	for _, name := range []string{"admin", "orchestrator", "service", "auditor", "worker-bus-a"} {
+		fi, err := os.Stat(filepath.Join(sys.Credentials, name+".creds"))
+		if err != nil {
+			t.Fatalf("no %s credential: %v", name, err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s.creds has mode %v; want 0600", name, fi.Mode().Perm())
+		}
+	}
+	if _, err := nats.Connect(sys.NATSURL); err == nil {
+		t.Fatal("an anonymous connection was taken")
+	} else if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("an anonymous connection failed with %v; want an authorization error", err)
+	}
+
+	// Everything a worker does, done on its credential: create, start, exec
+	// with streamed output, logs, a session's code run.
+	c := client.New(sys.HTTPURL)
+	spec := driver.DefaultConfig()
+	spec.Image, spec.Command = "fake", []string{"fake", "--stdout", "hello", "--forever"}
+	ct, err := c.Create(ctx, api.CreateRequest{Driver: "fake", Start: true, Spec: spec})
+	if err != nil || ct.Status != api.StatusRunning {
+		t.Fatalf("create on the closed bus: %+v, %v", ct, err)
+	}
+	res, err := c.Exec(ctx, ct.ID, api.ExecRequest{Command: []string{"fake", "--stdout", "out"}})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("exec: %+v, %v", res, err)
+	}
+	var lines []string
+	for e, err := range c.Logs(ctx, ct.ID, client.LogOptions{}) {
+		if err != nil {
+			t.Fatalf("logs: %v", err)
+		}
+		lines = append(lines, e.Line)
+	}
+	if !strings.Contains(strings.Join(lines, "\n"), "hello") {
+		t.Fatalf("logs %q; want hello", lines)
+	}
+	s, err := c.CreateSession(ctx, api.SessionRequest{Driver: "fake"})
+	if err != nil {
+		t.Fatalf("session: %v", err)
+	}
+	var streamed strings.Builder
+	if _, err := c.RunCodeStream(ctx, s.ID, api.RunCodeRequest{Code: "streamed"}, func(_, data string) { streamed.WriteString(data) }); err != nil {
+		t.Fatalf("run code: %v", err)
+	}
+	if !strings.Contains(streamed.String(), "streamed") {
+		t.Fatalf("streamed output %q", streamed.String())
+	}
+	if err := c.Remove(ctx, ct.ID, true); err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+}
+
+// What each role must not do, the server refuses.
+func TestClosedBusRoles(t *testing.T) {
+	sys, ctx := closedBus(t)
+	auth := sys.Authority()
+	issue := func(role events.Role, id string) string {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), string(role)+id+".creds")
+		if err := auth.WriteCreds(path, role, id); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	commands := func(t *testing.T) uint64 {
+		s, err := sys.JS.Stream(ctx, events.StreamCommands)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	createCmd, err := events.New(events.CommandCreate, "/attacker", events.CreateCommandData{ContainerID: "evil", HostID: "bus-a", Driver: "fake",
+		Spec: driver.DefaultConfig()}, events.WithHost("bus-a"), events.WithContainer("evil"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdMsg, err := events.ToMsg(events.CommandsRoot+".bus-a.command.container.create", createCmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("service", func(t *testing.T) {
+		nc, js, v := connectAs(t, sys, filepath.Join(sys.Credentials, "service.creds"))
+		before := commands(t)
+		if err := nc.PublishMsg(cmdMsg); err != nil {
+			t.Fatal(err)
+		}
+		v.waitFor(t, events.CommandsRoot)
+		if after := commands(t); after != before {
+			t.Fatalf("a service's command was stored (%d more)", after-before)
+		}
+		forged, _ := events.New(events.ContainerRemoved, "/attacker", events.RemovedData{ContainerID: "x", HostID: "bus-a"}, events.WithContainer("x"))
+		fm, _ := events.ToMsg(events.EventsRoot+".container.x.container.removed", forged)
+		_ = nc.PublishMsg(fm)
+		v.waitFor(t, events.EventsRoot+".container.x")
+		if err := js.DeleteStream(short(t), events.StreamEvents); err == nil {
+			t.Fatal("a service deleted the events stream")
+		}
+		// What a service is for: a request, answered.
+		req, _ := events.New(events.ContainerCreateRequested, "/tests/service", fakeSpec("--forever"), events.WithID("svc-1"))
+		m, _ := events.ToMsg(events.SubjectRequest, req)
+		reply, err := nc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Fatalf("a service's request: %v", err)
+		}
+		if out, err := events.FromMsg(reply); err != nil || out.Type() != events.RequestAccepted {
+			t.Fatalf("a service's request answered %v (%v)", out.Type(), err)
+		}
+	})
+
+	t.Run("worker of another host", func(t *testing.T) {
+		nc, js, v := connectAs(t, sys, issue(events.RoleWorker, "bus-b"))
+		before := commands(t)
+		_ = nc.PublishMsg(cmdMsg)
+		v.waitFor(t, events.CommandsRoot)
+		if after := commands(t); after != before {
+			t.Fatal("a worker published a command")
+		}
+		if _, err := js.CreateOrUpdateConsumer(short(t), events.StreamCommands, events.WorkQueueConsumerConfig("worker-bus-a", events.CommandFilter("bus-a"))); err == nil {
+			t.Fatal("a worker took another host's command consumer")
+		}
+		hb, _ := events.New(events.HostHeartbeat, "/attacker", events.HostHeartbeatData{HostID: "bus-a"}, events.WithHost("bus-a"))
+		hm, _ := events.ToMsg(events.EventsRoot+".host.bus-a.host.heartbeat", hb)
+		_ = nc.PublishMsg(hm)
+		v.waitFor(t, events.EventsRoot+".host.bus-a")
+		kv, err := js.KeyValue(ctx, events.BucketHosts)
+		if err != nil {
+			t.Fatalf("a worker cannot open the hosts bucket: %v", err)
+		}
+		if _, err := kv.Put(short(t), "bus-a", []byte(`{}`)); err == nil {
+			t.Fatal("a worker wrote another host's record")
+		}
+		if _, err := kv.Put(ctx, "bus-b", []byte(`{"id":"bus-b"}`)); err != nil {
+			t.Fatalf("a worker cannot write its own host's record: %v", err)
+		}
+		for _, name := range []string{events.StreamEvents, events.StreamCommands, events.StreamRequests} {
+			if err := js.DeleteStream(short(t), name); err == nil {
+				t.Fatalf("a worker deleted %s", name)
+			}
+		}
+		if _, err := js.CreateStream(short(t), jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"evil.>"}}); err == nil {
+			t.Fatal("a worker created a stream")
+		}
+	})
+
+	t.Run("auditor", func(t *testing.T) {
+		nc, js, v := connectAs(t, sys, filepath.Join(sys.Credentials, "auditor.creds"))
+		cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			t.Fatalf("an auditor cannot read the events stream: %v", err)
+		}
+		if _, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil {
+			t.Fatalf("an auditor read nothing: %v", err)
+		}
+		req, _ := events.New(events.ContainerCreateRequested, "/tests/auditor", fakeSpec(), events.WithID("aud-1"))
+		m, _ := events.ToMsg(events.SubjectRequest, req)
+		_ = nc.PublishMsg(m)
+		v.waitFor(t, events.SubjectRequest)
+	})
+
+	t.Run("orchestrator", func(t *testing.T) {
+		_, js, _ := connectAs(t, sys, filepath.Join(sys.Credentials, "orchestrator.creds"))
+		if err := js.DeleteStream(short(t), events.StreamEvents); err == nil {
+			t.Fatal("the orchestrator's credential deleted the audit log")
+		}
+		s, err := js.Stream(ctx, events.StreamEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Purge(short(t)); err == nil {
+			t.Fatal("the orchestrator's credential purged the audit log")
+		}
+		cfg := s.CachedInfo().Config
+		cfg.MaxAge = time.Minute
+		if _, err := js.UpdateStream(short(t), cfg); err == nil {
+			t.Fatal("the orchestrator's credential shortened the audit log's retention")
+		}
+	})
+
+	t.Run("revoked", func(t *testing.T) {
+		path := issue(events.RoleService, "")
+		nc, _, _ := connectAs(t, sys, path)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := creds.User(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := auth.Revoke(tok); err != nil {
+			t.Fatal(err)
+		}
+		if err := sys.Revoked(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for nc.IsConnected() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if nc.IsConnected() {
+			t.Fatal("a revoked user stays connected")
+		}
+		if again, err := nats.Connect(sys.NATSURL, nats.UserCredentials(path)); err == nil {
+			again.Close()
+			t.Fatal("a revoked credential connected again")
+		}
+	})
+
+	t.Run("admin", func(t *testing.T) {
+		_, js, _ := connectAs(t, sys, filepath.Join(sys.Credentials, "admin.creds"))
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCRATCH", Subjects: []string{"scratch.>"}}); err != nil {
+			t.Fatalf("the admin cannot create a stream: %v", err)
+		}
+		if err := js.DeleteStream(ctx, "SCRATCH"); err != nil {
+			t.Fatalf("the admin cannot delete a stream: %v", err)
+		}
+	})
+}
