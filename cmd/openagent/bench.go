@@ -186,7 +186,7 @@ func (c *cli) benchSessionCmd() *cobra.Command {
 		Short: "Session create → ready, cold and from a warm pool, and print(1) in Python, in one run",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg.Server = c.server
+			cfg.Server, cfg.Token = c.server, c.token()
 			res, err := bench.Session(cmd.Context(), cfg)
 			if err != nil {
 				return err

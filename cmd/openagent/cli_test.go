@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,10 @@ import (
 )
 
 var binary string
+
+// tokens are the admin tokens of the systems the tests started, by HTTP
+// URL: run passes the CLI its server's.
+var tokens sync.Map
 
 func TestMain(m *testing.M) {
 	local.MaybeRunShim()
@@ -61,6 +66,7 @@ func startSystem(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sys.Stop() })
+	tokens.Store(sys.HTTPURL, sys.AdminToken())
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(run(t, sys.HTTPURL, "hosts").stdout, "cli-host") {
 		if time.Now().After(deadline) {
@@ -75,6 +81,9 @@ func run(t *testing.T, server string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "OPENAGENT_SERVER="+server)
+	if tok, ok := tokens.Load(server); ok {
+		cmd.Env = append(cmd.Env, "OPENAGENT_TOKEN="+tok.(string))
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

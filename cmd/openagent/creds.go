@@ -114,3 +114,63 @@ func roleNames() string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// tokenCmd manages the HTTP API's bearer tokens, kept beside the bus's
+// keys in the orchestrator's data directory.
+func (c *cli) tokenCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{Use: "token", Short: "Create and revoke the HTTP API's bearer tokens"}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", system.DefaultDataDir(), "the orchestrator's data directory, whose credentials/ holds the tokens")
+	store := func() (*creds.Tokens, error) {
+		dir := filepath.Join(dataDir, "credentials")
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("no credentials in %s: start the orchestrator once with --data-dir %s, or name its data directory with --data-dir", dir, dataDir)
+		}
+		return creds.OpenTokens(dir)
+	}
+	var role, name string
+	create := &cobra.Command{
+		Use:   "create --role ROLE --name NAME",
+		Short: "Print a new token: admin, service (sessions are their creator's) or auditor (reads only)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tokens, err := store()
+			if err != nil {
+				return err
+			}
+			t, err := tokens.Create(creds.Principal{Name: name, Role: events.Role(role)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.out, t)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&role, "role", "service", "admin, service or auditor")
+	create.Flags().StringVar(&name, "name", "", "the principal the token names: who owns the sessions it creates")
+	_ = create.MarkFlagRequired("name")
+	revoke := &cobra.Command{
+		Use:   "revoke --name NAME",
+		Short: "Revoke every token of a principal; the API refuses them within a second",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tokens, err := store()
+			if err != nil {
+				return err
+			}
+			n, err := tokens.Revoke(name)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("no token names %q", name)
+			}
+			fmt.Fprintf(c.errOut, "revoked %d token(s) of %s\n", n, name)
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&name, "name", "", "the principal whose tokens to revoke")
+	_ = revoke.MarkFlagRequired("name")
+	cmd.AddCommand(create, revoke)
+	return cmd
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver/local"
+	"github.com/openagent/orchestrator/pkg/system"
 )
 
 // exitError ends the CLI with a code and no message of its own (exec
@@ -63,12 +65,30 @@ func describe(err error) string {
 
 type cli struct {
 	server string
+	tok    string
 	output string
 	out    io.Writer
 	errOut io.Writer
 }
 
-func (c *cli) client() *client.Client { return client.New(c.server) }
+func (c *cli) client() *client.Client { return client.New(c.server, client.WithToken(c.token())) }
+
+// token is the HTTP API's token: --token, else $OPENAGENT_TOKEN, else the
+// admin token the embedded default wrote in its data directory, when this
+// user can read it.
+func (c *cli) token() string {
+	if c.tok != "" {
+		return c.tok
+	}
+	if t := os.Getenv("OPENAGENT_TOKEN"); t != "" {
+		return t
+	}
+	b, err := os.ReadFile(filepath.Join(system.DefaultDataDir(), "credentials", "admin.token"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
 
 func (c *cli) json() bool { return c.output == "json" }
 
@@ -123,8 +143,9 @@ func newRoot(out, errOut io.Writer) *cobra.Command {
 		server = client.DefaultServer
 	}
 	root.PersistentFlags().StringVar(&c.server, "server", server, "orchestrator URL (env OPENAGENT_SERVER)")
+	root.PersistentFlags().StringVar(&c.tok, "token", "", "the HTTP API's bearer token (env OPENAGENT_TOKEN; default: the embedded default's admin.token)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output: table or json (one object per line)")
 	root.AddCommand(c.runCmd(true), c.runCmd(false), c.startCmd(), c.stopCmd(), c.rmCmd(), c.psCmd(), c.inspectCmd(),
-		c.logsCmd(), c.execCmd(), c.hostsCmd(), c.eventsCmd(), c.versionCmd(), c.benchCmd(), c.imagesCmd(), c.sessionCmd(), c.poolCmd(), c.credsCmd())
+		c.logsCmd(), c.execCmd(), c.hostsCmd(), c.eventsCmd(), c.versionCmd(), c.benchCmd(), c.imagesCmd(), c.sessionCmd(), c.poolCmd(), c.credsCmd(), c.tokenCmd())
 	return root
 }

@@ -96,7 +96,7 @@ func Docker(ctx context.Context, cfg DockerConfig) (*DockerResult, error) {
 	if err := sys.AddWorker(ctx, worker.Config{HostID: "bench", Drivers: []driver.Driver{sd}, Capacity: api.Resources{CPU: 64, Memory: 1 << 20, Pids: 1 << 20}}); err != nil {
 		return nil, err
 	}
-	c := client.New(sys.HTTPURL)
+	c := client.New(sys.HTTPURL, client.WithToken(sys.AdminToken()))
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if hosts, err := c.Hosts(ctx); err == nil && len(hosts) == 1 && hosts[0].Live {
 			break

@@ -17,6 +17,7 @@ import (
 type SessionConfig struct {
 	Embedded bool   // start a system in this process with a worker of Driver
 	Server   string // a running system's HTTP API
+	Token    string // a token for it
 	Driver   string
 	Warm     int // the warm pool's size
 	Runs     int
@@ -41,7 +42,7 @@ func Session(ctx context.Context, cfg SessionConfig) (*SessionResult, error) {
 	if cfg.Runs <= 0 || cfg.Warm <= 0 {
 		return nil, errors.New("bench: runs and warm must be positive")
 	}
-	server := cfg.Server
+	server, token := cfg.Server, cfg.Token
 	if cfg.Embedded {
 		dir, err := os.MkdirTemp("", "openagent-bench-session-")
 		if err != nil {
@@ -57,9 +58,9 @@ func Session(ctx context.Context, cfg SessionConfig) (*SessionResult, error) {
 			return nil, err
 		}
 		defer sys.Stop()
-		server = sys.HTTPURL
+		server, token = sys.HTTPURL, sys.AdminToken()
 	}
-	c := client.New(server, client.WithUser("bench"))
+	c := client.New(server, client.WithToken(token))
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if hosts, err := c.Hosts(ctx); err == nil && len(hosts) > 0 && hosts[0].Live {
 			break

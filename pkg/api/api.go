@@ -189,6 +189,7 @@ type Session struct {
 	IdleTimeoutMs  int64             `json:"idleTimeoutMs"` // 0: no idle timeout
 	LastActivityAt time.Time         `json:"lastActivityAt"`
 	SetBy          string            `json:"setBy,omitempty"` // who set the current timer
+	Owner          string            `json:"owner,omitempty"` // who created it: only they and admins may use it
 	EndedAt        time.Time         `json:"endedAt,omitzero"`
 	Reason         string            `json:"reason,omitempty"` // why it ended
 	Error          *Error            `json:"error,omitempty"`
@@ -232,3 +233,13 @@ type Pool struct {
 	Warm     int `json:"warm"`
 	Creating int `json:"creating"`
 }
+
+// Principal is who makes a call: a name, and the role that says what it
+// may do (see events.Role).
+type Principal struct {
+	Name string      `json:"name"`
+	Role events.Role `json:"role"`
+}
+
+// Admin reports whether the principal may act on what others own.
+func (p Principal) Admin() bool { return p.Role == events.RoleAdmin }

@@ -14,16 +14,17 @@ type ErrorKind = events.ErrorKind
 
 // Error kinds.
 const (
-	KindNotFound      = events.KindNotFound
-	KindConflict      = events.KindConflict
-	KindInvalid       = events.KindInvalid
-	KindResourceLimit = events.KindResourceLimit
-	KindTimeout       = events.KindTimeout
-	KindPermission    = events.KindPermission
-	KindUnavailable   = events.KindUnavailable
-	KindNotSupported  = events.KindNotSupported
-	KindTooLarge      = events.KindTooLarge
-	KindInternal      = events.KindInternal
+	KindNotFound        = events.KindNotFound
+	KindConflict        = events.KindConflict
+	KindInvalid         = events.KindInvalid
+	KindResourceLimit   = events.KindResourceLimit
+	KindTimeout         = events.KindTimeout
+	KindPermission      = events.KindPermission
+	KindUnavailable     = events.KindUnavailable
+	KindNotSupported    = events.KindNotSupported
+	KindTooLarge        = events.KindTooLarge
+	KindUnauthenticated = events.KindUnauthenticated
+	KindInternal        = events.KindInternal
 )
 
 // Error is the body of every error response, and why a request was
@@ -51,6 +52,7 @@ var Kinds = []KindInfo{
 	{KindUnavailable, driver.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 	{KindNotSupported, driver.ErrNotSupported, http.StatusNotImplemented, "not supported"},
 	{KindTooLarge, driver.ErrTooLarge, http.StatusRequestEntityTooLarge, "too large"},
+	{KindUnauthenticated, nil, http.StatusUnauthorized, "unauthenticated"},
 	{KindInternal, nil, http.StatusInternalServerError, "internal"},
 }
 

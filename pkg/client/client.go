@@ -30,9 +30,9 @@ const DefaultServer = "http://127.0.0.1:8080"
 
 // Client talks to one orchestrator. It is safe for concurrent use.
 type Client struct {
-	base string
-	hc   *http.Client
-	user string
+	base  string
+	hc    *http.Client
+	token string
 }
 
 // Option configures a Client.
@@ -41,9 +41,10 @@ type Option func(*Client)
 // WithHTTPClient sets the HTTP client used.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
-// WithUser names who makes the requests (the X-OpenAgent-User header),
-// for session timers and the audit.
-func WithUser(name string) Option { return func(c *Client) { c.user = name } }
+// WithToken authenticates the requests with a bearer token; the token
+// names who makes them (for session ownership, timers and the audit) and
+// the role that says what they may do.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
 // New returns a client of the orchestrator at server (DefaultServer if "").
 func New(server string, opts ...Option) *Client {
@@ -135,8 +136,8 @@ func (c *Client) sendBytes(ctx context.Context, method, path string, body []byte
 	if body != nil {
 		req.Header.Set("Content-Type", ctype)
 	}
-	if c.user != "" {
-		req.Header.Set("X-OpenAgent-User", c.user)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -37,7 +37,10 @@ const (
 	KindUnavailable   ErrorKind = "unavailable"
 	KindNotSupported  ErrorKind = "not_supported"
 	KindTooLarge      ErrorKind = "too_large"
-	KindInternal      ErrorKind = "internal"
+	// KindUnauthenticated: a call without a valid credential; only the
+	// doors answer it.
+	KindUnauthenticated ErrorKind = "unauthenticated"
+	KindInternal        ErrorKind = "internal"
 )
 
 // Error is a failure as it travels: in a rejected or failed event, and as

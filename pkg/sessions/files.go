@@ -68,7 +68,7 @@ func (s *Service) fileExec(ctx context.Context, sess *api.Session, script, rel, 
 }
 
 // WriteFile puts data at a path in a session's workspace.
-func (s *Service) WriteFile(ctx context.Context, id, p string, data []byte) error {
+func (s *Service) WriteFile(ctx context.Context, id, p string, data []byte, who api.Principal) error {
 	if len(data) > MaxFileBytes {
 		return &api.Error{Kind: api.KindTooLarge, Field: "body", Message: fmt.Sprintf("file is %d bytes; at most %d", len(data), MaxFileBytes)}
 	}
@@ -76,7 +76,7 @@ func (s *Service) WriteFile(ctx context.Context, id, p string, data []byte) erro
 	if err != nil {
 		return err
 	}
-	sess, err := s.live(id)
+	sess, err := s.live(id, who)
 	if err != nil {
 		return err
 	}
@@ -85,12 +85,12 @@ func (s *Service) WriteFile(ctx context.Context, id, p string, data []byte) erro
 }
 
 // ReadFile gets the file at a path in a session's workspace.
-func (s *Service) ReadFile(ctx context.Context, id, p string) ([]byte, error) {
+func (s *Service) ReadFile(ctx context.Context, id, p string, who api.Principal) ([]byte, error) {
 	rel, err := workspacePath(p)
 	if err != nil {
 		return nil, err
 	}
-	sess, err := s.live(id)
+	sess, err := s.live(id, who)
 	if err != nil {
 		return nil, err
 	}

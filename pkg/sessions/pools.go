@@ -166,7 +166,7 @@ func (s *Service) loadPools(ctx context.Context) error {
 // took.
 func (s *Service) adoptWarm() {
 	taken := map[string]bool{}
-	for _, sess := range s.List(true) {
+	for _, sess := range s.List(true, admin) {
 		taken[sess.ContainerID] = true
 	}
 	s.pools.mu.Lock()

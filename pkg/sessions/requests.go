@@ -16,7 +16,9 @@ import (
 // request that names a subject (streamTo) gets its output there while it
 // is produced. An error means no outcome could be stored.
 func (s *Service) Handle(ctx context.Context, req events.Event) (events.Event, error) {
-	by := req.Source()
+	// Over NATS a caller is its source, with a service's rights: the bus
+	// let it publish here only with a service's credential or more.
+	who := api.Principal{Name: req.Source(), Role: events.RoleService}
 	cause := []events.Option{events.CausedBy(req)}
 	var out events.Event
 	var err error
@@ -26,7 +28,7 @@ func (s *Service) Handle(ctx context.Context, req events.Event) (events.Event, e
 		if err := events.Data(req, &sr); err != nil {
 			return s.reject(ctx, req, &api.Error{Kind: api.KindInvalid, Field: "data", Message: err.Error()})
 		}
-		_, out, err = s.create(ctx, sr, by, cause)
+		_, out, err = s.create(ctx, sr, who, cause)
 	case events.SessionExecRequested:
 		var run events.SessionExecRequestedData
 		if err := events.Data(req, &run); err != nil {
@@ -40,16 +42,16 @@ func (s *Service) Handle(ctx context.Context, req events.Event) (events.Event, e
 			}
 		}
 		_, out, err = s.runCode(ctx, run.SessionID, api.RunCodeRequest{Language: run.Language, Code: run.Code, TimeoutMs: run.TimeoutMs,
-			Env: run.Env, WorkingDir: run.WorkingDir, Stdin: run.Stdin}, by, onChunk, cause)
+			Env: run.Env, WorkingDir: run.WorkingDir, Stdin: run.Stdin}, who, onChunk, cause)
 	case events.SessionExtendRequested, events.SessionCloseRequested:
 		var d events.SessionIDRequestedData
 		if err := events.Data(req, &d); err != nil {
 			return s.reject(ctx, req, &api.Error{Kind: api.KindInvalid, Field: "data", Message: err.Error()})
 		}
 		if req.Type() == events.SessionExtendRequested {
-			_, out, err = s.extend(ctx, d.SessionID, time.Duration(d.TimeoutMs)*time.Millisecond, by, cause)
+			_, out, err = s.extend(ctx, d.SessionID, time.Duration(d.TimeoutMs)*time.Millisecond, who, cause)
 		} else {
-			_, out, err = s.close(ctx, d.SessionID, by, cause)
+			_, out, err = s.close(ctx, d.SessionID, who, cause)
 		}
 	default:
 		err = &api.Error{Kind: api.KindInvalid, Field: "type", Message: req.Type() + " is not a session request"}

@@ -43,6 +43,9 @@ const (
 	MaxCodeBytes = 64 << 10
 )
 
+// admin is the sessions' own view: every session.
+var admin = api.Principal{Name: "sessions", Role: events.RoleAdmin}
+
 // source is the CloudEvents source of what sessions publish and ask.
 const source = "/openagent/sessions"
 
@@ -243,15 +246,16 @@ func defaultsFor(req *api.SessionRequest) error {
 }
 
 // Create makes a session and waits until its sandbox runs.
-func (s *Service) Create(ctx context.Context, req api.SessionRequest, by string) (*api.Session, error) {
-	sess, _, err := s.create(ctx, req, by, nil)
+func (s *Service) Create(ctx context.Context, req api.SessionRequest, who api.Principal) (*api.Session, error) {
+	sess, _, err := s.create(ctx, req, who, nil)
 	return sess, err
 }
 
 // create is Create; it returns the stored session.ready event too, for
 // the doors that answer with it. Given a cause, the events belong to the
 // cause's chain.
-func (s *Service) create(ctx context.Context, req api.SessionRequest, by string, cause []events.Option) (*api.Session, events.Event, error) {
+func (s *Service) create(ctx context.Context, req api.SessionRequest, who api.Principal, cause []events.Option) (*api.Session, events.Event, error) {
+	by := who.Name
 	if err := defaultsFor(&req); err != nil {
 		return nil, events.Event{}, err
 	}
@@ -272,7 +276,7 @@ func (s *Service) create(ctx context.Context, req api.SessionRequest, by string,
 	now := time.Now().UTC()
 	sess := &api.Session{ID: "s" + events.NewContainerID()[:20], Status: api.SessionRequested, Driver: req.Driver, Image: req.Image,
 		Languages: req.Languages, AgentType: req.AgentType, Labels: req.Labels, CreatedAt: now, ExpiresAt: now.Add(ttl),
-		TimeoutMs: ttl.Milliseconds(), IdleTimeoutMs: idle.Milliseconds(), LastActivityAt: now, SetBy: by}
+		TimeoutMs: ttl.Milliseconds(), IdleTimeoutMs: idle.Milliseconds(), LastActivityAt: now, SetBy: by, Owner: by}
 	if _, err := s.event(ctx, events.SessionRequested, events.DeriveID(sess.ID, "requested"), events.SessionRequestedData{SessionRef: ref(sess),
 		Languages: sess.Languages, Image: sess.Image, Driver: sess.Driver, AgentType: sess.AgentType, ExpiresAt: sess.ExpiresAt, IdleTimeoutMs: sess.IdleTimeoutMs, RequestedBy: by,
 	}, sess, cause...); err != nil {
@@ -404,12 +408,38 @@ func (s *Service) Get(id string) (*api.Session, bool) {
 	return &cp, true
 }
 
-// List returns the sessions, oldest first; ended ones only with all.
-func (s *Service) List(all bool) []api.Session {
+// Session returns a session its caller may see: their own, or any to an
+// admin.
+func (s *Service) Session(id string, who api.Principal) (*api.Session, error) {
+	sess, ok := s.Get(id)
+	if !ok {
+		return nil, &api.Error{Kind: api.KindNotFound, ID: id, Message: "no session " + id}
+	}
+	if err := mayUse(sess, who); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// mayUse says whether a principal may use a session: its owner may, and an
+// admin.
+func mayUse(sess *api.Session, who api.Principal) error {
+	if who.Admin() || (sess.Owner != "" && sess.Owner == who.Name) {
+		return nil
+	}
+	return &api.Error{Kind: api.KindPermission, ID: sess.ID, Message: fmt.Sprintf("session %s belongs to another principal than %s", sess.ID, who.Name)}
+}
+
+// List returns the sessions a principal may see (their own; every one to
+// an admin), oldest first; ended ones only with all.
+func (s *Service) List(all bool, who api.Principal) []api.Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []api.Session{}
 	for _, sess := range s.m {
+		if mayUse(sess, who) != nil {
+			continue
+		}
 		if all || sess.Status == api.SessionReady || sess.Status == api.SessionRequested {
 			out = append(out, *sess)
 		}
@@ -418,11 +448,11 @@ func (s *Service) List(all bool) []api.Session {
 	return out
 }
 
-// live returns a session that is ready, or why it is not.
-func (s *Service) live(id string) (*api.Session, error) {
-	sess, ok := s.Get(id)
-	if !ok {
-		return nil, &api.Error{Kind: api.KindNotFound, ID: id, Message: "no session " + id}
+// live returns a session that is ready and that who may use, or why not.
+func (s *Service) live(id string, who api.Principal) (*api.Session, error) {
+	sess, err := s.Session(id, who)
+	if err != nil {
+		return nil, err
 	}
 	if sess.Status != api.SessionReady {
 		return nil, &api.Error{Kind: api.KindConflict, ID: id, Message: fmt.Sprintf("session %s is %s", id, sess.Status)}
@@ -431,16 +461,17 @@ func (s *Service) live(id string) (*api.Session, error) {
 }
 
 // Extend makes a session expire timeout from now.
-func (s *Service) Extend(ctx context.Context, id string, timeout time.Duration, by string) (*api.Session, error) {
-	sess, _, err := s.extend(ctx, id, timeout, by, nil)
+func (s *Service) Extend(ctx context.Context, id string, timeout time.Duration, who api.Principal) (*api.Session, error) {
+	sess, _, err := s.extend(ctx, id, timeout, who, nil)
 	return sess, err
 }
 
-func (s *Service) extend(ctx context.Context, id string, timeout time.Duration, by string, opts []events.Option) (*api.Session, events.Event, error) {
+func (s *Service) extend(ctx context.Context, id string, timeout time.Duration, who api.Principal, opts []events.Option) (*api.Session, events.Event, error) {
+	by := who.Name
 	if timeout <= 0 || timeout > MaxSessionTimeout {
 		return nil, events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: fmt.Sprintf("timeoutMs must be between 1 and %d", MaxSessionTimeout.Milliseconds())}
 	}
-	cur, err := s.live(id)
+	cur, err := s.live(id, who)
 	if err != nil {
 		return nil, events.Event{}, err
 	}
@@ -465,13 +496,14 @@ func (s *Service) extend(ctx context.Context, id string, timeout time.Duration, 
 }
 
 // Close removes a session's sandbox.
-func (s *Service) Close(ctx context.Context, id, by string) (*api.Session, error) {
-	sess, _, err := s.close(ctx, id, by, nil)
+func (s *Service) Close(ctx context.Context, id string, who api.Principal) (*api.Session, error) {
+	sess, _, err := s.close(ctx, id, who, nil)
 	return sess, err
 }
 
-func (s *Service) close(ctx context.Context, id, by string, opts []events.Option) (*api.Session, events.Event, error) {
-	sess, err := s.live(id)
+func (s *Service) close(ctx context.Context, id string, who api.Principal, opts []events.Option) (*api.Session, events.Event, error) {
+	by := who.Name
+	sess, err := s.live(id, who)
 	if err != nil {
 		return nil, events.Event{}, err
 	}
@@ -517,15 +549,16 @@ func (s *Service) end(ctx context.Context, sess *api.Session, st api.SessionStat
 
 // RunCode runs code in a session and audits it. With onChunk, output is
 // handed over while it is produced, in order, before RunCode returns.
-func (s *Service) RunCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(events.Chunk)) (*api.ExecResult, error) {
-	res, _, err := s.runCode(ctx, id, req, by, onChunk, nil)
+func (s *Service) RunCode(ctx context.Context, id string, req api.RunCodeRequest, who api.Principal, onChunk func(events.Chunk)) (*api.ExecResult, error) {
+	res, _, err := s.runCode(ctx, id, req, who, onChunk, nil)
 	return res, err
 }
 
 // runCode is RunCode; it returns the stored exec.completed event too,
 // which, given a cause, belongs to the cause's chain.
-func (s *Service) runCode(ctx context.Context, id string, req api.RunCodeRequest, by string, onChunk func(events.Chunk), cause []events.Option) (*api.ExecResult, events.Event, error) {
-	sess, err := s.live(id)
+func (s *Service) runCode(ctx context.Context, id string, req api.RunCodeRequest, who api.Principal, onChunk func(events.Chunk), cause []events.Option) (*api.ExecResult, events.Event, error) {
+	by := who.Name
+	sess, err := s.live(id, who)
 	if err != nil {
 		return nil, events.Event{}, err
 	}

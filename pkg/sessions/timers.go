@@ -102,7 +102,7 @@ func (s *Service) runTimers(ctx context.Context) error {
 		case <-save.C:
 			// Activity is kept in memory between writes; write it now and
 			// then so that an idle timer survives a restart too.
-			for _, sess := range s.List(false) {
+			for _, sess := range s.List(false, admin) {
 				_ = s.save(ctx, &sess)
 			}
 			continue

@@ -3,6 +3,7 @@ package system_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,7 +36,7 @@ func closedBus(t *testing.T) (*system.System, context.Context) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sys.Stop() })
-	c := client.New(sys.HTTPURL)
+	c := client.New(sys.HTTPURL, client.WithToken(sys.AdminToken()))
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if hosts, err := c.Hosts(ctx); err == nil && len(hosts) == 1 && hosts[0].Live {
 			break
@@ -121,7 +122,7 @@ func TestClosedBusCredentials(t *testing.T) {
 
 	// Everything a worker does, done on its credential: create, start, exec
 	// with streamed output, logs, a session's code run.
-	c := client.New(sys.HTTPURL)
+	c := client.New(sys.HTTPURL, client.WithToken(sys.AdminToken()))
 	spec := driver.DefaultConfig()
 	spec.Image, spec.Command = "fake", []string{"fake", "--stdout", "hello", "--forever"}
 	ct, err := c.Create(ctx, api.CreateRequest{Driver: "fake", Start: true, Spec: spec})
@@ -328,4 +329,98 @@ func TestClosedBusRoles(t *testing.T) {
 			t.Fatalf("the admin cannot delete a stream: %v", err)
 		}
 	})
+}
+
+// The HTTP API: no token, 401; X-OpenAgent-User is not trusted; a
+// session is its creator's (403 to another, not to the admin); an auditor
+// reads only; pools are the admin's; a revoked token stops working.
+func TestHTTPTokens(t *testing.T) {
+	sys, ctx := closedBus(t)
+	tokens := sys.Tokens()
+	mint := func(name string, role events.Role) string {
+		t.Helper()
+		tok, err := tokens.Create(api.Principal{Name: name, Role: role})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	alice, bob, audit := mint("alice", events.RoleService), mint("bob", events.RoleService), mint("audit", events.RoleAuditor)
+	call := func(method, path, token string, header ...string) int {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, method, sys.HTTPURL+path, strings.NewReader("{}"))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s %s: 401 without WWW-Authenticate", method, path)
+		}
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		what, method, path, token string
+		header                    []string
+		want                      int
+	}{
+		{"no token", "GET", "/v1/containers", "", nil, http.StatusUnauthorized},
+		{"a made-up user header", "GET", "/v1/sessions", "", []string{"X-OpenAgent-User", "admin"}, http.StatusUnauthorized},
+		{"a token never issued", "GET", "/v1/containers", "oat_00", nil, http.StatusUnauthorized},
+		{"health, without a token", "GET", "/healthz", "", nil, http.StatusOK},
+		{"an auditor reads", "GET", "/v1/containers", audit, nil, http.StatusOK},
+		{"an auditor writes", "POST", "/v1/containers", audit, nil, http.StatusForbidden},
+		{"a service sets a pool", "PUT", "/v1/pools", alice, nil, http.StatusForbidden},
+	} {
+		if got := call(tc.method, tc.path, tc.token, tc.header...); got != tc.want {
+			t.Errorf("%s: %s %s answered %d; want %d", tc.what, tc.method, tc.path, got, tc.want)
+		}
+	}
+
+	// alice's session, with a header claiming to be bob: it is alice's.
+	ca := client.New(sys.HTTPURL, client.WithToken(alice))
+	s, err := ca.CreateSession(ctx, api.SessionRequest{Driver: "fake"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Owner != "alice" {
+		t.Fatalf("session owner %q; want alice", s.Owner)
+	}
+	cb := client.New(sys.HTTPURL, client.WithToken(bob))
+	if _, err := cb.Session(ctx, s.ID); !errors.Is(err, driver.ErrPermission) {
+		t.Fatalf("bob reads alice's session: %v; want a permission error", err)
+	}
+	if _, err := cb.RunCode(ctx, s.ID, api.RunCodeRequest{Code: "x"}); !errors.Is(err, driver.ErrPermission) {
+		t.Fatalf("bob runs code in alice's session: %v; want a permission error", err)
+	}
+	if _, err := cb.CloseSession(ctx, s.ID); !errors.Is(err, driver.ErrPermission) {
+		t.Fatalf("bob closes alice's session: %v; want a permission error", err)
+	}
+	if list, err := cb.Sessions(ctx, true); err != nil || len(list) != 0 {
+		t.Fatalf("bob lists %d sessions (%v); want none of alice's", len(list), err)
+	}
+	admin := client.New(sys.HTTPURL, client.WithToken(sys.AdminToken()))
+	if _, err := admin.Session(ctx, s.ID); err != nil {
+		t.Fatalf("the admin reads alice's session: %v", err)
+	}
+	if _, err := ca.RunCode(ctx, s.ID, api.RunCodeRequest{Code: "mine"}); err != nil {
+		t.Fatalf("alice runs code in her session: %v", err)
+	}
+
+	if n, err := tokens.Revoke("bob"); err != nil || n != 1 {
+		t.Fatalf("revoke bob: %d, %v", n, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for call("GET", "/v1/containers", bob) != http.StatusUnauthorized {
+		if time.Now().After(deadline) {
+			t.Fatal("a revoked token still works")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

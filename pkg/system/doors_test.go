@@ -128,6 +128,7 @@ func TestCloudEventOverHTTP(t *testing.T) {
 	req.ContainerID = "bound"
 	body, _ := json.Marshal(req)
 	hreq, _ := http.NewRequest(http.MethodPost, e.sys.HTTPURL+"/v1/events", bytes.NewReader(body))
+	hreq.Header.Set("Authorization", "Bearer "+e.sys.AdminToken())
 	hreq.Header.Set("ce-specversion", "1.0")
 	hreq.Header.Set("ce-id", "http-binding-1")
 	hreq.Header.Set("ce-source", "/tests/http")
@@ -249,7 +250,10 @@ func TestStateRebuiltFromEvents(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	e := newEnv(t)
 	post := func(path, ctype string, body []byte) (int, api.Error) {
-		resp, err := http.Post(e.sys.HTTPURL+path, ctype, bytes.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, e.sys.HTTPURL+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		req.Header.Set("Authorization", "Bearer "+e.sys.AdminToken())
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -34,6 +34,7 @@ type env struct {
 	sys    *system.System
 	c      *client.Client
 	local  *local.Driver
+	tokens string // the HTTP API's token store, kept across restarts
 	hosts  map[string]*system.System
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -55,7 +56,7 @@ func localRoot(t *testing.T) string {
 // host-a with the fake and local drivers, host-b with the fake driver.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, nats: natstest.Start(t), hosts: map[string]*system.System{}}
+	e := &env{t: t, nats: natstest.Start(t), tokens: t.TempDir(), hosts: map[string]*system.System{}}
 	e.ctx, e.cancel = context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(e.cancel)
 	var err error
@@ -76,16 +77,16 @@ func newEnv(t *testing.T) *env {
 // the system stops when the test ends.
 func newEnvWith(t *testing.T, orch system.Config, host string, drv driver.Driver) *env {
 	t.Helper()
-	e := &env{t: t, nats: natstest.Start(t), hosts: map[string]*system.System{}}
+	e := &env{t: t, nats: natstest.Start(t), tokens: t.TempDir(), hosts: map[string]*system.System{}}
 	e.ctx, e.cancel = context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(e.cancel)
-	orch.NATSURL, orch.Orchestrator, orch.HTTPAddr = e.nats.ClientURL(), true, "127.0.0.1:0"
+	orch.NATSURL, orch.Orchestrator, orch.HTTPAddr, orch.TokensDir = e.nats.ClientURL(), true, "127.0.0.1:0", e.tokens
 	sys, err := system.Start(e.ctx, orch)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sys.Stop() })
-	e.sys, e.c = sys, client.New(sys.HTTPURL)
+	e.sys, e.c = sys, client.New(sys.HTTPURL, client.WithToken(sys.AdminToken()))
 	e.addWorker(host, drv)
 	e.waitHosts(1)
 	return e
@@ -93,11 +94,11 @@ func newEnvWith(t *testing.T, orch system.Config, host string, drv driver.Driver
 
 func (e *env) startOrchestrator() {
 	e.t.Helper()
-	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0"})
+	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0", TokensDir: e.tokens})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.sys, e.c = sys, client.New(sys.HTTPURL)
+	e.sys, e.c = sys, client.New(sys.HTTPURL, client.WithToken(sys.AdminToken()))
 	e.t.Cleanup(func() { sys.Stop() })
 }
 

@@ -25,7 +25,11 @@ func ms(d time.Duration) *int64 { v := d.Milliseconds(); return &v }
 
 func TestSessionRunsCode(t *testing.T) {
 	e := newEnv(t)
-	c := client.New(e.sys.HTTPURL, client.WithUser("alice"))
+	alice, err := e.sys.Tokens().Create(api.Principal{Name: "alice", Role: events.RoleService})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.New(e.sys.HTTPURL, client.WithToken(alice))
 	langs := []string{"python", "sh"}
 	if _, err := exec.LookPath("node"); err == nil {
 		langs = append(langs, "javascript")
@@ -89,12 +93,12 @@ func TestSessionRunsCode(t *testing.T) {
 	if err := e.sys.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0", KeepCode: true})
+	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0", KeepCode: true, TokensDir: e.tokens})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sys.Stop() })
-	c = client.New(sys.HTTPURL, client.WithUser("alice"))
+	c = client.New(sys.HTTPURL, client.WithToken(alice))
 	if _, err := c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "print('kept')"}); err != nil {
 		t.Fatal(err)
 	}

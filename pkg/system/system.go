@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,10 @@ type Config struct {
 	// CredsFile is the credential to connect to an external server with;
 	// an embedded server makes its own (see Credentials).
 	CredsFile string
+	// TokensDir keeps the HTTP API's bearer tokens; data-dir/credentials
+	// when empty and there is a data directory. Without either the API
+	// takes any caller, with a warning.
+	TokensDir string
 	// SyncAlways makes the embedded server fsync every write (slower,
 	// survives power loss); by default it fsyncs every 2 minutes.
 	SyncAlways   bool
@@ -74,8 +79,12 @@ type System struct {
 	// Credentials is where an embedded server's keys and credentials are:
 	// data-dir/credentials; empty with an external server.
 	Credentials string
+	// TokensDir is where the HTTP API's tokens are, admin.token among
+	// them; empty when the API is open.
+	TokensDir string
 
 	auth   *creds.Authority // an embedded server's keys; nil with an external server
+	tokens *creds.Tokens    // the HTTP API's tokens; nil leaves it open
 	conns  []*nats.Conn     // connections of the components that have their own
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -145,6 +154,9 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 			return nil, errors.New("system: orchestrator not ready after 2 minutes")
 		}
 		if cfg.HTTPAddr != "" {
+			if err := s.openTokens(cfg); err != nil {
+				return nil, err
+			}
 			if err := s.serveHTTP(cfg.HTTPAddr); err != nil {
 				return nil, err
 			}
@@ -240,6 +252,41 @@ func (s *System) openCredentials(cfg Config, opts *server.Options) error {
 	return auth.Configure(opts)
 }
 
+// openTokens opens the HTTP API's token store and makes sure an admin
+// token is there for the CLI, in admin.token beside the store.
+func (s *System) openTokens(cfg Config) error {
+	dir := cfg.TokensDir
+	if dir == "" && cfg.DataDir != "" {
+		dir = filepath.Join(cfg.DataDir, "credentials")
+	}
+	if dir == "" {
+		s.log.Warn("system: the HTTP API takes any caller: no data directory keeps its tokens")
+		return nil
+	}
+	tokens, err := creds.OpenTokens(dir)
+	if err != nil {
+		return err
+	}
+	if err := tokens.EnsureAdminToken(filepath.Join(dir, "admin.token")); err != nil {
+		return err
+	}
+	s.tokens, s.TokensDir = tokens, dir
+	return nil
+}
+
+// AdminToken is the admin's token for the HTTP API, "" when the API is
+// open.
+func (s *System) AdminToken() string {
+	if s.TokensDir == "" {
+		return ""
+	}
+	b, _ := os.ReadFile(filepath.Join(s.TokensDir, "admin.token"))
+	return strings.TrimSpace(string(b))
+}
+
+// Tokens is the HTTP API's token store; nil when the API is open.
+func (s *System) Tokens() *creds.Tokens { return s.tokens }
+
 // WorkerCreds is where an embedded server's credential for a worker of
 // host is.
 func (s *System) WorkerCreds(host string) string {
@@ -322,7 +369,7 @@ func (s *System) serveHTTP(addr string) error {
 	if err != nil {
 		return fmt.Errorf("system: http: %w", err)
 	}
-	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions})
+	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions, Tokens: s.tokens})
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	s.HTTPURL = "http://" + ln.Addr().String()
 	s.run("http", func() error {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/openagent/orchestrator/internal/version"
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/sessions"
@@ -42,6 +43,8 @@ type Config struct {
 	Validator    *events.Validator
 	Orchestrator *orchestrator.Orchestrator
 	Sessions     *sessions.Service
+	// Tokens authenticates the callers; nil leaves the door open.
+	Tokens *creds.Tokens
 }
 
 // server is the door's state: what it hands calls to.
@@ -55,9 +58,23 @@ func New(cfg Config) http.Handler {
 	s := &server{Config: cfg, o: cfg.Orchestrator}
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
-		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
+		mux.HandleFunc(rt.method+" "+rt.path, s.guard(accessOf(rt), rt.handler))
 	}
 	return mux
+}
+
+// accessOf is what a route asks of its caller: reading takes any
+// principal, changing anything a role that may.
+func accessOf(rt route) access {
+	switch {
+	case rt.path == "/healthz" || rt.path == "/v1/version" || rt.path == "/v1/openapi.json":
+		return public
+	case rt.method == http.MethodGet:
+		return read
+	case rt.path == "/v1/pools":
+		return adminOnly
+	}
+	return write
 }
 
 type route struct {

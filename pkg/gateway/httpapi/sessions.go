@@ -11,15 +11,6 @@ import (
 	"github.com/openagent/orchestrator/pkg/events"
 )
 
-// principal names who made an HTTP request, for timers and the audit:
-// the X-OpenAgent-User header, "anonymous" without one.
-func principal(r *http.Request) string {
-	if u := r.Header.Get("X-OpenAgent-User"); u != "" {
-		return u
-	}
-	return "anonymous"
-}
-
 func (s *server) sessionRoutes() []route {
 	return []route{
 		{"POST", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
@@ -35,12 +26,12 @@ func (s *server) sessionRoutes() []route {
 			writeJSON(w, http.StatusCreated, sess)
 		}},
 		{"GET", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, s.Sessions.List(r.URL.Query().Get("all") == "true"))
+			writeJSON(w, http.StatusOK, s.Sessions.List(r.URL.Query().Get("all") == "true", principal(r)))
 		}},
 		{"GET", "/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-			sess, ok := s.Sessions.Get(r.PathValue("id"))
-			if !ok {
-				writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no session " + r.PathValue("id")})
+			sess, err := s.Sessions.Session(r.PathValue("id"), principal(r))
+			if err != nil {
+				writeError(w, err)
 				return
 			}
 			writeJSON(w, http.StatusOK, sess)
@@ -68,7 +59,7 @@ func (s *server) sessionRoutes() []route {
 		{"PUT", "/v1/sessions/{id}/files", func(w http.ResponseWriter, r *http.Request) {
 			b, err := readBody(w, r)
 			if err == nil {
-				err = s.Sessions.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b)
+				err = s.Sessions.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b, principal(r))
 			}
 			if err != nil {
 				writeError(w, err)
@@ -77,7 +68,7 @@ func (s *server) sessionRoutes() []route {
 			w.WriteHeader(http.StatusNoContent)
 		}},
 		{"GET", "/v1/sessions/{id}/files", func(w http.ResponseWriter, r *http.Request) {
-			b, err := s.Sessions.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))
+			b, err := s.Sessions.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), principal(r))
 			if err != nil {
 				writeError(w, err)
 				return
