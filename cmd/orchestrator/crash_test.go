@@ -267,6 +267,7 @@ func crashRun(t *testing.T, bins binaries, syncAlways bool) {
 	if syncAlways {
 		args = append(args, "--sync-always")
 	}
+	dataDirs.Store(httpAddr, orchData)
 	orch := startProcess(t, "orchestrator", bins.orchestrator, logs, args...)
 	waitHTTP(t, "http://"+httpAddr+"/v1/hosts")
 	host := "crash-host"
@@ -447,10 +448,31 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool, lef
 	}
 }
 
+// dataDirs are the orchestrators' data directories by HTTP address: the
+// API takes the admin token each writes there.
+var dataDirs sync.Map
+
+func authDo(req *http.Request) (*http.Response, error) {
+	if dir, ok := dataDirs.Load(req.URL.Host); ok {
+		if b, err := os.ReadFile(filepath.Join(dir.(string), "credentials", "admin.token")); err == nil {
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
+		}
+	}
+	return http.DefaultClient.Do(req)
+}
+
+func authGet(url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return authDo(req)
+}
+
 func waitHTTP(t *testing.T, url string) {
 	t.Helper()
 	waitUntil(t, 30*time.Second, "the HTTP API answers", func() bool {
-		resp, err := http.Get(url)
+		resp, err := authGet(url)
 		if err != nil {
 			return false
 		}
@@ -462,7 +484,7 @@ func waitHTTP(t *testing.T, url string) {
 func waitHost(t *testing.T, base, host string) {
 	t.Helper()
 	waitUntil(t, 30*time.Second, "host "+host+" registered", func() bool {
-		resp, err := http.Get(base + "/v1/hosts")
+		resp, err := authGet(base + "/v1/hosts")
 		if err != nil {
 			return false
 		}
@@ -480,7 +502,7 @@ func waitHost(t *testing.T, base, host string) {
 
 func listAll(t *testing.T, base string) []api.Container {
 	t.Helper()
-	resp, err := http.Get(base + "/v1/containers?all=true")
+	resp, err := authGet(base + "/v1/containers?all=true")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +516,7 @@ func listAll(t *testing.T, base string) []api.Container {
 
 // removeAll removes what a test left, so that no container outlives it.
 func removeAll(t *testing.T, base string) {
-	resp, err := http.Get(base + "/v1/containers?all=true")
+	resp, err := authGet(base + "/v1/containers?all=true")
 	if err != nil {
 		return
 	}
@@ -503,7 +525,7 @@ func removeAll(t *testing.T, base string) {
 	resp.Body.Close()
 	for _, c := range list {
 		req, _ := http.NewRequest(http.MethodDelete, base+"/v1/containers/"+c.ID+"?force=true", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := authDo(req); err == nil {
 			resp.Body.Close()
 		}
 	}

@@ -44,7 +44,11 @@ func TestEmbeddedDefault(t *testing.T) {
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(httpURL + "/v1/hosts")
+		req, _ := http.NewRequest(http.MethodGet, httpURL+"/v1/hosts", nil)
+		if b, err := os.ReadFile(filepath.Join(dir, "data", "credentials", "admin.token")); err == nil {
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			var body strings.Builder
 			bufio.NewReader(resp.Body).WriteTo(&body)

@@ -139,6 +139,12 @@ func Apply(m *Model, seq uint64, e events.Event) string {
 		if !ok || r.Seq >= seq {
 			return ""
 		}
+		// Removed is the end of a container: what its host reports after
+		// (the end of the run the removal killed, reported late) changes
+		// nothing. Only a new placement of the id starts it again.
+		if r.Status == api.StatusRemoved {
+			return ""
+		}
 		m.applyContainer(r, e)
 		r.Generation = max(r.Generation, events.Generation(e))
 		r.Seq = seq

@@ -96,6 +96,10 @@ func TestApply(t *testing.T) {
 			return []events.Event{placed(t, "c", "web"), started(t, "c", t0), exited(t, "c", t0.Add(time.Second), 0),
 				ev(t, events.ContainerRemoved, "c", events.RemovedData{ContainerID: "c", HostID: "h"})}
 		}, view{Status: api.StatusRemoved, Generation: 10}},
+		{"removed is the end: a late report of the run's end does not bring it back", func(t *testing.T) []events.Event {
+			return []events.Event{placed(t, "c", "web"), started(t, "c", t0), ev(t, events.ContainerRemoved, "c", events.RemovedData{ContainerID: "c", HostID: "h"}),
+				exited(t, "c", t0.Add(time.Second), 137), started(t, "c", t0.Add(time.Minute))}
+		}, view{Status: api.StatusRemoved, Generation: 10}},
 		{"an accepted request's generation is kept", func(t *testing.T) []events.Event {
 			acc := ev(t, events.RequestAccepted, "c", events.AcceptedData{RequestID: "r", RequestType: events.ContainerStopRequested, ContainerID: "c"},
 				events.WithGeneration(15))
