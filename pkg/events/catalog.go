@@ -58,6 +58,11 @@ const (
 	HostReconciled = Prefix + "host.reconciled"
 )
 
+// StreamDrifted: a stream's settings are not those the orchestrator
+// provisioned (someone changed them, or they make events losable); its
+// CloudEvents subject names the stream.
+const StreamDrifted = Prefix + "stream.drifted"
+
 // Session events: the life of an agent's sandbox and the audit of the code
 // run in it.
 const (
@@ -121,6 +126,7 @@ var catalog = map[string]Kind{
 	ContainerCommandRefused: KindState,
 	ContainerLost:           KindState,
 	HostReconciled:          KindState,
+	StreamDrifted:           KindState,
 
 	SessionRequested:    KindState,
 	SessionReady:        KindState,

@@ -44,6 +44,10 @@ func WithID(id string) Option { return func(e *Event) { e.SetID(id) } }
 // WithTime sets the event time; by default it is the time of building.
 func WithTime(t time.Time) Option { return func(e *Event) { e.SetTime(t) } }
 
+// WithSubject sets the CloudEvents subject: what the event is about, in
+// the producer's terms (a stream's name for stream.drifted).
+func WithSubject(subject string) Option { return func(e *Event) { e.SetSubject(subject) } }
+
 // WithExtension sets one extension attribute; an empty value sets nothing.
 func WithExtension(name, value string) Option {
 	return func(e *Event) {

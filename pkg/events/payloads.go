@@ -259,6 +259,12 @@ type HostHeartbeatData struct {
 	Allocated  *Resources `json:"allocated,omitempty"`
 }
 
+// StreamDriftedData is the data of io.openagent.stream.drifted.
+type StreamDriftedData struct {
+	Stream   string   `json:"stream"`
+	Problems []string `json:"problems"`
+}
+
 // HostReconciledData is the data of io.openagent.host.reconciled.
 type HostReconciledData struct {
 	HostID     string    `json:"hostId"`
@@ -402,6 +408,8 @@ func Payload(eventType string) any {
 		return new(HostHeartbeatData)
 	case HostReconciled:
 		return new(HostReconciledData)
+	case StreamDrifted:
+		return new(StreamDriftedData)
 	case SessionRequested:
 		return new(SessionRequestedData)
 	case SessionReady:

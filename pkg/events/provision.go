@@ -51,6 +51,10 @@ type ProvisionConfig struct {
 	Clustered bool
 	// Duplicates is the dedupe window; zero means DefaultDuplicates.
 	Duplicates time.Duration
+	// AuditLogAdmin lets provisioning change the events stream's settings.
+	// The orchestrator's credential may not (only an admin may change the
+	// audit log): without it a difference is left as is and reported.
+	AuditLogAdmin bool
 }
 
 func (c ProvisionConfig) withDefaults() ProvisionConfig {
@@ -156,6 +160,9 @@ const (
 	Created   Action = "created"
 	Updated   Action = "updated"
 	Unchanged Action = "unchanged"
+	// Drifted: the audit log's settings differ and were left as they are
+	// for an admin to put right; Drifts says how.
+	Drifted Action = "drifted"
 )
 
 // Change is what provisioning did to one stream or bucket.
@@ -170,7 +177,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, c ProvisionConfig) (
 	c = c.withDefaults()
 	var changes []Change
 	for _, want := range StreamConfigs(c) {
-		act, err := ensureStream(ctx, js, want)
+		act, err := ensureStream(ctx, js, want, want.Name != StreamEvents || c.AuditLogAdmin)
 		if err != nil {
 			return changes, err
 		}
@@ -186,7 +193,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, c ProvisionConfig) (
 	return changes, Check(ctx, js, c.Clustered)
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (Action, error) {
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, mayUpdate bool) (Action, error) {
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err := js.CreateStream(ctx, want); err != nil {
@@ -200,6 +207,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	if sameStream(s.CachedInfo().Config, want) {
 		return Unchanged, nil
 	}
+	if !mayUpdate {
+		return Drifted, nil
+	}
 	if _, err := js.UpdateStream(ctx, want); err != nil {
 		return "", fmt.Errorf("events: update stream %s: %w", want.Name, err)
 	}
@@ -207,12 +217,68 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 }
 
 // sameStream compares the settings that provisioning chooses.
-func sameStream(got, want jetstream.StreamConfig) bool {
-	return slices.Equal(got.Subjects, want.Subjects) && got.Retention == want.Retention &&
-		got.Storage == want.Storage && got.Replicas == want.Replicas &&
-		got.Duplicates == want.Duplicates && got.MaxAge == want.MaxAge &&
-		got.Discard == want.Discard && got.DenyDelete == want.DenyDelete &&
-		got.DenyPurge == want.DenyPurge && got.AllowDirect == want.AllowDirect && got.Description == want.Description
+func sameStream(got, want jetstream.StreamConfig) bool { return len(streamDiff(got, want)) == 0 }
+
+// streamDiff names each setting provisioning chooses that got has
+// otherwise than want.
+func streamDiff(got, want jetstream.StreamConfig) []string {
+	var out []string
+	differ := func(name string, same bool, g, w any) {
+		if !same {
+			out = append(out, fmt.Sprintf("%s: %v, want %v", name, g, w))
+		}
+	}
+	differ("subjects", slices.Equal(got.Subjects, want.Subjects), got.Subjects, want.Subjects)
+	differ("retention", got.Retention == want.Retention, got.Retention, want.Retention)
+	differ("storage", got.Storage == want.Storage, got.Storage, want.Storage)
+	differ("replicas", got.Replicas == want.Replicas, got.Replicas, want.Replicas)
+	differ("duplicates", got.Duplicates == want.Duplicates, got.Duplicates, want.Duplicates)
+	differ("max_age", got.MaxAge == want.MaxAge, got.MaxAge, want.MaxAge)
+	differ("max_msgs", got.MaxMsgs == want.MaxMsgs || want.MaxMsgs <= 0 && got.MaxMsgs <= 0, got.MaxMsgs, want.MaxMsgs)
+	differ("max_bytes", got.MaxBytes == want.MaxBytes || want.MaxBytes <= 0 && got.MaxBytes <= 0, got.MaxBytes, want.MaxBytes)
+	differ("discard", got.Discard == want.Discard, got.Discard, want.Discard)
+	differ("deny_delete", got.DenyDelete == want.DenyDelete, got.DenyDelete, want.DenyDelete)
+	differ("deny_purge", got.DenyPurge == want.DenyPurge, got.DenyPurge, want.DenyPurge)
+	differ("allow_direct", got.AllowDirect == want.AllowDirect, got.AllowDirect, want.AllowDirect)
+	differ("description", got.Description == want.Description, got.Description, want.Description)
+	return out
+}
+
+// Drift is how a stream differs from what provisioning chose, or is
+// unsafe.
+type Drift struct {
+	Stream   string
+	Problems []string
+}
+
+// Drifts compares every stream with what provisioning chooses and checks
+// it for unsafe settings; a stream that is gone is a drift too. It is
+// what the orchestrator looks at now and then, not only at start.
+func Drifts(ctx context.Context, js jetstream.JetStream, c ProvisionConfig) ([]Drift, error) {
+	c = c.withDefaults()
+	var out []Drift
+	for _, want := range StreamConfigs(c) {
+		s, err := js.Stream(ctx, want.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			out = append(out, Drift{Stream: want.Name, Problems: []string{"the stream is gone"}})
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("events: stream %s: %w", want.Name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return out, fmt.Errorf("events: stream %s: %w", want.Name, err)
+		}
+		problems := streamDiff(info.Config, want)
+		for _, err := range checkStream(info.Config, c.Clustered) {
+			problems = append(problems, strings.TrimPrefix(err.Error(), ErrUnsafeConfig.Error()+": "+want.Name+": "))
+		}
+		if len(problems) > 0 {
+			out = append(out, Drift{Stream: want.Name, Problems: problems})
+		}
+	}
+	return out, nil
 }
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (Action, error) {

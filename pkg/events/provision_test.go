@@ -53,7 +53,8 @@ func TestProvisionIsIdempotent(t *testing.T) {
 		t.Error("the second run recreated the events stream")
 	}
 
-	// A setting changed by hand is put back.
+	// A setting changed by hand is put back; on the audit log only by an
+	// admin's provisioning, else it is reported.
 	cfg := after.CachedInfo().Config
 	cfg.Duplicates = time.Second
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
@@ -63,12 +64,27 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if third[2].Name != StreamEvents || third[2].Action != Updated {
-		t.Fatalf("got %+v; want the events stream updated", third[2])
+	if third[2].Name != StreamEvents || third[2].Action != Drifted {
+		t.Fatalf("got %+v; want the events stream left drifted", third[2])
+	}
+	drifts, err := Drifts(ctx, js, ProvisionConfig{})
+	if err != nil || len(drifts) != 1 || drifts[0].Stream != StreamEvents || len(drifts[0].Problems) != 1 ||
+		!strings.HasPrefix(drifts[0].Problems[0], "duplicates: 1s") {
+		t.Fatalf("drifts %+v (%v); want the events stream's dedupe window named", drifts, err)
+	}
+	fourth, err := Provision(ctx, js, ProvisionConfig{AuditLogAdmin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fourth[2].Name != StreamEvents || fourth[2].Action != Updated {
+		t.Fatalf("got %+v; want the events stream updated by an admin", fourth[2])
 	}
 	got, _ := js.Stream(ctx, StreamEvents)
 	if d := got.CachedInfo().Config.Duplicates; d != DefaultDuplicates {
 		t.Fatalf("dedupe window %v after provisioning; want %v", d, DefaultDuplicates)
+	}
+	if drifts, err := Drifts(ctx, js, ProvisionConfig{}); err != nil || len(drifts) != 0 {
+		t.Fatalf("drifts %+v (%v) after provisioning; want none", drifts, err)
 	}
 }
 

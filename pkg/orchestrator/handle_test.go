@@ -63,7 +63,7 @@ func newHarness(t *testing.T, hosts ...events.HostRecord) *harness {
 		t.Fatal(err)
 	}
 	h.pub = events.NewPublisher(js, v)
-	if h.o, err = New(ctx, Config{JS: js, Validator: v, Protected: []string{"/srv/openagent"}}); err != nil {
+	if h.o, err = New(ctx, Config{JS: js, Validator: v, Protected: []string{"/srv/openagent"}, DriftInterval: 50 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -445,5 +445,48 @@ func TestConcurrentCreatesFitTheHost(t *testing.T) {
 	}
 	if a := h.allocated("host-a"); a.CPU > 2+1e-9 {
 		t.Fatalf("host-a has %g cores allocated of 2", a.CPU)
+	}
+}
+
+// Someone who shortens the audit log's retention is reported: an error
+// and a stream.drifted event naming the setting, once.
+func TestAuditLogDriftIsReported(t *testing.T) {
+	h := newHarness(t)
+	s, err := h.js.Stream(h.ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.MaxAge = time.Hour
+	if _, err := h.js.UpdateStream(h.ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	filter := events.EventsRoot + ".stream." + events.StreamEvents + ".>"
+	deadline := time.Now().Add(10 * time.Second)
+	for h.count(events.StreamEvents, filter) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a shortened audit log was not reported")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m, err := s.GetLastMsgForSubject(h.ctx, filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := events.FromMsg(&nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d events.StreamDriftedData
+	if err := events.Data(e, &d); err != nil {
+		t.Fatal(err)
+	}
+	if e.Subject() != events.StreamEvents || d.Stream != events.StreamEvents || !strings.Contains(strings.Join(d.Problems, "; "), "max_age: 1h0m0s, want 0s") {
+		t.Fatalf("reported %s %+v; want the events stream's max_age named", e.Subject(), d)
+	}
+	// Once: later looks at the same drift publish nothing.
+	time.Sleep(300 * time.Millisecond)
+	if n := h.count(events.StreamEvents, filter); n != 1 {
+		t.Fatalf("the drift was reported %d times; want once", n)
 	}
 }

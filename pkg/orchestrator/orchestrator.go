@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,7 +44,18 @@ type Config struct {
 	// to create it before it fails with the reason; DefaultPendingDeadline
 	// when zero.
 	PendingDeadline time.Duration
+	// Clustered says the streams are on a cluster, where they must have
+	// three replicas.
+	Clustered bool
+	// DriftInterval is how often the streams' settings are checked against
+	// what provisioning chose; DefaultDriftInterval when zero.
+	DriftInterval time.Duration
 }
+
+// DefaultDriftInterval is how often the orchestrator looks at the
+// streams' settings: someone who shortens the audit log's retention is
+// reported within it.
+const DefaultDriftInterval = 30 * time.Second
 
 // DefaultPendingDeadline bounds the pending state: a host that has not
 // created a container five minutes after it was placed there is not going
@@ -66,6 +78,8 @@ type Orchestrator struct {
 	hosts      jetstream.KeyValue
 	ready      chan struct{}
 	deadline   time.Duration
+	clustered  bool
+	driftEvery time.Duration
 }
 
 // New returns an orchestrator on provisioned streams and buckets.
@@ -87,6 +101,10 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	o.deadline = cfg.PendingDeadline
 	if o.deadline <= 0 {
 		o.deadline = DefaultPendingDeadline
+	}
+	o.clustered, o.driftEvery = cfg.Clustered, cfg.DriftInterval
+	if o.driftEvery <= 0 {
+		o.driftEvery = DefaultDriftInterval
 	}
 	var err error
 	for name, kv := range map[string]*jetstream.KeyValue{events.BucketRequests: &o.requests, events.BucketContainers: &o.containers, events.BucketHosts: &o.hosts} {
@@ -140,6 +158,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		}
 		close(o.ready)
 		g.Go(func() error { return o.failOverdue(ctx) })
+		g.Go(func() error { return o.watchStreams(ctx) })
 		return o.serveRequests(ctx)
 	})
 	err = g.Wait()
@@ -227,6 +246,51 @@ func (o *Orchestrator) failOverdue(ctx context.Context) error {
 			if err != nil && ctx.Err() == nil {
 				o.log.Warn("orchestrator: fail an overdue container", "container_id", r.ID, "err", err)
 			}
+		}
+	}
+}
+
+// watchStreams looks at the streams' settings now and then and reports
+// each drift from what provisioning chose, or unsafe setting, once: an
+// error in the log and a stream.drifted event. A drift put right and made
+// again is reported again.
+func (o *Orchestrator) watchStreams(ctx context.Context) error {
+	t := time.NewTicker(o.driftEvery)
+	defer t.Stop()
+	reported := map[string]string{} // stream → the problems reported
+	for {
+		drifts, err := events.Drifts(ctx, o.js, events.ProvisionConfig{Clustered: o.clustered})
+		if err != nil && ctx.Err() == nil {
+			o.log.Warn("orchestrator: check the streams' settings", "err", err)
+		}
+		now := map[string]bool{}
+		for _, d := range drifts {
+			now[d.Stream] = true
+			key := strings.Join(d.Problems, "; ")
+			if reported[d.Stream] == key {
+				continue
+			}
+			o.log.Error("orchestrator: a stream's settings are not those provisioned", "stream", d.Stream, "problems", key)
+			_, err := o.publish(ctx, events.StreamDrifted, events.StreamDriftedData{Stream: d.Stream, Problems: d.Problems},
+				events.WithSubject(d.Stream), events.WithID(events.DeriveID(d.Stream, "drifted "+key)))
+			if err != nil {
+				o.log.Error("orchestrator: report a stream's drift", "stream", d.Stream, "err", err)
+				continue // reported again at the next look
+			}
+			reported[d.Stream] = key
+		}
+		if err == nil {
+			for name := range reported {
+				if !now[name] {
+					o.log.Info("orchestrator: a stream's settings are as provisioned again", "stream", name)
+					delete(reported, name)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
 		}
 	}
 }

@@ -116,8 +116,14 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		return nil, err
 	}
 	clustered := s.NC.ConnectedClusterName() != ""
-	if _, err := events.Provision(ctx, s.JS, events.ProvisionConfig{Clustered: clustered}); err != nil {
+	changes, err := events.Provision(ctx, s.JS, events.ProvisionConfig{Clustered: clustered})
+	if err != nil {
 		return nil, err
+	}
+	for _, c := range changes {
+		if c.Action == events.Drifted {
+			s.log.Warn("system: the audit log's settings are not those provisioned; only an admin may change them, and the orchestrator reports how they differ", "stream", c.Name)
+		}
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -129,7 +135,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if cfg.DataDir != "" {
 			protected = append(protected, cfg.DataDir)
 		}
-		o, err := orchestrator.New(ctx, orchestrator.Config{JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, PendingDeadline: cfg.PendingDeadline})
+		o, err := orchestrator.New(ctx, orchestrator.Config{JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, PendingDeadline: cfg.PendingDeadline, Clustered: clustered})
 		if err != nil {
 			return nil, err
 		}
