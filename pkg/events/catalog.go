@@ -63,6 +63,11 @@ const (
 // CloudEvents subject names the stream.
 const StreamDrifted = Prefix + "stream.drifted"
 
+// HostEventRefused: an event a worker sent was not taken into the events
+// stream (not valid, not a worker's to send, or about another host or a
+// container not on its host); its hostid names the sender.
+const HostEventRefused = Prefix + "host.event.refused"
+
 // Session events: the life of an agent's sandbox and the audit of the code
 // run in it.
 const (
@@ -127,6 +132,7 @@ var catalog = map[string]Kind{
 	ContainerLost:           KindState,
 	HostReconciled:          KindState,
 	StreamDrifted:           KindState,
+	HostEventRefused:        KindState,
 
 	SessionRequested:    KindState,
 	SessionReady:        KindState,

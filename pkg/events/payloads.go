@@ -259,6 +259,14 @@ type HostHeartbeatData struct {
 	Allocated  *Resources `json:"allocated,omitempty"`
 }
 
+// HostEventRefusedData is the data of io.openagent.host.event.refused.
+type HostEventRefusedData struct {
+	HostID    string `json:"hostId"`
+	EventID   string `json:"eventId,omitempty"`
+	EventType string `json:"eventType,omitempty"`
+	Reason    string `json:"reason"`
+}
+
 // StreamDriftedData is the data of io.openagent.stream.drifted.
 type StreamDriftedData struct {
 	Stream   string   `json:"stream"`
@@ -410,6 +418,8 @@ func Payload(eventType string) any {
 		return new(HostReconciledData)
 	case StreamDrifted:
 		return new(StreamDriftedData)
+	case HostEventRefused:
+		return new(HostEventRefusedData)
 	case SessionRequested:
 		return new(SessionRequestedData)
 	case SessionReady:

@@ -16,9 +16,10 @@ const (
 	// and serves the request/reply doors. It cannot delete, purge or
 	// reconfigure the events stream.
 	RoleOrchestrator Role = "orchestrator"
-	// RoleWorker runs one host: it consumes its own commands, publishes its
-	// host's and containers' events, writes its host's record, and serves
-	// its logs. It creates, changes and deletes no stream.
+	// RoleWorker runs one host: it consumes its own commands, publishes
+	// events in its host's subtree of the ingest stream, writes its host's
+	// record, and serves its logs. It creates, changes and deletes no
+	// stream, and cannot write the events stream.
 	RoleWorker Role = "worker"
 	// RoleService publishes requests, uses the request/reply doors and
 	// reads the events stream (outcomes among them).
@@ -95,8 +96,10 @@ func PermissionsFor(role Role, id string) (Permissions, error) {
 	case RoleWorker:
 		durable := "worker-" + id
 		pub := []string{
-			EventsRoot + ".host." + id + ".>",
-			EventsRoot + ".container.*.>",
+			// Its events go to its own subtree of the ingest stream; the
+			// orchestrator checks that each is about this host and its
+			// containers before the audit log holds it.
+			IngestRoot + "." + id + ".>",
 			"$KV." + BucketHosts + "." + id,
 			"$JS.API.STREAM.INFO." + bucketStream(BucketHosts),
 			"$JS.API.DIRECT.GET." + bucketStream(BucketHosts) + ".$KV." + BucketHosts + "." + id,

@@ -16,6 +16,7 @@ const (
 	StreamRequests   = "OPENAGENT_REQUESTS"
 	StreamCommands   = "OPENAGENT_COMMANDS"
 	StreamEvents     = "OPENAGENT_EVENTS"
+	StreamIngest     = "OPENAGENT_INGEST"
 	BucketHosts      = "openagent-hosts"
 	BucketContainers = "openagent-containers"
 	BucketRequests   = "openagent-requests"
@@ -110,6 +111,17 @@ func StreamConfigs(c ProvisionConfig) []jetstream.StreamConfig {
 			// every first command; direct gets answer that without the
 			// JetStream API's round through the meta layer, from any replica.
 			AllowDirect: true,
+		},
+		{
+			Name:        StreamIngest,
+			Description: "Events from workers, each host in its own subtree, until the orchestrator checked them and moved them to the events stream",
+			Subjects:    []string{IngestRoot + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      requestsMaxAge,
+			Storage:     jetstream.FileStorage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.Duplicates,
+			Discard:     jetstream.DiscardOld,
 		},
 	}
 }
@@ -312,7 +324,7 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.Ke
 // redeliver without bound. Every error matches ErrUnsafeConfig and names
 // the stream or consumer and the setting.
 func Check(ctx context.Context, js jetstream.JetStream, clustered bool) error {
-	names := []string{StreamRequests, StreamCommands, StreamEvents}
+	names := []string{StreamRequests, StreamCommands, StreamEvents, StreamIngest}
 	for _, b := range BucketConfigs(ProvisionConfig{}) {
 		names = append(names, "KV_"+b.Bucket)
 	}

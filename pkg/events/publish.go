@@ -21,6 +21,7 @@ type Publisher struct {
 	attempt  time.Duration
 	retry    retrypolicy.RetryPolicy[*jetstream.PubAck]
 	validate bool
+	ingest   string // the host whose ingest subtree events go to; "" for the events stream
 }
 
 // PublisherOption configures a Publisher.
@@ -35,6 +36,13 @@ func WithAttemptTimeout(d time.Duration) PublisherOption {
 // WithRetries sets how often a timed-out publish is tried again (default 5).
 func WithRetries(n int) PublisherOption {
 	return func(p *Publisher) { p.retry = newRetry(n) }
+}
+
+// ThroughIngest makes a worker's publisher: events go to its host's
+// subtree of the ingest stream, which the orchestrator checks and moves to
+// the events stream; a worker may publish nowhere else.
+func ThroughIngest(host string) PublisherOption {
+	return func(p *Publisher) { p.ingest = host }
 }
 
 // NewPublisher returns a publisher that validates with v.
@@ -75,6 +83,9 @@ func (p *Publisher) Publish(ctx context.Context, e Event) (*jetstream.PubAck, er
 	subject, err := Subject(e)
 	if err != nil {
 		return nil, err
+	}
+	if p.ingest != "" {
+		subject = IngestSubject(p.ingest, subject)
 	}
 	m, err := ToMsg(subject, e)
 	if err != nil {

@@ -14,7 +14,27 @@ const (
 	EventsRoot   = "openagent.events"
 	// RPCRoot is where request/reply requests are served; nothing is stored.
 	RPCRoot = "openagent.rpc"
+	// IngestRoot is where workers publish their events, one subtree per
+	// host: the orchestrator checks each and moves it to the events stream.
+	IngestRoot = "openagent.ingest"
 )
+
+// IngestSubject is where a worker of host publishes an event whose place in
+// the events stream is subject: the host's subtree of the ingest stream.
+func IngestSubject(host, subject string) string {
+	return IngestRoot + "." + host + "." + strings.TrimPrefix(subject, EventsRoot+".")
+}
+
+// IngestHost is the host whose subtree an ingest subject is in: who sent
+// it, as the server's permissions vouch.
+func IngestHost(subject string) string {
+	rest, ok := strings.CutPrefix(subject, IngestRoot+".")
+	if !ok {
+		return ""
+	}
+	host, _, _ := strings.Cut(rest, ".")
+	return host
+}
 
 // Subject returns the subject an event is published on, from its type and
 // routing attributes: a command needs its hostid; a container's state event

@@ -159,6 +159,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		close(o.ready)
 		g.Go(func() error { return o.failOverdue(ctx) })
 		g.Go(func() error { return o.watchStreams(ctx) })
+		g.Go(func() error { return o.relay(ctx) })
 		return o.serveRequests(ctx)
 	})
 	err = g.Wait()

@@ -424,3 +424,80 @@ func TestHTTPTokens(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A worker's events reach the audit log only through the orchestrator's
+// checks: one host cannot remove another's container with a forged event,
+// nor store garbage, nor write the events stream itself.
+func TestForgedEventsAreRefused(t *testing.T) {
+	sys, ctx := closedBus(t)
+	c := client.New(sys.HTTPURL, client.WithToken(sys.AdminToken()))
+	ct, err := c.Create(ctx, api.CreateRequest{Driver: "fake", Start: true, Spec: fakeSpec("--forever").Spec})
+	if err != nil || ct.Status != api.StatusRunning {
+		t.Fatalf("create and start: %+v, %v", ct, err)
+	}
+	path := filepath.Join(t.TempDir(), "bus-b.creds")
+	if err := sys.Authority().WriteCreds(path, events.RoleWorker, "bus-b"); err != nil {
+		t.Fatal(err)
+	}
+	nc, _, v := connectAs(t, sys, path)
+	forge := func(host, subjectHost string) *nats.Msg {
+		e, err := events.New(events.ContainerRemoved, "/openagent/hosts/"+host, events.RemovedData{ContainerID: ct.ID, HostID: host},
+			events.WithHost(host), events.WithContainer(ct.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := events.ToMsg(events.IngestSubject(subjectHost, events.EventsRoot+".container."+ct.ID+".container.removed"), e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	// The events stream itself is closed to a worker.
+	direct := forge("bus-b", "bus-b")
+	direct.Subject = events.EventsRoot + ".container." + ct.ID + ".container.removed"
+	_ = nc.PublishMsg(direct)
+	v.waitFor(t, events.EventsRoot)
+	// Its own subtree: about another host's container, as itself or as the
+	// other host; and garbage.
+	for _, m := range []*nats.Msg{forge("bus-b", "bus-b"), forge("bus-a", "bus-b"),
+		{Subject: events.IngestRoot + ".bus-b.container.x.container.removed", Data: []byte("\x00garbage")}} {
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another host's subtree is closed to it.
+	_ = nc.PublishMsg(forge("bus-a", "bus-a"))
+	v.waitFor(t, events.IngestRoot+".bus-a")
+
+	refused := func() int {
+		n := 0
+		for e, err := range c.Events(ctx, client.EventFilter{Type: "host.event.refused"}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d events.HostEventRefusedData
+			if events.Data(e, &d) == nil && d.HostID == "bus-b" && events.Ext(e, events.ExtHostID) == "bus-b" {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for refused() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d refusals reported; want 3", refused())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, err := c.Get(ctx, ct.ID); err != nil || got.Status != api.StatusRunning {
+		t.Fatalf("after the forgeries the container is %+v (%v); want running", got, err)
+	}
+	for e, err := range c.Events(ctx, client.EventFilter{Container: ct.ID}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Type() == events.ContainerRemoved {
+			t.Fatalf("a forged removal is in the audit log: %s from %s", e.ID(), e.Source())
+		}
+	}
+}

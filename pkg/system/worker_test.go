@@ -168,13 +168,18 @@ func TestReaper(t *testing.T) {
 		_, err := reaped.Get(e.ctx, "stray")
 		return errors.Is(err, driver.ErrNotFound)
 	})
+	// The worker's event reaches the audit log through the orchestrator's
+	// relay, a moment after the removal.
 	var reason string
-	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Container: "stray"}) {
-		var d struct{ Reason string }
-		if err == nil && ev.Type() == events.ContainerRemoved && events.Data(ev, &d) == nil {
-			reason = d.Reason
+	e.eventually("the reaping reported", func() bool {
+		for ev, err := range e.c.Events(e.ctx, client.EventFilter{Container: "stray"}) {
+			var d struct{ Reason string }
+			if err == nil && ev.Type() == events.ContainerRemoved && events.Data(ev, &d) == nil {
+				reason = d.Reason
+			}
 		}
-	}
+		return reason != ""
+	})
 	if !strings.HasPrefix(reason, "reaped: unknown to the orchestrator") {
 		t.Fatalf("removal event reason %q", reason)
 	}

@@ -80,7 +80,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 32
 	}
-	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator), log: cfg.Logger,
+	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID)), log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
 		owner: map[string]driver.Driver{}, watching: map[string]bool{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
 	if w.log == nil {

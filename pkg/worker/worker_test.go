@@ -100,7 +100,8 @@ func (h *host) wait(id, typ string) events.Event {
 
 func (h *host) eventsOf(id string) []events.Event {
 	h.t.Helper()
-	cons, err := h.js.OrderedConsumer(h.ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.ContainerFilter(id)}})
+	// A worker sends its events to its subtree of the ingest stream.
+	cons, err := h.js.OrderedConsumer(h.ctx, events.StreamIngest, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.IngestSubject("h1", events.ContainerFilter(id))}})
 	if err != nil {
 		h.t.Fatal(err)
 	}

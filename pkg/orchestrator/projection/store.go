@@ -95,6 +95,19 @@ func (s *Store) Get(id string) (*Record, bool) {
 	return &cp, true
 }
 
+// Known returns a copy of the container with this id, removed or not,
+// while the store keeps it (until its removal is written behind).
+func (s *Store) Known(id string) (*Record, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.m.Containers[id]
+	if !ok {
+		return nil, false
+	}
+	cp := *r
+	return &cp, true
+}
+
 // Placed returns a copy of the container with this id, unless it was
 // removed.
 func (s *Store) Placed(id string) (*Record, bool) {
