@@ -104,7 +104,7 @@ func run() error {
 		return err
 	}
 	w, err := worker.New(ctx, worker.Config{NC: nc, JS: js, Validator: v, HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log,
-		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids}, ReapAfter: *reap, ReapDryRun: *dryRun})
+		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids}, ReapAfter: *reap, ReapDryRun: *dryRun, Protected: []string{*dataDir}})
 	if err != nil {
 		return err
 	}

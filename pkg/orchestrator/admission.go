@@ -2,7 +2,6 @@ package orchestrator
 
 import (
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 
@@ -14,10 +13,6 @@ import (
 // request may add them.
 var dangerousCaps = []string{"ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO", "SYS_PTRACE", "SYS_BOOT", "SYS_TIME",
 	"NET_ADMIN", "DAC_READ_SEARCH", "MAC_ADMIN", "MAC_OVERRIDE", "BPF", "PERFMON", "SYSLOG", "LINUX_IMMUTABLE"}
-
-// Host paths whose mounting hands over the host.
-var sensitivePaths = []string{"/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/var/run/docker.sock",
-	"/run/docker.sock", "/var/lib/docker", "/run/containerd", "/var/run"}
 
 // admit applies the admission policy: it refuses the escape vectors a
 // request could ask for. The error, an *api.Error of kind permission,
@@ -33,12 +28,11 @@ func admit(spec driver.ContainerConfig, protected []string) error {
 		if v.Type == driver.MountVolume {
 			continue
 		}
-		src := path.Clean(v.Source)
-		for _, p := range slices.Concat(sensitivePaths, protected) {
-			if src == "/" || src == p || strings.HasPrefix(src, p+"/") {
-				return &api.Error{Kind: api.KindPermission, Field: fmt.Sprintf("spec.volumes[%d].source", i),
-					Message: fmt.Sprintf("mounting %s from the host is refused by policy", v.Source)}
-			}
+		// The path as written; the worker checks it again as it resolves on
+		// its host, symbolic links followed.
+		if why := driver.DeniedHostPath(v.Source, protected); why != "" {
+			return &api.Error{Kind: api.KindPermission, Field: fmt.Sprintf("spec.volumes[%d].source", i),
+				Message: fmt.Sprintf("mounting %s from the host is refused by policy (%s)", v.Source, why)}
 		}
 	}
 	if spec.Network == "host" {

@@ -173,7 +173,8 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := s.AddWorker(ctx, worker.Config{HostID: cfg.HostID, Labels: cfg.Labels, Drivers: drivers, Capacity: cfg.Capacity, Logger: cfg.Logger}); err != nil {
+		if err := s.AddWorker(ctx, worker.Config{HostID: cfg.HostID, Labels: cfg.Labels, Drivers: drivers, Capacity: cfg.Capacity, Logger: cfg.Logger,
+			Protected: []string{cfg.DataDir}}); err != nil {
 			return nil, err
 		}
 	}

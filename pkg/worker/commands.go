@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -167,6 +168,10 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 		spec.Labels = map[string]string{}
 	}
 	spec.Labels[LabelContainerID], spec.Labels[LabelCommandID], spec.Labels[LabelSessionID] = c.ContainerID, e.ID(), spec.SessionID
+	var err error
+	if spec.Volumes, err = w.resolveMounts(c.ContainerID, spec.Volumes); err != nil {
+		return err
+	}
 	// The fence is read while the runtime makes the container: making one
 	// runs nothing, so a refused create only takes back what it made.
 	type verdict struct {
@@ -405,4 +410,27 @@ func clip(b []byte) (string, bool) {
 		b = b[:maxOutput] // a rune cut in two becomes U+FFFD below
 	}
 	return strings.ToValidUTF8(string(b), "\uFFFD"), truncated
+}
+
+// resolveMounts resolves each bind mount's host path on this host, symbolic
+// links followed, checks the resolved path against the policy again (the
+// orchestrator saw only the path as written), and mounts the resolved path:
+// a link made to point elsewhere after this changes nothing mounted.
+func (w *Worker) resolveMounts(id string, vols []driver.VolumeMount) ([]driver.VolumeMount, error) {
+	out := slices.Clone(vols)
+	for i, v := range out {
+		if v.Type != "" && v.Type != driver.MountBind {
+			continue
+		}
+		resolved, err := driver.ResolveHostPath(v.Source)
+		if err != nil {
+			return nil, driver.Errorf("create", id, driver.ErrInvalid, "spec.volumes[%d].source: %v", i, err)
+		}
+		if why := driver.DeniedHostPath(resolved, w.cfg.Protected); why != "" {
+			return nil, driver.Errorf("create", id, driver.ErrPermission, "spec.volumes[%d].source: %s is %s on host %s; mounting it is refused by policy (%s)",
+				i, v.Source, resolved, w.cfg.HostID, why)
+		}
+		out[i].Source = resolved
+	}
+	return out, nil
 }

@@ -44,6 +44,9 @@ type Config struct {
 	// reason. ReapDryRun only logs what would be removed.
 	ReapAfter  time.Duration
 	ReapDryRun bool
+	// Protected are host paths no container may mount, besides
+	// driver.SensitivePaths: the worker's data directory.
+	Protected []string
 }
 
 // Worker runs one host's commands.

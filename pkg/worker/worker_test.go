@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +54,7 @@ func startHost(t *testing.T) *host {
 		t.Fatal(err)
 	}
 	w, err := worker.New(ctx, worker.Config{NC: nc, JS: js, Validator: v, HostID: "h1", Drivers: []driver.Driver{h.drv},
-		Capacity: api.Resources{CPU: 4, Memory: 4096, Pids: 1000}, Heartbeat: 100 * time.Millisecond})
+		Capacity: api.Resources{CPU: 4, Memory: 4096, Pids: 1000}, Heartbeat: 100 * time.Millisecond, Protected: []string{"/srv/openagent-data"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,4 +214,45 @@ func TestExecOutputIsCapped(t *testing.T) {
 
 func natsMsg(m jetstream.Msg) *nats.Msg {
 	return &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+}
+
+// A bind mount's host path is checked as it resolves on the host: a
+// symbolic link to /etc (or through /proc/self/root) is refused, with a
+// permission error naming the field; one to an ordinary directory mounts
+// the directory it resolves to.
+func TestMountsAreResolvedOnTheHost(t *testing.T) {
+	h := startHost(t)
+	dir := t.TempDir()
+	work := filepath.Join(dir, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"etc": "/etc", "work-link": work, "loop": "/proc/self/root/etc"} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create := func(id, source string) {
+		spec := fakeSpec(id, "--forever")
+		spec.Volumes = []driver.VolumeMount{{Type: driver.MountBind, Source: source, Target: "/mnt"}}
+		h.command(events.CommandCreate, id, 1, events.CreateCommandData{ContainerID: id, HostID: "h1", Driver: "fake", Start: true, Spec: spec})
+	}
+	for id, source := range map[string]string{"via-link": filepath.Join(dir, "etc"), "via-proc": "/proc/self/root/etc/shadow",
+		"via-dotdot": work + "/../etc/passwd", "via-loop": filepath.Join(dir, "loop")} {
+		create(id, source)
+		failed := h.wait(id, events.ContainerFailed)
+		var d events.FailedData
+		if err := events.Data(failed, &d); err != nil || d.Error.Kind != events.KindPermission || !strings.Contains(d.Error.Message, "spec.volumes[0].source") {
+			t.Fatalf("%s (%s): failed %+v; want a permission error naming spec.volumes[0].source", id, source, d.Error)
+		}
+		if _, err := h.drv.Get(h.ctx, id); err == nil {
+			t.Fatalf("%s: a refused mount left a container", id)
+		}
+	}
+	create("ok", filepath.Join(dir, "work-link"))
+	h.wait("ok", events.ContainerStarted)
+	ct, err := h.drv.Get(h.ctx, "ok")
+	if err != nil || len(ct.Config.Volumes) != 1 || ct.Config.Volumes[0].Source != work {
+		t.Fatalf("mounted %+v (%v); want the resolved %s", ct.Config.Volumes, err, work)
+	}
 }
