@@ -3,7 +3,10 @@ package local_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -275,5 +278,77 @@ func TestRefusesUnreachableRoot(t *testing.T) {
 	_, err = d.Create(context.Background(), "c", sh("true"))
 	if !errors.Is(err, driver.ErrPermission) || !strings.Contains(err.Error(), "not searchable") {
 		t.Fatalf("got %v; want ErrPermission naming the directory", err)
+	}
+}
+
+// A container's network is its own loopback: the host's listeners, on
+// loopback or on its addresses, are unreachable from inside, there is no
+// route out, and the container's own processes reach each other.
+func TestNetworkIsLoopbackOnly(t *testing.T) {
+	needCgroups(t)
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Fatalf("python3 is needed to probe the network from inside (apt-get install python3-minimal): %v", err)
+	}
+	ln, err := net.Listen("tcp", "0.0.0.0:0") // as the control plane's ports would be
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("host"))
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	targets := []string{fmt.Sprintf("127.0.0.1:%d", port)}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ip, ok := a.(*net.IPNet); ok && !ip.IP.IsLoopback() && ip.IP.To4() != nil {
+				targets = append(targets, fmt.Sprintf("%s:%d", ip.IP, port))
+			}
+		}
+	}
+	d := newDriver(t)
+	server := `import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 7777))
+s.listen()
+while True:
+    c, _ = s.accept()
+    c.send(b"inside")
+    c.close()`
+	cfg := driver.DefaultConfig()
+	cfg.SessionID, cfg.Image, cfg.Command = "net", local.Image, []string{"python3", "-c", server}
+	run(t, d, "net", cfg)
+	probe := func(addr string) string {
+		host, p, _ := net.SplitHostPort(addr)
+		res := execSh(t, d, "net", fmt.Sprintf(`python3 -c 'import socket
+try:
+    c = socket.create_connection(("%s", %s), timeout=2)
+    print(c.recv(16).decode())
+except Exception as e:
+    print(type(e).__name__)'`, host, p))
+		return strings.TrimSpace(string(res.Stdout)) + strings.TrimSpace(string(res.Stderr))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for got := probe("127.0.0.1:7777"); got != "inside"; got = probe("127.0.0.1:7777") {
+		if time.Now().After(deadline) {
+			t.Fatalf("an exec does not reach the container's own loopback server: %q", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, addr := range targets {
+		if got := probe(addr); got == "host" {
+			t.Errorf("the container reached the host's listener on %s", addr)
+		}
+	}
+	if res := execSh(t, d, "net", "grep -c . /proc/net/route"); strings.TrimSpace(string(res.Stdout)) != "1" {
+		t.Errorf("routes inside: %q; want none (the header line only)", res.Stdout)
 	}
 }

@@ -118,18 +118,20 @@ func Enforcement() []driver.Enforcement {
 			e("security.readOnlyRoot", true, "private mount namespace, root mounted read-only recursively; work dir, /tmp and volumes writable"),
 			e("security.user", true, "setuid/setgid with no supplementary groups before exec"),
 			e("security.capabilities", true, "bounding set reduced to capAdd (added capabilities for root users only)"),
-			e("volumes", true, "bind mounts in the container's mount namespace, read-only where asked"))
+			e("volumes", true, "bind mounts in the container's mount namespace, read-only where asked"),
+			e("network", false, "each container has a network namespace of its own with loopback only (the host's addresses and the outside are unreachable); a named network is a record, not connected"),
+			e("ports", false, "a container's network is its own loopback; port mappings are refused"))
 	} else {
 		out = append(out,
 			e("security.readOnlyRoot", false, "mount namespaces need root; host permissions apply"),
 			e("security.user", true, "containers run as the worker's own user; other users are refused"),
 			e("security.capabilities", true, "a non-root process has none; capAdd is refused"),
-			e("volumes", false, "mounting needs root; volumes are refused"))
+			e("volumes", false, "mounting needs root; volumes are refused"),
+			e("network", false, "network namespaces need root: containers share the host's network; networks are records only"),
+			e("ports", false, "local containers share the host's network; port mappings are refused"))
 	}
 	return append(out,
 		e("security.noNewPrivileges", true, "prctl PR_SET_NO_NEW_PRIVS before exec"),
-		e("network", false, "local containers share the host's network; networks are records only"),
-		e("ports", false, "local containers share the host's network; port mappings are refused"),
 		e("restartPolicy", false, "the driver never restarts a container by itself; policies other than \"no\" are refused"),
 		e("healthCheck", true, "the check runs as an exec in the container when health is asked"),
 	)

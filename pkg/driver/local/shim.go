@@ -240,6 +240,13 @@ func initCommand(dir string, run int, spec *execSpec) (*exec.Cmd, *os.File, erro
 		// A mount namespace of its own: read-only root, volumes and a
 		// private /tmp, invisible to the host.
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNS
+		if spec == nil {
+			// And for the main process a network namespace of its own, with
+			// loopback only: nothing on the host's addresses (the control
+			// plane's ports among them) or beyond is reachable. Execs join
+			// it (initStage), so the container's processes share loopback.
+			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+		}
 	}
 	return cmd, statusR, nil
 }
@@ -294,6 +301,9 @@ func initStage() {
 		fail("rlimits: %v", err)
 	}
 	if root {
+		if err := joinNetwork(os.Getenv(envExec) != "", rs.Pid); err != nil {
+			fail("network: %v", err)
+		}
 		if err := setupMounts(dir, &m); err != nil {
 			fail("mounts: %v", err)
 		}
@@ -330,6 +340,41 @@ func initStage() {
 	}
 	err = syscall.Exec(path, spec.Command, env)
 	fail("exec %s: %v", path, err)
+}
+
+// joinNetwork sets up the container's network: the main process, in a
+// namespace of its own, brings its loopback up; an exec joins the main
+// process's namespace. The thread is locked: a namespace joined is the
+// thread's, which then executes the command.
+func joinNetwork(isExec bool, mainPid int) error {
+	if isExec {
+		if mainPid <= 0 {
+			return errors.New("the container's main process is not known")
+		}
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", mainPid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("the main process's network namespace: %w", err)
+		}
+		defer unix.Close(fd)
+		return unix.Setns(fd, unix.CLONE_NEWNET)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback up: %w", err)
+	}
+	return nil
 }
 
 func setRlimits(r driver.Resources, root bool) error {
