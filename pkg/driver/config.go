@@ -14,10 +14,15 @@ import (
 // DefaultConfig (decoding JSON does), then change what differs: the zero
 // value of a limit is not "the default" but an invalid request.
 type ContainerConfig struct {
-	SessionID     string            `json:"sessionId,omitempty"`
-	Image         string            `json:"image"`
-	Command       []string          `json:"command,omitempty"`
-	Env           map[string]string `json:"env,omitempty"`
+	SessionID string            `json:"sessionId,omitempty"`
+	Image     string            `json:"image"`
+	Command   []string          `json:"command,omitempty"`
+	Env       map[string]string `json:"env,omitempty"`
+	// Secrets are environment variables whose values are secret: they reach
+	// the driver and the process, and nothing else writes them down (the
+	// control plane's events, records and views keep the names only; see
+	// Redacted).
+	Secrets       map[string]string `json:"secrets,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	Resources     Resources         `json:"resources"`
 	Volumes       []VolumeMount     `json:"volumes,omitempty"`
@@ -167,6 +172,14 @@ func (c *ContainerConfig) Validate() error {
 	case r.Pids <= 0:
 		return bad("resources.pids", "must be > 0, got %d", r.Pids)
 	}
+	for k := range c.Secrets {
+		if !envKey.MatchString(k) {
+			return bad("secrets."+k, "not a valid variable name (letters, digits and _, not starting with a digit)")
+		}
+		if _, both := c.Env[k]; both {
+			return bad("secrets."+k, "is in env too; name a variable once")
+		}
+	}
 	for k := range c.Env {
 		if !envKey.MatchString(k) {
 			return bad("env."+k, "not a valid variable name (letters, digits and _, not starting with a digit)")
@@ -251,4 +264,39 @@ func (h *HealthCheck) Timeout() time.Duration {
 		return 10 * time.Second
 	}
 	return time.Duration(h.TimeoutMs) * time.Millisecond
+}
+
+// RedactedSecret stands for a secret's value wherever the control plane
+// writes a config down.
+const RedactedSecret = "(secret)"
+
+// Redacted returns the config with its secrets' values replaced by
+// RedactedSecret: what events, records and views hold.
+func (c ContainerConfig) Redacted() ContainerConfig {
+	if len(c.Secrets) == 0 {
+		return c
+	}
+	out := make(map[string]string, len(c.Secrets))
+	for k := range c.Secrets {
+		out[k] = RedactedSecret
+	}
+	c.Secrets = out
+	return c
+}
+
+// WithSecrets returns the config a runtime gets: the secrets merged into
+// the environment.
+func (c ContainerConfig) WithSecrets() ContainerConfig {
+	if len(c.Secrets) == 0 {
+		return c
+	}
+	env := make(map[string]string, len(c.Env)+len(c.Secrets))
+	for k, v := range c.Env {
+		env[k] = v
+	}
+	for k, v := range c.Secrets {
+		env[k] = v
+	}
+	c.Env, c.Secrets = env, nil
+	return c
 }

@@ -279,8 +279,10 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	if d.Driver == "" {
 		d.Driver = driverFor(d.Spec.Image)
 	}
+	// The record, like the placed event, keeps the secrets' names only;
+	// the create command carries their values to the host.
 	r := &record{Container: api.Container{ID: d.ContainerID, Name: d.Name, RequestID: strings.Clone(req.ID())},
-		RequestSource: req.Source(), RequestDigest: events.RequestDigest(req), Spec: d.Spec}
+		RequestSource: req.Source(), RequestDigest: events.RequestDigest(req), Spec: d.Spec.Redacted()}
 	// A request handled again, after a crash or redelivered while the first
 	// handling went on, finds its own container: it announces nothing new.
 	if prev, ok := o.state.Placed(r.ID); ok && prev.SameRequest(r) {
@@ -331,7 +333,7 @@ func (o *Orchestrator) announce(ctx context.Context, req events.Event, r *record
 	key := events.RequestKey(req)
 	opts := []events.Option{events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host),
 		events.WithSession(d.Spec.SessionID), events.WithGeneration(r.Generation)}
-	placed := events.PlacedData{ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Name: d.Name, Spec: d.Spec,
+	placed := events.PlacedData{ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Name: d.Name, Spec: d.Spec.Redacted(),
 		RequestSource: r.RequestSource, RequestDigest: r.RequestDigest}
 	if _, err := o.publish(ctx, events.ContainerPlaced, placed, append(opts, events.WithID(events.DeriveID(key, "placed")))...); err != nil {
 		return err

@@ -188,7 +188,7 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 			fenced <- verdict{refused, err}
 		}()
 	}
-	ct, err := drv.Create(ctx, c.ContainerID, spec)
+	ct, err := drv.Create(ctx, c.ContainerID, spec.WithSecrets())
 	adopted := errors.Is(err, driver.ErrAlreadyExists)
 	v := <-fenced
 	switch {
