@@ -39,6 +39,9 @@ func run() error {
 		hostID     = flag.String("host-id", "", "the embedded worker's host id (default: the hostname)")
 		syncAlways = flag.Bool("sync-always", false, "fsync every JetStream write (slower; survives power loss)")
 		keepCode   = flag.Bool("keep-code", false, "keep the code and output of session runs in their audit events (default: hashes and sizes only)")
+		policyDir  = flag.String("policy", "", "a directory of admission policies (*.json, CEL); default: the built-in pack")
+		policyPar  = flag.String("policy-params", "", "a JSON file of the policies' params (image allowlist, allowRoot, maxima), over the defaults")
+		policyDry  = flag.Bool("policy-dry-run", false, "only report what the policies would refuse")
 		pending    = flag.Duration("pending-deadline", orchestrator.DefaultPendingDeadline, "how long a placed container may wait for its host to create it before it fails")
 		verbose    = flag.Bool("v", false, "log debug messages")
 	)
@@ -61,7 +64,7 @@ func run() error {
 	cfg := system.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, NATSListen: *natsListen, NATSURL: *natsURL, CredsFile: *credsFile, SyncAlways: *syncAlways,
 		Orchestrator: true, Worker: *withWorker, HostID: *hostID, Drivers: splitList(*drivers), Logger: log, KeepCode: *keepCode,
-		PendingDeadline: *pending,
+		PendingDeadline: *pending, PolicyDir: *policyDir, PolicyParams: *policyPar, PolicyDryRun: *policyDry,
 	}
 	sys, err := system.Start(ctx, cfg)
 	if err != nil {

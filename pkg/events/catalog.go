@@ -63,6 +63,11 @@ const (
 // CloudEvents subject names the stream.
 const StreamDrifted = Prefix + "stream.drifted"
 
+// RequestPolicyViolated: a request broke an admission policy; enforced
+// says whether it was refused for it (or the policies only report, in
+// dry-run mode).
+const RequestPolicyViolated = Prefix + "request.policy.violated"
+
 // HostEventRefused: an event a worker sent was not taken into the events
 // stream (not valid, not a worker's to send, or about another host or a
 // container not on its host); its hostid names the sender.
@@ -133,6 +138,7 @@ var catalog = map[string]Kind{
 	HostReconciled:          KindState,
 	StreamDrifted:           KindState,
 	HostEventRefused:        KindState,
+	RequestPolicyViolated:   KindState,
 
 	SessionRequested:    KindState,
 	SessionReady:        KindState,

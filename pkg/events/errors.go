@@ -51,6 +51,8 @@ type Error struct {
 	Field     string    `json:"field,omitempty"`
 	ID        string    `json:"id,omitempty"`
 	Retryable bool      `json:"retryable,omitempty"`
+	// Policy names the admission policy that refused a request.
+	Policy string `json:"policy,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }

@@ -259,6 +259,16 @@ type HostHeartbeatData struct {
 	Allocated  *Resources `json:"allocated,omitempty"`
 }
 
+// PolicyViolatedData is the data of io.openagent.request.policy.violated.
+type PolicyViolatedData struct {
+	RequestID   string `json:"requestId"`
+	RequestType string `json:"requestType"`
+	Policy      string `json:"policy"`
+	Field       string `json:"field,omitempty"`
+	Message     string `json:"message"`
+	Enforced    bool   `json:"enforced"`
+}
+
 // HostEventRefusedData is the data of io.openagent.host.event.refused.
 type HostEventRefusedData struct {
 	HostID    string `json:"hostId"`
@@ -420,6 +430,8 @@ func Payload(eventType string) any {
 		return new(StreamDriftedData)
 	case HostEventRefused:
 		return new(HostEventRefusedData)
+	case RequestPolicyViolated:
+		return new(PolicyViolatedData)
 	case SessionRequested:
 		return new(SessionRequestedData)
 	case SessionReady:

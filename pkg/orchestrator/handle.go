@@ -13,6 +13,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/policy"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 )
 
@@ -279,6 +280,9 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	if d.Driver == "" {
 		d.Driver = driverFor(d.Spec.Image)
 	}
+	if err := o.applyPolicy(ctx, req, d); err != nil {
+		return nil, err
+	}
 	// The record, like the placed event, keeps the secrets' names only;
 	// the create command carries their values to the host.
 	r := &record{Container: api.Container{ID: d.ContainerID, Name: d.Name, RequestID: strings.Clone(req.ID())},
@@ -370,4 +374,32 @@ func checkDriverLimits(h *events.HostRecord, plan scheduler.Plan, spec driver.Co
 		}
 	}
 	return nil
+}
+
+// applyPolicy evaluates the admission policies on a create request. Each
+// violation is an event; the first refuses the request, naming the
+// policy, unless the policies only report (dry run).
+func (o *Orchestrator) applyPolicy(ctx context.Context, req events.Event, d api.CreateRequest) error {
+	if o.policy == nil {
+		return nil
+	}
+	dec := o.policy.Admit(policy.Input{Spec: d.Spec, Driver: d.Driver, HostID: d.HostID, Source: req.Source(), ID: req.ID()})
+	key := events.RequestKey(req)
+	for _, v := range dec.Violations {
+		_, err := o.publish(ctx, events.RequestPolicyViolated, events.PolicyViolatedData{RequestID: req.ID(), RequestType: req.Type(),
+			Policy: v.Policy, Field: v.Field, Message: v.Message, Enforced: !dec.DryRun},
+			events.CausedBy(req), events.WithID(events.DeriveID(key, "policy "+v.Policy)))
+		if err != nil {
+			return events.Retry(err, 0) // the violation must be on record before the answer
+		}
+		if dec.DryRun {
+			o.log.Info("orchestrator: a request breaks a policy (dry run: admitted)", "request_id", req.ID(), "policy", v.Policy, "message", v.Message)
+		}
+	}
+	if dec.Allowed {
+		return nil
+	}
+	v := dec.Violations[0]
+	return &rejection{api.Error{Kind: api.KindPermission, Field: v.Field, Policy: v.Policy,
+		Message: fmt.Sprintf("refused by policy %s: %s", v.Policy, v.Message)}}
 }

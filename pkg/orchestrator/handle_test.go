@@ -18,6 +18,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
+	"github.com/openagent/orchestrator/pkg/policy"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 )
 
@@ -48,6 +49,12 @@ func host(id string, cpu float64, drivers ...events.DriverInfo) events.HostRecor
 // newHarness runs an orchestrator over the given hosts until the test ends.
 func newHarness(t *testing.T, hosts ...events.HostRecord) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil, hosts...)
+}
+
+// newHarnessWith is newHarness with admission policies.
+func newHarnessWith(t *testing.T, engine *policy.Engine, hosts ...events.HostRecord) *harness {
+	t.Helper()
 	srv := natstest.Start(t)
 	_, js := srv.Connect()
 	if _, err := events.Provision(context.Background(), js, events.ProvisionConfig{}); err != nil {
@@ -63,7 +70,7 @@ func newHarness(t *testing.T, hosts ...events.HostRecord) *harness {
 		t.Fatal(err)
 	}
 	h.pub = events.NewPublisher(js, v)
-	if h.o, err = New(ctx, Config{JS: js, Validator: v, Protected: []string{"/srv/openagent"}, DriftInterval: 50 * time.Millisecond}); err != nil {
+	if h.o, err = New(ctx, Config{JS: js, Validator: v, Protected: []string{"/srv/openagent"}, DriftInterval: 50 * time.Millisecond, Policy: engine}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -488,5 +495,60 @@ func TestAuditLogDriftIsReported(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := h.count(events.StreamEvents, filter); n != 1 {
 		t.Fatalf("the drift was reported %d times; want once", n)
+	}
+}
+
+// A create that breaks a policy is refused naming the policy and the
+// field, and the violation is an event; in dry-run mode it is admitted and
+// the violation still recorded, not enforced.
+func TestPolicyDenials(t *testing.T) {
+	for _, dry := range []bool{false, true} {
+		engine, err := policy.New(policy.Config{Params: policy.DefaultParams(), DryRun: dry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := newHarnessWith(t, engine, host("host-a", 4))
+		asRoot := createReq(func(r *api.CreateRequest) { r.Spec.Security.User = "0" })
+		id := fmt.Sprintf("root-dry-%v", dry)
+		if dry {
+			h.mustAccept(events.ContainerCreateRequested, "/tests", id, asRoot)
+		} else {
+			rej := h.mustReject(events.ContainerCreateRequested, "/tests", id, asRoot, api.KindPermission, "spec.security.user")
+			if rej.Policy != "no-root-user" || !strings.Contains(rej.Message, "no-root-user") {
+				t.Fatalf("refusal %+v; want it to name the policy no-root-user", rej)
+			}
+		}
+		s, err := h.js.Stream(h.ctx, events.StreamEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.GetLastMsgForSubject(h.ctx, events.RequestFilter(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The outcome is the last of the request's events; find the
+		// violation among them.
+		found := false
+		cons, err := h.js.OrderedConsumer(h.ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RequestFilter(id)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := cons.FetchNoWait(10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for msg := range batch.Messages() {
+			e, err := events.FromMsg(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+			if err != nil || e.Type() != events.RequestPolicyViolated {
+				continue
+			}
+			var d events.PolicyViolatedData
+			if events.Data(e, &d) == nil && d.Policy == "no-root-user" && d.Enforced == !dry && d.Field == "spec.security.user" {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("dry run %v: no policy.violated event for %s (last: %s)", dry, id, m.Subject)
+		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
+	"github.com/openagent/orchestrator/pkg/policy"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 )
 
@@ -50,6 +51,9 @@ type Config struct {
 	// DriftInterval is how often the streams' settings are checked against
 	// what provisioning chose; DefaultDriftInterval when zero.
 	DriftInterval time.Duration
+	// Policy admits create requests (CEL policies); nil admits what the
+	// built-in floor (admit) does.
+	Policy *policy.Engine
 }
 
 // DefaultDriftInterval is how often the orchestrator looks at the
@@ -80,6 +84,7 @@ type Orchestrator struct {
 	deadline   time.Duration
 	clustered  bool
 	driftEvery time.Duration
+	policy     *policy.Engine
 }
 
 // New returns an orchestrator on provisioned streams and buckets.
@@ -102,7 +107,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if o.deadline <= 0 {
 		o.deadline = DefaultPendingDeadline
 	}
-	o.clustered, o.driftEvery = cfg.Clustered, cfg.DriftInterval
+	o.clustered, o.driftEvery, o.policy = cfg.Clustered, cfg.DriftInterval, cfg.Policy
 	if o.driftEvery <= 0 {
 		o.driftEvery = DefaultDriftInterval
 	}

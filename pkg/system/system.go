@@ -6,7 +6,9 @@
 package system
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +32,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/gateway/httpapi"
 	"github.com/openagent/orchestrator/pkg/gateway/natsrpc"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
+	"github.com/openagent/orchestrator/pkg/policy"
 	"github.com/openagent/orchestrator/pkg/sessions"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
@@ -44,6 +47,12 @@ type Config struct {
 	// CredsFile is the credential to connect to an external server with;
 	// an embedded server makes its own (see Credentials).
 	CredsFile string
+	// PolicyDir holds the admission policies (*.json); empty applies the
+	// default pack. PolicyParams is a JSON file of their params, over the
+	// defaults. PolicyDryRun only reports what the policies would refuse.
+	PolicyDir    string
+	PolicyParams string
+	PolicyDryRun bool
 	// TokensDir keeps the HTTP API's bearer tokens; data-dir/credentials
 	// when empty and there is a data directory. Without either the API
 	// takes any caller, with a warning.
@@ -135,7 +144,11 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if cfg.DataDir != "" {
 			protected = append(protected, cfg.DataDir)
 		}
-		o, err := orchestrator.New(ctx, orchestrator.Config{JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, PendingDeadline: cfg.PendingDeadline, Clustered: clustered})
+		engine, err := policyEngine(cfg)
+		if err != nil {
+			return nil, err
+		}
+		o, err := orchestrator.New(ctx, orchestrator.Config{Policy: engine, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, PendingDeadline: cfg.PendingDeadline, Clustered: clustered})
 		if err != nil {
 			return nil, err
 		}
@@ -257,6 +270,30 @@ func (s *System) openCredentials(cfg Config, opts *server.Options) error {
 	}
 	s.auth = auth
 	return auth.Configure(opts)
+}
+
+// policyEngine compiles the admission policies a system runs with.
+func policyEngine(cfg Config) (*policy.Engine, error) {
+	pc := policy.Config{Params: policy.DefaultParams(), DryRun: cfg.PolicyDryRun}
+	if cfg.PolicyDir != "" {
+		ps, err := policy.Load(cfg.PolicyDir)
+		if err != nil {
+			return nil, err
+		}
+		pc.Policies = ps
+	}
+	if cfg.PolicyParams != "" {
+		b, err := os.ReadFile(cfg.PolicyParams)
+		if err != nil {
+			return nil, fmt.Errorf("system: policy params: %w", err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&pc.Params); err != nil {
+			return nil, fmt.Errorf("system: policy params %s: %w", cfg.PolicyParams, err)
+		}
+	}
+	return policy.New(pc)
 }
 
 // openTokens opens the HTTP API's token store and makes sure an admin
