@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -350,5 +351,50 @@ except Exception as e:
 	}
 	if res := execSh(t, d, "net", "grep -c . /proc/net/route"); strings.TrimSpace(string(res.Stdout)) != "1" {
 		t.Errorf("routes inside: %q; want none (the header line only)", res.Stdout)
+	}
+}
+
+// What a container sees of the host is what programs need, read-only:
+// not the host's users, home directories, /root, /srv, /var, the driver's
+// state or other containers, nor a file the host keeps elsewhere.
+func TestFilesystemViewIsMinimal(t *testing.T) {
+	needCgroups(t)
+	secretDir, err := os.MkdirTemp("/var/tmp", "openagent-host-only-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(secretDir)
+	secret := filepath.Join(secretDir, "project.txt")
+	if err := os.WriteFile(secret, []byte("host only"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(t)
+	run(t, d, "view", sh("exec sleep 600"))
+	run(t, d, "other", sh("exec sleep 600"))
+	hostUsers, _ := os.ReadFile("/etc/passwd")
+	for name, tc := range map[string]struct{ script, want string }{
+		"programs run":                 {"python3 -c 'print(6*7)'", "42\n"},
+		"the host's file is not there": {"cat " + secret + " 2>/dev/null || echo absent", "absent\n"},
+		"no /home, /root, /srv, /var":  {"for d in /home /root /srv /var /opt; do [ -e $d ] && echo $d; done; echo done", "done\n"},
+		"/dev/null takes writes":       {"echo x > /dev/null && echo ok", "ok\n"},
+		"/usr is read-only":            {"touch /usr/probe 2>/dev/null || echo refused", "refused\n"},
+		"the work dir is writable":     {"cd && echo hi > f && cat f", "hi\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res := execSh(t, d, "view", tc.script)
+			if string(res.Stdout) != tc.want {
+				t.Fatalf("%s: stdout %q stderr %q; want %q", tc.script, res.Stdout, res.Stderr, tc.want)
+			}
+		})
+	}
+	inside := string(execSh(t, d, "view", "cat /etc/passwd").Stdout)
+	for _, line := range strings.Split(string(hostUsers), "\n") {
+		if name, _, ok := strings.Cut(line, ":"); ok && name != "root" && name != "nobody" && strings.Contains(inside, name+":") {
+			t.Errorf("the host's user %s is in the container's /etc/passwd", name)
+		}
+	}
+	otherWork := string(execSh(t, d, "other", "cd && pwd").Stdout)
+	if res := execSh(t, d, "view", "ls "+strings.TrimSpace(otherWork)+" 2>/dev/null || echo absent"); string(res.Stdout) != "absent\n" {
+		t.Errorf("another container's directory is visible: %q", res.Stdout)
 	}
 }

@@ -142,13 +142,138 @@ type bindMount struct {
 	readOnly bool
 }
 
-// setupMounts gives the process, in its own mount namespace, a private
-// /tmp, its volumes, and a read-only view of everything else when the
-// config asks for a read-only root. The work directory stays writable.
+// hostDirs are what programs need of the host, shown read-only in a
+// container's root; a directory the host has as a symbolic link (a merged
+// /usr) is the same link there.
+var hostDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
+
+// hostEtc are the files of the host's /etc a program may need, shown
+// read-only; the users and groups are the container's own.
+var hostEtc = []string{"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf", "mime.types"}
+
+// devices are the host devices a container has.
+var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// setupMounts gives the process, in its own mount namespace, a root of
+// its own: a tmpfs holding read-only views of what programs need of the
+// host (hostDirs, a minimal /etc without the host's users, a few devices,
+// /proc), a private /tmp, its work directory and its volumes; nothing else
+// of the host (home directories, /root, /srv, /var, data directories,
+// other containers) is there. The root is read-only when the config asks;
+// the work directory, /tmp and writable volumes stay writable.
 func setupMounts(dir string, m *meta) error {
 	cfg := m.Container.Config
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
+	}
+	root := filepath.Join(dir, "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
+		return fmt.Errorf("root tmpfs: %w", err)
+	}
+	in := func(p string) string { return filepath.Join(root, p) }
+	bind := func(src, dst string, readOnly bool, file bool) error {
+		if file {
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			f.Close()
+		} else if err := os.MkdirAll(dst, 0o755); err != nil {
+			return fmt.Errorf("mount point %s: %w", dst, err)
+		}
+		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s on %s: %w", src, dst, err)
+		}
+		if readOnly {
+			return setattr(dst, true)
+		}
+		return nil
+	}
+	for _, d := range hostDirs {
+		fi, err := os.Lstat(d)
+		switch {
+		case err != nil:
+			continue
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(d)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(target, in(d)); err != nil {
+				return err
+			}
+		default:
+			if err := bind(d, in(d), true, false); err != nil {
+				return err
+			}
+		}
+	}
+	// A minimal /etc: the container's users, loopback, the dynamic
+	// linker's cache.
+	if err := os.MkdirAll(in("/etc"), 0o755); err != nil {
+		return err
+	}
+	user := fmt.Sprintf("sandbox:x:%d:%d:sandbox:%s:/bin/sh\n", m.UID, m.GID, filepath.Join(dir, workDir))
+	files := map[string]string{
+		"passwd":      "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+		"group":       "root:x:0:\nnogroup:x:65534:\n",
+		"hosts":       "127.0.0.1 localhost\n::1 localhost\n",
+		"resolv.conf": "",
+		"hostname":    "sandbox\n",
+	}
+	if m.UID != 0 && m.UID != 65534 {
+		files["passwd"] += user
+		files["group"] += fmt.Sprintf("sandbox:x:%d:\n", m.GID)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(in("/etc/"+name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	for _, name := range hostEtc {
+		src := "/etc/" + name
+		fi, err := os.Stat(src)
+		if err != nil {
+			continue
+		}
+		if err := bind(src, in("/etc/"+name), true, !fi.IsDir()); err != nil {
+			return err
+		}
+	}
+	// /dev: a few devices, shared memory, the descriptors.
+	if err := unix.Mount("tmpfs", in("/dev"), "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+		if err := os.MkdirAll(in("/dev"), 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount("tmpfs", in("/dev"), "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+			return fmt.Errorf("/dev: %w", err)
+		}
+	}
+	for _, d := range devices {
+		if err := bind("/dev/"+d, in("/dev/"+d), false, true); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(in("/dev/shm"), 0o1777); err != nil {
+		return err
+	}
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := os.Symlink(target, in("/dev/"+name)); err != nil {
+			return err
+		}
+	}
+	if err := bind("/proc", in("/proc"), false, false); err != nil {
+		return err
+	}
+	// The private /tmp, the work directory at its own path, the volumes.
+	if err := bind(filepath.Join(dir, tmpDir), in("/tmp"), false, false); err != nil {
+		return err
 	}
 	work := filepath.Join(dir, workDir)
 	binds := []bindMount{{src: work, dst: work}}
@@ -159,49 +284,71 @@ func setupMounts(dir string, m *meta) error {
 		}
 		binds = append(binds, bindMount{src: src, dst: filepath.Clean(v.Target), readOnly: v.ReadOnly})
 	}
-	// Mounting the private tmp over /tmp hides whatever lies below /tmp,
-	// this container's own directory included when the driver keeps its
-	// state there; such targets are mounted inside the private tmp instead.
-	tmp := filepath.Join(dir, tmpDir)
 	for _, b := range binds {
-		target := b.dst
-		if rel, ok := strings.CutPrefix(b.dst, "/tmp/"); ok {
-			target = filepath.Join(tmp, rel)
+		fi, err := os.Stat(b.src)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", b.src, err)
 		}
-		if err := os.MkdirAll(target, 0o755); err != nil {
-			return fmt.Errorf("mount point %s: %w", b.dst, err)
-		}
-		if err := unix.Mount(b.src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s on %s: %w", b.src, b.dst, err)
+		if err := bind(b.src, in(b.dst), false, !fi.IsDir()); err != nil {
+			return err
 		}
 	}
-	if err := unix.Mount(tmp, "/tmp", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("private /tmp: %w", err)
-	}
-	setattr := func(path string, readOnly bool) error {
-		attr := &unix.MountAttr{}
-		if readOnly {
-			attr.Attr_set = unix.MOUNT_ATTR_RDONLY
-		} else {
-			attr.Attr_clr = unix.MOUNT_ATTR_RDONLY
-		}
-		if err := unix.MountSetattr(-1, path, unix.AT_RECURSIVE, attr); err != nil {
-			return fmt.Errorf("set read-only=%v on %s: %w", readOnly, path, err)
-		}
-		return nil
+	if err := pivot(root); err != nil {
+		return err
 	}
 	if cfg.Security.ReadOnlyRoot {
 		if err := setattr("/", true); err != nil {
 			return err
 		}
-		if err := setattr("/tmp", false); err != nil {
-			return err
-		}
+	}
+	// Read-only where asked, writable where not, whatever the root is.
+	if err := setattr("/tmp", false); err != nil {
+		return err
 	}
 	for _, b := range binds {
 		if err := setattr(b.dst, b.readOnly); err != nil {
 			return err
 		}
+	}
+	for _, d := range hostDirs {
+		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {
+			if err := setattr(d, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// pivot makes root the root of this mount namespace and lets go of the
+// host's.
+func pivot(root string) error {
+	old := filepath.Join(root, ".host")
+	if err := os.MkdirAll(old, 0o700); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(root, old); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	if err := unix.Unmount("/.host", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("let go of the host's root: %w", err)
+	}
+	return os.Remove("/.host")
+}
+
+// setattr makes a mount, and the mounts below it, read-only or writable.
+func setattr(path string, readOnly bool) error {
+	attr := &unix.MountAttr{}
+	if readOnly {
+		attr.Attr_set = unix.MOUNT_ATTR_RDONLY
+	} else {
+		attr.Attr_clr = unix.MOUNT_ATTR_RDONLY
+	}
+	if err := unix.MountSetattr(-1, path, unix.AT_RECURSIVE, attr); err != nil {
+		return fmt.Errorf("set read-only=%v on %s: %w", readOnly, path, err)
 	}
 	return nil
 }
