@@ -4,10 +4,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -66,12 +69,29 @@ func describe(err error) string {
 type cli struct {
 	server string
 	tok    string
+	tlsCA  string
 	output string
 	out    io.Writer
 	errOut io.Writer
 }
 
-func (c *cli) client() *client.Client { return client.New(c.server, client.WithToken(c.token())) }
+func (c *cli) client() *client.Client {
+	opts := []client.Option{client.WithToken(c.token())}
+	if c.tlsCA != "" {
+		// Read when a command runs: a bad file is that command's error.
+		if pem, err := os.ReadFile(c.tlsCA); err == nil {
+			pool := x509.NewCertPool()
+			if pool.AppendCertsFromPEM(pem) {
+				opts = append(opts, client.WithHTTPClient(&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}))
+			} else {
+				fmt.Fprintf(c.errOut, "openagent: --tls-ca %s holds no PEM certificate\n", c.tlsCA)
+			}
+		} else {
+			fmt.Fprintf(c.errOut, "openagent: --tls-ca: %v\n", err)
+		}
+	}
+	return client.New(c.server, opts...)
+}
 
 // token is the HTTP API's token: --token, else $OPENAGENT_TOKEN, else the
 // admin token the embedded default wrote in its data directory, when this
@@ -143,6 +163,7 @@ func newRoot(out, errOut io.Writer) *cobra.Command {
 		server = client.DefaultServer
 	}
 	root.PersistentFlags().StringVar(&c.server, "server", server, "orchestrator URL (env OPENAGENT_SERVER)")
+	root.PersistentFlags().StringVar(&c.tlsCA, "tls-ca", os.Getenv("OPENAGENT_TLS_CA"), "the authorities (PEM) to trust for an https server (env OPENAGENT_TLS_CA)")
 	root.PersistentFlags().StringVar(&c.tok, "token", "", "the HTTP API's bearer token (env OPENAGENT_TOKEN; default: the embedded default's admin.token)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output: table or json (one object per line)")
 	root.AddCommand(c.runCmd(true), c.runCmd(false), c.startCmd(), c.stopCmd(), c.rmCmd(), c.psCmd(), c.inspectCmd(),

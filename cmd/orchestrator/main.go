@@ -39,6 +39,9 @@ func run() error {
 		hostID     = flag.String("host-id", "", "the embedded worker's host id (default: the hostname)")
 		syncAlways = flag.Bool("sync-always", false, "fsync every JetStream write (slower; survives power loss)")
 		keepCode   = flag.Bool("keep-code", false, "keep the code and output of session runs in their audit events (default: hashes and sizes only)")
+		tlsCert    = flag.String("tls-cert", "", "serve the HTTP API and the embedded NATS with TLS only: the certificate (PEM)")
+		tlsKey     = flag.String("tls-key", "", "the certificate's key (PEM)")
+		tlsCA      = flag.String("tls-ca", "", "the authorities (PEM) to trust for NATS; default: the system's, or the embedded server's own certificate")
 		policyDir  = flag.String("policy", "", "a directory of admission policies (*.json, CEL); default: the built-in pack")
 		policyPar  = flag.String("policy-params", "", "a JSON file of the policies' params (image allowlist, allowRoot, maxima), over the defaults")
 		policyDry  = flag.Bool("policy-dry-run", false, "only report what the policies would refuse")
@@ -64,6 +67,7 @@ func run() error {
 	cfg := system.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, NATSListen: *natsListen, NATSURL: *natsURL, CredsFile: *credsFile, SyncAlways: *syncAlways,
 		Orchestrator: true, Worker: *withWorker, HostID: *hostID, Drivers: splitList(*drivers), Logger: log, KeepCode: *keepCode,
+		TLSCert: *tlsCert, TLSKey: *tlsKey, TLSCA: *tlsCA,
 		PendingDeadline: *pending, PolicyDir: *policyDir, PolicyParams: *policyPar, PolicyDryRun: *policyDry,
 	}
 	sys, err := system.Start(ctx, cfg)

@@ -46,6 +46,7 @@ func run() error {
 	hostname, _ := os.Hostname()
 	var (
 		natsURL = flag.String("nats-url", "nats://127.0.0.1:4222", "the NATS JetStream server")
+		tlsCA   = flag.String("tls-ca", "", "the authorities (PEM) to trust for a NATS that takes TLS")
 		credsF  = flag.String("creds", "", "this host's worker credential (openagent creds issue --role worker --host ID)")
 		hostID  = flag.String("host-id", worker.HostID(hostname), "this host's id")
 		labels  = flag.String("labels", "", "labels of this host: k=v,k=v")
@@ -86,6 +87,9 @@ func run() error {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("worker: nats", "err", err) })}
 	if *credsF != "" {
 		opts = append(opts, nats.UserCredentials(*credsF))
+	}
+	if *tlsCA != "" {
+		opts = append(opts, nats.RootCAs(*tlsCA))
 	}
 	nc, err := nats.Connect(*natsURL, opts...)
 	if err != nil {

@@ -47,6 +47,12 @@ type Config struct {
 	// CredsFile is the credential to connect to an external server with;
 	// an embedded server makes its own (see Credentials).
 	CredsFile string
+	// TLSCert and TLSKey make the HTTP API and the embedded NATS server
+	// take TLS only (PEM files). TLSCA is a PEM file of the authorities a
+	// client of this system's servers trusts: the system's own
+	// connections, and an external NATS's; the certificate itself when
+	// empty and self-signed.
+	TLSCert, TLSKey, TLSCA string
 	// PolicyDir holds the admission policies (*.json); empty applies the
 	// default pack. PolicyParams is a JSON file of their params, over the
 	// defaults. PolicyDryRun only reports what the policies would refuse.
@@ -92,17 +98,19 @@ type System struct {
 	// them; empty when the API is open.
 	TokensDir string
 
-	auth   *creds.Authority // an embedded server's keys; nil with an external server
-	tokens *creds.Tokens    // the HTTP API's tokens; nil leaves it open
-	conns  []*nats.Conn     // connections of the components that have their own
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	failed chan struct{} // closed when a component fails
-	fail   sync.Once
-	http   *http.Server
-	mu     sync.Mutex
-	errs   []error
-	log    *slog.Logger
+	auth            *creds.Authority // an embedded server's keys; nil with an external server
+	tlsCA           string           // what this system's connections trust, "" for the system's roots
+	tlsCert, tlsKey string           // the HTTP API's certificate and key, "" for plain HTTP
+	tokens          *creds.Tokens    // the HTTP API's tokens; nil leaves it open
+	conns           []*nats.Conn     // connections of the components that have their own
+	cancel          context.CancelFunc
+	wg              sync.WaitGroup
+	failed          chan struct{} // closed when a component fails
+	fail            sync.Once
+	http            *http.Server
+	mu              sync.Mutex
+	errs            []error
+	log             *slog.Logger
 }
 
 // Start brings a system up and returns once it serves requests.
@@ -197,6 +205,13 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 
 func (s *System) startNATS(cfg Config) error {
 	url, credsFile := cfg.NATSURL, cfg.CredsFile
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return errors.New("system: TLS needs both a certificate and its key")
+	}
+	s.tlsCA, s.tlsCert, s.tlsKey = cfg.TLSCA, cfg.TLSCert, cfg.TLSKey
+	if s.tlsCA == "" && url == "" {
+		s.tlsCA = cfg.TLSCert // the embedded server's; a self-signed certificate is its own authority
+	}
 	if url == "" {
 		host, port := "127.0.0.1", server.RANDOM_PORT
 		if cfg.NATSListen != "" {
@@ -217,6 +232,13 @@ func (s *System) startNATS(cfg Config) error {
 		}
 		opts := &server.Options{Host: host, Port: port, JetStream: true, StoreDir: filepath.Join(cfg.DataDir, "nats"),
 			NoSigs: true, NoLog: true, SyncAlways: cfg.SyncAlways, MaxPayload: events.DefaultMaxSize}
+		if cfg.TLSCert != "" {
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
+			if err != nil {
+				return fmt.Errorf("system: nats tls: %w", err)
+			}
+			opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, tc, 5
+		}
 		// The bus is closed: every connection needs a credential, which
 		// the keys kept in the data directory issue.
 		if err := s.openCredentials(cfg, opts); err != nil {
@@ -363,6 +385,9 @@ func (s *System) connect(url, credsFile, name string) (*nats.Conn, error) {
 	if credsFile != "" {
 		opts = append(opts, nats.UserCredentials(credsFile))
 	}
+	if s.tlsCA != "" {
+		opts = append(opts, nats.RootCAs(s.tlsCA))
+	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("system: connect to %s as %s: %w", url, name, err)
@@ -416,8 +441,13 @@ func (s *System) serveHTTP(addr string) error {
 	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions, Tokens: s.tokens})
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	s.HTTPURL = "http://" + ln.Addr().String()
+	serve := func() error { return s.http.Serve(ln) }
+	if s.tlsCert != "" {
+		s.HTTPURL = "https://" + ln.Addr().String()
+		serve = func() error { return s.http.ServeTLS(ln, s.tlsCert, s.tlsKey) }
+	}
 	s.run("http", func() error {
-		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
