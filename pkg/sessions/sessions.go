@@ -360,9 +360,12 @@ func sandboxSpec(drv, image string, cpu float64, mem int64, labels map[string]st
 	}
 	if drv == "docker" {
 		// The images' sandbox user; with a read-only root the workspace is
-		// the writable tmpfs on /tmp.
+		// the writable tmpfs on /tmp. No network: an agent's code reaches
+		// neither the host (the control plane's ports) nor the outside.
+		// (The local driver gives each container a loopback of its own.)
 		spec.Security.User = "1000:1000"
 		spec.WorkingDir = "/tmp"
+		spec.Network = "none"
 	}
 	if cpu > 0 {
 		spec.Resources.CPU = cpu
