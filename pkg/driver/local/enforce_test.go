@@ -379,6 +379,7 @@ func TestFilesystemViewIsMinimal(t *testing.T) {
 		"/dev/null takes writes":       {"echo x > /dev/null && echo ok", "ok\n"},
 		"/usr is read-only":            {"touch /usr/probe 2>/dev/null || echo refused", "refused\n"},
 		"the work dir is writable":     {"cd && echo hi > f && cat f", "hi\n"},
+		"no host process listed":       {"ls /proc/1 >/dev/null 2>&1 && echo listed || echo hidden", "hidden\n"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			res := execSh(t, d, "view", tc.script)

@@ -268,8 +268,14 @@ func setupMounts(dir string, m *meta) error {
 			return err
 		}
 	}
-	if err := bind("/proc", in("/proc"), false, false); err != nil {
+	// A procfs of its own that shows only the processes of the
+	// container's user: the host's other processes (the control plane's,
+	// with their command lines) are not listed.
+	if err := os.MkdirAll(in("/proc"), 0o555); err != nil {
 		return err
+	}
+	if err := unix.Mount("proc", in("/proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "hidepid=invisible"); err != nil {
+		return fmt.Errorf("/proc: %w", err)
 	}
 	// The private /tmp, the work directory at its own path, the volumes.
 	if err := bind(filepath.Join(dir, tmpDir), in("/tmp"), false, false); err != nil {
