@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -109,10 +110,7 @@ func (t *Tokens) Create(p Principal) (string, error) {
 	if err := t.readLocked(); err != nil {
 		return "", err
 	}
-	m := make(map[string]tokenRecord, len(t.byHash)+1)
-	for k, v := range t.byHash {
-		m[k] = v
-	}
+	m := maps.Clone(t.byHash)
 	m[hashToken(token)] = tokenRecord{Principal: p, Created: time.Now().UTC()}
 	b, _ := json.MarshalIndent(m, "", "  ")
 	if err := writeFile(t.path, b); err != nil {

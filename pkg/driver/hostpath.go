@@ -8,6 +8,11 @@ import (
 	"strings"
 )
 
+// DangerousCapabilities are the capabilities that let a process escape or
+// take over its host: no request may add them.
+var DangerousCapabilities = []string{"ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO", "SYS_PTRACE", "SYS_BOOT", "SYS_TIME",
+	"NET_ADMIN", "DAC_READ_SEARCH", "MAC_ADMIN", "MAC_OVERRIDE", "BPF", "PERFMON", "SYSLOG", "LINUX_IMMUTABLE"}
+
 // SensitivePaths are host paths whose mounting hands over the host: no
 // container may mount them or anything under them, nor the root itself.
 var SensitivePaths = []string{"/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/var/run/docker.sock",

@@ -9,17 +9,12 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 )
 
-// Capabilities that let a process escape or take over its host; no
-// request may add them.
-var dangerousCaps = []string{"ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO", "SYS_PTRACE", "SYS_BOOT", "SYS_TIME",
-	"NET_ADMIN", "DAC_READ_SEARCH", "MAC_ADMIN", "MAC_OVERRIDE", "BPF", "PERFMON", "SYSLOG", "LINUX_IMMUTABLE"}
-
 // admit applies the admission policy: it refuses the escape vectors a
 // request could ask for. The error, an *api.Error of kind permission,
 // names the field.
 func admit(spec driver.ContainerConfig, protected []string) error {
 	for i, c := range spec.Security.CapAdd {
-		if slices.Contains(dangerousCaps, strings.TrimPrefix(c, "CAP_")) {
+		if slices.Contains(driver.DangerousCapabilities, strings.TrimPrefix(c, "CAP_")) {
 			return &api.Error{Kind: api.KindPermission, Field: fmt.Sprintf("spec.security.capAdd[%d]", i),
 				Message: fmt.Sprintf("capability %s lets a container take over its host; refused by policy", c)}
 		}

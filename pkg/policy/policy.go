@@ -71,10 +71,9 @@ type Maxima struct {
 // DefaultParams are the params the default pack is meant for.
 func DefaultParams() Params {
 	return Params{
-		Max: Maxima{CPU: 64, MemoryMB: 256 << 10, Pids: 65536, DiskMB: 1 << 20},
-		DangerousCapabilities: []string{"ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO", "SYS_PTRACE", "SYS_BOOT", "SYS_TIME",
-			"NET_ADMIN", "DAC_READ_SEARCH", "MAC_ADMIN", "MAC_OVERRIDE", "BPF", "PERFMON", "SYSLOG", "LINUX_IMMUTABLE"},
-		SensitivePaths: slices.Clone(driver.SensitivePaths),
+		Max:                   Maxima{CPU: 64, MemoryMB: 256 << 10, Pids: 65536, DiskMB: 1 << 20},
+		DangerousCapabilities: slices.Clone(driver.DangerousCapabilities),
+		SensitivePaths:        slices.Clone(driver.SensitivePaths),
 	}
 }
 
