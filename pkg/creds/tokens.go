@@ -111,6 +111,9 @@ func (t *Tokens) Create(p Principal) (string, error) {
 		return "", err
 	}
 	m := maps.Clone(t.byHash)
+	if m == nil {
+		m = map[string]tokenRecord{}
+	}
 	m[hashToken(token)] = tokenRecord{Principal: p, Created: time.Now().UTC()}
 	b, _ := json.MarshalIndent(m, "", "  ")
 	if err := writeFile(t.path, b); err != nil {
