@@ -3,6 +3,7 @@ package driver
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path"
 	"regexp"
 	"slices"
@@ -22,16 +23,19 @@ type ContainerConfig struct {
 	// the driver and the process, and nothing else writes them down (the
 	// control plane's events, records and views keep the names only; see
 	// Redacted).
-	Secrets       map[string]string `json:"secrets,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	Resources     Resources         `json:"resources"`
-	Volumes       []VolumeMount     `json:"volumes,omitempty"`
-	Network       string            `json:"network,omitempty"`
-	Security      Security          `json:"security"`
-	Ports         []PortMapping     `json:"ports,omitempty"`
-	WorkingDir    string            `json:"workingDir,omitempty"`
-	RestartPolicy RestartPolicy     `json:"restartPolicy,omitempty"`
-	HealthCheck   *HealthCheck      `json:"healthCheck,omitempty"`
+	Secrets   map[string]string `json:"secrets,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Resources Resources         `json:"resources"`
+	Volumes   []VolumeMount     `json:"volumes,omitempty"`
+	Network   string            `json:"network,omitempty"`
+	// Egress lists what the container may reach beyond its network; it
+	// reaches nothing outside unless a rule lets it (see EgressRule).
+	Egress        []EgressRule  `json:"egress,omitempty"`
+	Security      Security      `json:"security"`
+	Ports         []PortMapping `json:"ports,omitempty"`
+	WorkingDir    string        `json:"workingDir,omitempty"`
+	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
+	HealthCheck   *HealthCheck  `json:"healthCheck,omitempty"`
 }
 
 // Resources are the limits of one container.
@@ -66,6 +70,29 @@ type Security struct {
 	User            string   `json:"user,omitempty"` // uid[:gid] or a name
 	CapAdd          []string `json:"capAdd,omitempty"`
 	CapDrop         []string `json:"capDrop,omitempty"`
+}
+
+// EgressRule lets a container reach an address or a prefix, on the listed
+// ports (TCP and UDP) or on every port when none are listed. Host names are
+// resolved by the control plane's policy before a driver sees a rule: To is
+// then the resolved address and Host the name it came from, for the record.
+type EgressRule struct {
+	To    string `json:"to"`
+	Ports []int  `json:"ports,omitempty"`
+	Host  string `json:"host,omitempty"`
+}
+
+// Prefix returns the rule's destination as a prefix: an address is a
+// prefix of its whole length.
+func (r EgressRule) Prefix() (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(r.To); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(r.To)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR prefix", r.To)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // PortMapping publishes a container port on the host.
@@ -227,6 +254,17 @@ func (c *ContainerConfig) Validate() error {
 		}
 		if p.Protocol != "" && p.Protocol != "tcp" && p.Protocol != "udp" {
 			return bad(f+".protocol", "must be tcp or udp, got %q", p.Protocol)
+		}
+	}
+	for i, r := range c.Egress {
+		f := fmt.Sprintf("egress[%d]", i)
+		if _, err := r.Prefix(); err != nil {
+			return bad(f+".to", "%v (host names are resolved by the policy before a driver sees a rule)", err)
+		}
+		for j, p := range r.Ports {
+			if p < 1 || p > 65535 {
+				return bad(fmt.Sprintf("%s.ports[%d]", f, j), "must be 1-65535, got %d", p)
+			}
 		}
 	}
 	for i, cp := range slices.Concat(c.Security.CapAdd, c.Security.CapDrop) {

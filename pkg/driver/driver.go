@@ -348,5 +348,5 @@ type Network struct {
 var Settings = []string{
 	"resources.cpu", "resources.memoryMB", "resources.diskMB", "resources.pids",
 	"security.readOnlyRoot", "security.noNewPrivileges", "security.user", "security.capabilities",
-	"volumes", "network", "ports", "restartPolicy", "healthCheck",
+	"volumes", "network", "egress", "ports", "restartPolicy", "healthCheck",
 }

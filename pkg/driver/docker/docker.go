@@ -150,6 +150,9 @@ func (d *Driver) Create(ctx context.Context, id string, c driver.ContainerConfig
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if len(c.Egress) > 0 {
+		return nil, driver.Errorf("create", id, driver.ErrNotSupported, "egress: the Docker driver has no per-container egress filter; run the container on a network of the engine's, or on the local driver")
+	}
 	cfg, host, err := d.mapConfig(id, c)
 	if err != nil {
 		return nil, err
@@ -210,8 +213,14 @@ func (d *Driver) mapConfig(id string, c driver.ContainerConfig) (*container.Conf
 		}
 		host.Mounts = append(host.Mounts, mount.Mount{Type: t, Source: v.Source, Target: v.Target, ReadOnly: v.ReadOnly})
 	}
-	if c.Network != "" {
+	switch {
+	case c.Network != "":
 		host.NetworkMode = container.NetworkMode(c.Network)
+	case len(c.Ports) == 0:
+		// No network unless one is asked for, as on the local driver: the
+		// engine's default bridge reaches the host's addresses, where the
+		// control plane listens. Published ports need the bridge.
+		host.NetworkMode = "none"
 	}
 	if len(c.Ports) > 0 {
 		cfg.ExposedPorts = nat.PortSet{}

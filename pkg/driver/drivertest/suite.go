@@ -670,9 +670,7 @@ func (s *suite) driverHealth(t *testing.T) {
 		}
 		settings[e.Setting] = true
 	}
-	for _, want := range []string{"resources.cpu", "resources.memoryMB", "resources.diskMB", "resources.pids",
-		"security.readOnlyRoot", "security.noNewPrivileges", "security.user", "security.capabilities",
-		"volumes", "network", "ports"} {
+	for _, want := range driver.Settings {
 		if !settings[want] {
 			t.Errorf("health does not say whether %s is enforced", want)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,17 +70,21 @@ func TestCPUQuotaThrottles(t *testing.T) {
 	cfg.Resources.CPU = 0.25
 	run(t, d, "busy", cfg)
 	time.Sleep(300 * time.Millisecond)
-	var peak float64
+	// Samples a few CFS periods apart; the median, since one sample over
+	// a short window on a loaded machine can catch a whole period's burst.
+	var samples []float64
 	for range 5 {
+		time.Sleep(200 * time.Millisecond)
 		st, err := d.Stats(context.Background(), "busy")
 		if err != nil {
 			t.Fatal(err)
 		}
-		peak = max(peak, st.CPUPercent)
+		samples = append(samples, st.CPUPercent)
 	}
+	slices.Sort(samples)
 	// A busy loop takes a whole core when nothing holds it back.
-	if peak > 40 || peak < 5 {
-		t.Fatalf("a busy loop used up to %.1f%% of a core; want about the 25%% quota", peak)
+	if median := samples[2]; median > 40 || median < 5 {
+		t.Fatalf("a busy loop used a median %.1f%% of a core (samples %v); want about the 25%% quota", median, samples)
 	}
 }
 
@@ -251,7 +256,7 @@ func TestHealthReportsEnforcement(t *testing.T) {
 		}
 	}
 	// Never pretended: these cannot hold for host processes.
-	for _, s := range []string{"resources.diskMB", "network", "ports"} {
+	for _, s := range []string{"resources.diskMB", "ports"} {
 		if got[s].Enforced {
 			t.Errorf("%s claimed enforced: %s", s, got[s].How)
 		}

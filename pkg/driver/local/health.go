@@ -91,10 +91,29 @@ func (d *Driver) Health(ctx context.Context) (*driver.Health, error) {
 	return h, nil
 }
 
+func networkHow(missing string) string {
+	const alone = "each container has a network namespace of its own with loopback only; "
+	if missing != "" {
+		return alone + "named networks are refused: " + missing
+	}
+	return alone + "on a named network, a veth to the network's bridge: containers of one network reach each other, " +
+		"nothing from a bridge reaches the host's own addresses (nftables input drop), nothing outside starts a connection in, " +
+		"and a port carries only its container's address"
+}
+
+func egressHow(missing string) string {
+	if missing != "" {
+		return "egress rules are refused: " + missing
+	}
+	return "no default route unless egress rules are given; then only the listed IPv4 prefixes and ports (TCP and UDP) are forwarded, " +
+		"masqueraded, by nftables rules keyed by the container's address; host names arrive resolved and are listed in /etc/hosts; " +
+		"containers with egress and no network are isolated from one another"
+}
+
 // Enforcement says, for every setting, whether the local driver enforces
 // it on this machine as this user, and how or why not.
 func Enforcement() []driver.Enforcement {
-	root, cg := isRoot(), cgroupVersion()
+	root, cg, tools := isRoot(), cgroupVersion(), networkTools()
 	cgroups := root && cg != 0
 	via := fmt.Sprintf("cgroup v%d", cg)
 	e := func(setting string, enforced bool, how string) driver.Enforcement {
@@ -119,15 +138,17 @@ func Enforcement() []driver.Enforcement {
 			e("security.user", true, "setuid/setgid with no supplementary groups before exec"),
 			e("security.capabilities", true, "bounding set reduced to capAdd (added capabilities for root users only)"),
 			e("volumes", true, "bind mounts in the container's mount namespace, read-only where asked"),
-			e("network", false, "each container has a network namespace of its own with loopback only (the host's addresses and the outside are unreachable); a named network is a record, not connected"),
-			e("ports", false, "a container's network is its own loopback; port mappings are refused"))
+			e("network", tools == "", networkHow(tools)),
+			e("egress", tools == "", egressHow(tools)),
+			e("ports", false, "containers are reached on their network's addresses; port mappings on the host are refused"))
 	} else {
 		out = append(out,
 			e("security.readOnlyRoot", false, "mount namespaces need root; host permissions apply"),
 			e("security.user", true, "containers run as the worker's own user; other users are refused"),
 			e("security.capabilities", true, "a non-root process has none; capAdd is refused"),
 			e("volumes", false, "mounting needs root; volumes are refused"),
-			e("network", false, "network namespaces need root: containers share the host's network; networks are records only"),
+			e("network", false, "network namespaces need root: containers share the host's network; networks are refused"),
+			e("egress", false, "network namespaces need root: containers share the host's network; egress rules are refused"),
 			e("ports", false, "local containers share the host's network; port mappings are refused"))
 	}
 	return append(out,

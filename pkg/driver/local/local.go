@@ -39,6 +39,9 @@ type Driver struct {
 	root    string
 	started time.Time
 	locks   [64]sync.Mutex
+
+	netMu      sync.Mutex // networks' addresses and the filter table
+	dockerOnce sync.Once
 }
 
 // New returns a driver keeping its state under root, which it creates.
@@ -217,8 +220,22 @@ func (d *Driver) admit(cfg *driver.ContainerConfig) (uid, gid int, err error) {
 		}
 	}
 	if cfg.Network != "" {
-		if _, err := os.Stat(d.networkFile(cfg.Network)); err != nil {
+		if _, err := os.Stat(d.networkFile(cfg.Network)); err != nil || strings.HasPrefix(cfg.Network, "_") {
 			return 0, 0, refuse(driver.ErrNotFound, "network: no network %q", cfg.Network)
+		}
+	}
+	if _, ok := networked(cfg); ok {
+		field := "network"
+		if cfg.Network == "" {
+			field = "egress"
+		}
+		if missing := networkTools(); missing != "" {
+			return 0, 0, refuse(driver.ErrNotSupported, "%s: %s", field, missing)
+		}
+	}
+	for i, r := range cfg.Egress {
+		if p, _ := r.Prefix(); !p.Addr().Is4() {
+			return 0, 0, refuse(driver.ErrNotSupported, "egress[%d].to: the local driver's networks are IPv4 only, got %s", i, r.To)
 		}
 	}
 	return uid, gid, nil
@@ -296,6 +313,10 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		run = s.run.Run + 1
 	}
 	_ = os.Remove(filepath.Join(s.dir, stopFile))
+	cfg := s.container().Config
+	if err := d.attach(id, s.dir, &cfg); err != nil {
+		return driver.Errorf("start", id, driver.ErrUnavailable, "%v", err)
+	}
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return driver.Errorf("start", id, driver.ErrUnavailable, "%v", err)
@@ -414,6 +435,9 @@ func (d *Driver) Remove(ctx context.Context, id string, opts driver.RemoveOption
 	}
 	for _, p := range s.meta.MadeDirs {
 		_ = os.Remove(p) // only if still empty
+	}
+	if err := d.detach(s.dir); err != nil {
+		return driver.Errorf("remove", id, driver.ErrUnavailable, "network: %v", err)
 	}
 	if err := os.RemoveAll(s.dir); err != nil {
 		return driver.Errorf("remove", id, driver.ErrUnavailable, "%v", err)

@@ -1,6 +1,7 @@
 package local_test
 
 import (
+	"context"
 	"os"
 	"testing"
 
@@ -30,6 +31,13 @@ func newDriver(t *testing.T) *local.Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Cleanups run last-in first-out: the bridges and filters go before
+	// the root does.
+	t.Cleanup(func() {
+		if err := d.Teardown(context.Background()); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+	})
 	return d
 }
 

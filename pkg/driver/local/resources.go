@@ -95,8 +95,11 @@ func (d *Driver) ListVolumes(ctx context.Context) ([]*driver.Volume, error) {
 
 // CreateNetwork implements driver.Driver.
 func (d *Driver) CreateNetwork(ctx context.Context, name string, labels map[string]string) (*driver.Network, error) {
-	if !validName.MatchString(name) {
-		return nil, driver.Errorf("create-network", name, driver.ErrInvalid, "name must be letters, digits, '.', '_' or '-'")
+	if !validName.MatchString(name) || strings.HasPrefix(name, "_") {
+		return nil, driver.Errorf("create-network", name, driver.ErrInvalid, "name must be letters, digits, '.', '_' or '-', not starting with '_'")
+	}
+	if missing := networkTools(); missing != "" {
+		return nil, driver.Errorf("create-network", name, driver.ErrNotSupported, "%s", missing)
 	}
 	f, err := os.OpenFile(d.networkFile(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -106,10 +109,18 @@ func (d *Driver) CreateNetwork(ctx context.Context, name string, labels map[stri
 		return nil, driver.Errorf("create-network", name, driver.ErrUnavailable, "%v", err)
 	}
 	f.Close()
-	if err := writeJSON(d.networkFile(name), record{Name: name, Labels: labels, CreatedAt: time.Now().UTC()}); err != nil {
+	rec := netRecord{record: record{Name: name, Labels: labels, CreatedAt: time.Now().UTC()}}
+	d.netMu.Lock()
+	err = d.makeNetwork(&rec)
+	d.netMu.Unlock()
+	if err == nil {
+		err = writeJSON(d.networkFile(name), rec)
+	}
+	if err != nil {
+		_ = os.Remove(d.networkFile(name))
 		return nil, driver.Errorf("create-network", name, driver.ErrUnavailable, "%v", err)
 	}
-	return &driver.Network{Name: name, ID: name, Labels: labels}, nil
+	return &driver.Network{Name: name, ID: rec.Bridge, Labels: labels}, nil
 }
 
 // RemoveNetwork implements driver.Driver.
@@ -124,8 +135,15 @@ func (d *Driver) RemoveNetwork(ctx context.Context, name string) error {
 	if users != "" {
 		return driver.Errorf("remove-network", name, driver.ErrConflict, "network %q is used by %s", name, users)
 	}
+	var rec netRecord
+	if err := readJSON(d.networkFile(name), &rec); err != nil {
+		return driver.Errorf("remove-network", name, driver.ErrUnavailable, "%v", err)
+	}
 	if err := os.Remove(d.networkFile(name)); err != nil {
 		return driver.Errorf("remove-network", name, driver.ErrUnavailable, "%v", err)
+	}
+	if err := d.dropBridge(&rec); err != nil {
+		return driver.Errorf("remove-network", name, driver.ErrUnavailable, "bridge %s: %v", rec.Bridge, err)
 	}
 	return nil
 }
@@ -138,9 +156,9 @@ func (d *Driver) ListNetworks(ctx context.Context) ([]*driver.Network, error) {
 	}
 	var out []*driver.Network
 	for _, e := range entries {
-		var rec record
-		if strings.HasSuffix(e.Name(), ".json") && readJSON(filepath.Join(d.root, "networks", e.Name()), &rec) == nil {
-			out = append(out, &driver.Network{Name: rec.Name, ID: rec.Name, Labels: rec.Labels})
+		var rec netRecord
+		if strings.HasSuffix(e.Name(), ".json") && !strings.HasPrefix(e.Name(), "_") && readJSON(filepath.Join(d.root, "networks", e.Name()), &rec) == nil {
+			out = append(out, &driver.Network{Name: rec.Name, ID: rec.Bridge, Labels: rec.Labels})
 		}
 	}
 	return out, nil

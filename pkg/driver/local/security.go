@@ -223,7 +223,7 @@ func setupMounts(dir string, m *meta) error {
 	files := map[string]string{
 		"passwd":      "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
 		"group":       "root:x:0:\nnogroup:x:65534:\n",
-		"hosts":       "127.0.0.1 localhost\n::1 localhost\n",
+		"hosts":       "127.0.0.1 localhost\n::1 localhost\n" + egressHosts(cfg.Egress),
 		"resolv.conf": "",
 		"hostname":    "sandbox\n",
 	}
@@ -324,6 +324,21 @@ func setupMounts(dir string, m *meta) error {
 		}
 	}
 	return nil
+}
+
+// egressHosts are the lines of /etc/hosts that name what the policy
+// resolved: a program inside finds the address it may reach by the name it
+// was allowed by, with no resolver to ask.
+func egressHosts(rules []driver.EgressRule) string {
+	var b strings.Builder
+	for _, r := range rules {
+		if r.Host != "" {
+			if p, err := r.Prefix(); err == nil && p.IsSingleIP() {
+				fmt.Fprintf(&b, "%s %s\n", p.Addr(), r.Host)
+			}
+		}
+	}
+	return b.String()
 }
 
 // pivot makes root the root of this mount namespace and lets go of the

@@ -240,11 +240,12 @@ func initCommand(dir string, run int, spec *execSpec) (*exec.Cmd, *os.File, erro
 		// A mount namespace of its own: read-only root, volumes and a
 		// private /tmp, invisible to the host.
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNS
-		if spec == nil {
+		if spec == nil && netnsOf(dir) == "" {
 			// And for the main process a network namespace of its own, with
 			// loopback only: nothing on the host's addresses (the control
 			// plane's ports among them) or beyond is reachable. Execs join
 			// it (initStage), so the container's processes share loopback.
+			// A container on a network joins the namespace attach made.
 			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
 		}
 	}
@@ -301,7 +302,7 @@ func initStage() {
 		fail("rlimits: %v", err)
 	}
 	if root {
-		if err := joinNetwork(os.Getenv(envExec) != "", rs.Pid); err != nil {
+		if err := joinNetwork(os.Getenv(envExec) != "", rs.Pid, netnsOf(dir)); err != nil {
 			fail("network: %v", err)
 		}
 		if err := setupMounts(dir, &m); err != nil {
@@ -342,11 +343,15 @@ func initStage() {
 	fail("exec %s: %v", path, err)
 }
 
-// joinNetwork sets up the container's network: the main process, in a
-// namespace of its own, brings its loopback up; an exec joins the main
+// joinNetwork sets up the container's network: the main process of a
+// container on a network joins the namespace attach made; otherwise, in a
+// namespace of its own, it brings its loopback up; an exec joins the main
 // process's namespace. The thread is locked: a namespace joined is the
 // thread's, which then executes the command.
-func joinNetwork(isExec bool, mainPid int) error {
+func joinNetwork(isExec bool, mainPid int, netns string) error {
+	if !isExec && netns != "" {
+		return joinNamespace(netns)
+	}
 	if isExec {
 		if mainPid <= 0 {
 			return errors.New("the container's main process is not known")
