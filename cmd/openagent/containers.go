@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/openagent/orchestrator/internal/version"
 	"github.com/openagent/orchestrator/pkg/api"
@@ -37,6 +39,7 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 		cpu                                        float64
 		memory, disk, pids                         int64
 		env, labels, volumes, capAdd, capDrop      []string
+		egress                                     []string
 		readOnly                                   bool
 	)
 	use, short := "run [flags] IMAGE [-- CMD ARGS...]", "Create and start a container; prints its id"
@@ -81,6 +84,9 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 			if spec.Labels, err = keyValues("label", labels); err != nil {
 				return err
 			}
+			if spec.Egress, err = parseEgress(egress); err != nil {
+				return err
+			}
 			for _, v := range volumes {
 				m, err := parseVolume(v)
 				if err != nil {
@@ -111,6 +117,7 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 	f.StringArrayVar(&labels, "label", nil, "label K=V (repeatable)")
 	f.StringArrayVar(&volumes, "volume", nil, "mount SRC:DST[:ro]; SRC a host path or a volume name (repeatable)")
 	f.StringVar(&network, "network", "", "network")
+	egressFlag(f, &egress)
 	f.StringVar(&user, "user", driver.DefaultUser, "user uid[:gid] or name")
 	f.BoolVar(&readOnly, "read-only", true, "read-only root filesystem")
 	f.StringArrayVar(&capAdd, "cap-add", nil, "capability to add (repeatable)")
@@ -118,6 +125,34 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 	f.StringVar(&workdir, "workdir", "", "working directory")
 	f.SetInterspersed(false)
 	return cmd
+}
+
+// egressFlag is --egress, the same for containers, sessions and pools.
+func egressFlag(f *pflag.FlagSet, rules *[]string) {
+	f.StringArrayVar(rules, "egress", nil, "what the sandbox may reach: ADDRESS, CIDR or HOST, with :PORT[,PORT...] for those ports only (repeatable; nothing without one)")
+}
+
+// parseEgress reads --egress values: TO or TO:PORT[,PORT...].
+func parseEgress(values []string) ([]driver.EgressRule, error) {
+	var out []driver.EgressRule
+	for _, v := range values {
+		rule := driver.EgressRule{To: v}
+		if to, ports, ok := strings.Cut(v, ":"); ok {
+			rule.To = to
+			for _, p := range strings.Split(ports, ",") {
+				n, err := strconv.Atoi(p)
+				if err != nil || n < 1 || n > 65535 {
+					return nil, fmt.Errorf("invalid: --egress %q: port %q is not 1-65535", v, p)
+				}
+				rule.Ports = append(rule.Ports, n)
+			}
+		}
+		if rule.To == "" {
+			return nil, fmt.Errorf("invalid: --egress %q: no address, CIDR or host name", v)
+		}
+		out = append(out, rule)
+	}
+	return out, nil
 }
 
 // afterDash drops the "--" that separates a command from the CLI's own

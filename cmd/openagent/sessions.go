@@ -31,14 +31,17 @@ func (c *cli) showSession(s *api.Session) error {
 func (c *cli) sessionCreateCmd() *cobra.Command {
 	var req api.SessionRequest
 	var timeout, idle time.Duration
-	var labels []string
+	var labels, egress []string
 	cmd := &cobra.Command{
-		Use:   "create [--language L]... [--image I] [--driver D] [--cpu C] [--memory MB] [--timeout D] [--idle-timeout D] [--label K=V]...",
+		Use:   "create [--language L]... [--image I] [--driver D] [--cpu C] [--memory MB] [--timeout D] [--idle-timeout D] [--label K=V]... [--egress TO[:PORTS]]...",
 		Short: "Create a session; prints its id once it takes code",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
 			if req.Labels, err = keyValues("label", labels); err != nil {
+				return err
+			}
+			if req.Egress, err = parseEgress(egress); err != nil {
 				return err
 			}
 			if cmd.Flags().Changed("timeout") {
@@ -65,6 +68,7 @@ func (c *cli) sessionCreateCmd() *cobra.Command {
 	f.DurationVar(&timeout, "timeout", 0, "time to live (default 30m; 0 is refused)")
 	f.DurationVar(&idle, "idle-timeout", 0, "expire after this long without a run (default 10m; 0 turns it off)")
 	f.StringArrayVar(&labels, "label", nil, "label K=V (repeatable)")
+	egressFlag(f, &egress)
 	return cmd
 }
 
@@ -223,10 +227,15 @@ func (c *cli) sessionCpCmd() *cobra.Command {
 func (c *cli) poolCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "pool", Short: "Warm pools: sandboxes kept ready for sessions"}
 	var p api.Pool
-	set := &cobra.Command{Use: "set --image I --driver D --size N [--max N] [--cpu C] [--memory MB]", Short: "Create or change a pool; size 0 empties it",
+	var egress []string
+	set := &cobra.Command{Use: "set --image I --driver D --size N [--max N] [--cpu C] [--memory MB] [--egress TO[:PORTS]]...", Short: "Create or change a pool; size 0 empties it",
 		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("size") {
 				return fmt.Errorf("invalid: pool set needs --size")
+			}
+			var err error
+			if p.Egress, err = parseEgress(egress); err != nil {
+				return err
 			}
 			out, err := c.client().SetPool(cmd.Context(), p)
 			if err != nil {
@@ -245,6 +254,7 @@ func (c *cli) poolCmd() *cobra.Command {
 	f.IntVar(&p.Max, "max", 0, "the most the pool grows to under demand (default 2 × size)")
 	f.Float64Var(&p.CPU, "cpu", 0, "cpu cores of each sandbox")
 	f.Int64Var(&p.MemoryMB, "memory", 0, "memory of each sandbox, MB")
+	egressFlag(f, &egress)
 	ls := &cobra.Command{Use: "ls", Short: "List pools", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		pools, err := c.client().Pools(cmd.Context())
 		if err != nil {

@@ -55,8 +55,12 @@ type Container struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	Resources  Resources         `json:"resources"`
 	Security   Security          `json:"security"`
-	Error      *Error            `json:"error,omitempty"` // why it failed, or why the last operation did
-	RequestID  string            `json:"requestId,omitempty"`
+	// Network is the container's network, none when empty; Egress what it
+	// may reach beyond it, names resolved at admission.
+	Network   string              `json:"network,omitempty"`
+	Egress    []driver.EgressRule `json:"egress,omitempty"`
+	Error     *Error              `json:"error,omitempty"` // why it failed, or why the last operation did
+	RequestID string              `json:"requestId,omitempty"`
 }
 
 // Resources of a container: cpu in cores, memory and disk in MB.
@@ -89,6 +93,7 @@ func FromSpec(c *Container, spec driver.ContainerConfig) {
 	s := spec.Security
 	c.Security = Security{ReadOnly: s.ReadOnlyRoot, NoNewPrivileges: s.NoNewPrivileges, User: s.User,
 		Capabilities: Capabilities{Drop: nonNil(s.CapDrop), Add: nonNil(s.CapAdd)}}
+	c.Network, c.Egress = spec.Network, spec.Egress
 }
 
 func nonNil(s []string) []string {
@@ -223,6 +228,9 @@ type Pool struct {
 	Image    string  `json:"image"`
 	CPU      float64 `json:"cpu,omitempty"`
 	MemoryMB int64   `json:"memoryMB,omitempty"`
+	// Egress is what the pool's sandboxes may reach (part of the profile:
+	// a session takes a warm sandbox only with the same rules).
+	Egress []driver.EgressRule `json:"egress,omitempty"`
 	// Size is the least the pool keeps warm; Max the most it grows to when
 	// sessions take sandboxes faster than it refills (2 × Size when 0).
 	Size int `json:"size"`

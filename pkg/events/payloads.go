@@ -54,6 +54,8 @@ type SessionCreateRequestedData struct {
 	TimeoutMs     *int64            `json:"timeoutMs,omitempty"`
 	IdleTimeoutMs *int64            `json:"idleTimeoutMs,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
+	// Egress is what the session's sandbox may reach; nothing when empty.
+	Egress []driver.EgressRule `json:"egress,omitempty"`
 }
 
 // SessionExecRequestedData is the data of io.openagent.session.exec.requested.
@@ -230,6 +232,9 @@ type DriverInfo struct {
 	Name    string  `json:"name"`
 	Version string  `json:"version,omitempty"`
 	MinCPU  float64 `json:"minCpu,omitempty"`
+	// Enforcement is what the driver says it enforces on the host, setting
+	// by setting (the network and egress among them), and how.
+	Enforcement []driver.Enforcement `json:"enforcement,omitempty"`
 }
 
 // HostRecord is what a worker keeps of its host in the hosts bucket,

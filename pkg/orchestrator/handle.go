@@ -267,7 +267,15 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	if d.Spec.SessionID == "" {
 		d.Spec.SessionID = d.ContainerID
 	}
-	if err := d.Spec.Validate(); err != nil {
+	// Egress rules by host name are resolved here, once: the command, the
+	// placed event and the record carry the addresses the name had when
+	// the request was admitted, and the policies judge those.
+	resolved, err := policy.ResolveEgress(ctx, d.Spec.Egress, o.resolver)
+	if err == nil {
+		d.Spec.Egress = resolved
+		err = d.Spec.Validate()
+	}
+	if err != nil {
 		var ce *driver.ConfigError
 		if errors.As(err, &ce) {
 			return nil, reject(api.KindInvalid, "spec."+ce.Field, "", "spec.%s: %s", ce.Field, ce.Message)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -55,6 +58,12 @@ func newHarness(t *testing.T, hosts ...events.HostRecord) *harness {
 // newHarnessWith is newHarness with admission policies.
 func newHarnessWith(t *testing.T, engine *policy.Engine, hosts ...events.HostRecord) *harness {
 	t.Helper()
+	return newHarnessConfig(t, func(c *Config) { c.Policy = engine }, hosts...)
+}
+
+// newHarnessConfig is newHarness with the orchestrator's config changed.
+func newHarnessConfig(t *testing.T, change func(*Config), hosts ...events.HostRecord) *harness {
+	t.Helper()
 	srv := natstest.Start(t)
 	_, js := srv.Connect()
 	if _, err := events.Provision(context.Background(), js, events.ProvisionConfig{}); err != nil {
@@ -70,7 +79,9 @@ func newHarnessWith(t *testing.T, engine *policy.Engine, hosts ...events.HostRec
 		t.Fatal(err)
 	}
 	h.pub = events.NewPublisher(js, v)
-	if h.o, err = New(ctx, Config{JS: js, Validator: v, Protected: []string{"/srv/openagent"}, DriftInterval: 50 * time.Millisecond, Policy: engine}); err != nil {
+	cfg := Config{JS: js, Validator: v, Protected: []string{"/srv/openagent"}, DriftInterval: 50 * time.Millisecond}
+	change(&cfg)
+	if h.o, err = New(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -551,4 +562,45 @@ func TestPolicyDenials(t *testing.T) {
 			t.Fatalf("dry run %v: no policy.violated event for %s (last: %s)", dry, id, m.Subject)
 		}
 	}
+}
+
+// names is a resolver that knows a few names.
+type names map[string][]netip.Addr
+
+func (n names) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if a, ok := n[host]; ok {
+		return a, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// Egress rules by host name are resolved at admission: the command carries
+// one rule per address, the name kept; a name that resolves to nothing is
+// refused naming the rule; rules by address pass as they are.
+func TestEgressNamesAreResolvedAtAdmission(t *testing.T) {
+	resolver := names{"pypi.example": {netip.MustParseAddr("198.18.1.1"), netip.MustParseAddr("198.18.1.2")}}
+	h := newHarnessConfig(t, func(c *Config) { c.Resolver = resolver }, host("host-a", 4))
+	withEgress := func(rules ...driver.EgressRule) api.CreateRequest {
+		return createReq(func(r *api.CreateRequest) { r.Spec.Egress = rules })
+	}
+	h.mustAccept(events.ContainerCreateRequested, "/tests", "egress-ok", withEgress(
+		driver.EgressRule{To: "pypi.example", Ports: []int{443}}, driver.EgressRule{To: "10.9.0.0/16"}))
+	var cmd api.CreateRequest
+	if err := events.Data(h.lastCommand("host-a"), &cmd); err != nil {
+		t.Fatal(err)
+	}
+	want := []driver.EgressRule{
+		{To: "198.18.1.1", Ports: []int{443}, Host: "pypi.example"},
+		{To: "198.18.1.2", Ports: []int{443}, Host: "pypi.example"},
+		{To: "10.9.0.0/16"},
+	}
+	if diff := cmp.Diff(want, cmd.Spec.Egress); diff != "" {
+		t.Fatalf("the command's egress rules (-want +got):\n%s", diff)
+	}
+	h.mustReject(events.ContainerCreateRequested, "/tests", "egress-unknown",
+		withEgress(driver.EgressRule{To: "10.0.0.1"}, driver.EgressRule{To: "nowhere.example"}), api.KindInvalid, "spec.egress[1].to")
+	h.mustReject(events.ContainerCreateRequested, "/tests", "egress-garbage",
+		withEgress(driver.EgressRule{To: "not a host!"}), api.KindInvalid, "spec.egress[0].to")
+	h.mustReject(events.ContainerCreateRequested, "/tests", "egress-port",
+		withEgress(driver.EgressRule{To: "10.0.0.1", Ports: []int{70000}}), api.KindInvalid, "data.spec.egress[0].ports[0]")
 }

@@ -40,6 +40,9 @@ var workerEvents = map[string]bool{
 func (o *Orchestrator) relay(ctx context.Context) error {
 	cons, err := o.js.CreateOrUpdateConsumer(ctx, events.StreamIngest, events.ConsumerConfig("orchestrator-ingest", events.IngestRoot+".>"))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("orchestrator: ingest consumer: %w", err)
 	}
 	type inFlight struct {

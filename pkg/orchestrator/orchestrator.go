@@ -54,6 +54,9 @@ type Config struct {
 	// Policy admits create requests (CEL policies); nil admits what the
 	// built-in floor (admit) does.
 	Policy *policy.Engine
+	// Resolver looks up the host names of egress rules at admission; the
+	// system's resolver when nil.
+	Resolver policy.Resolver
 }
 
 // DefaultDriftInterval is how often the orchestrator looks at the
@@ -85,6 +88,7 @@ type Orchestrator struct {
 	clustered  bool
 	driftEvery time.Duration
 	policy     *policy.Engine
+	resolver   policy.Resolver
 }
 
 // New returns an orchestrator on provisioned streams and buckets.
@@ -107,7 +111,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if o.deadline <= 0 {
 		o.deadline = DefaultPendingDeadline
 	}
-	o.clustered, o.driftEvery, o.policy = cfg.Clustered, cfg.DriftInterval, cfg.Policy
+	o.clustered, o.driftEvery, o.policy, o.resolver = cfg.Clustered, cfg.DriftInterval, cfg.Policy, cfg.Resolver
 	if o.driftEvery <= 0 {
 		o.driftEvery = DefaultDriftInterval
 	}
@@ -393,7 +397,10 @@ func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) erro
 func (o *Orchestrator) serveRequests(ctx context.Context) error {
 	cons, err := o.js.CreateOrUpdateConsumer(ctx, events.StreamRequests, events.ConsumerConfig("orchestrator", events.RequestsRoot+".>"))
 	if err != nil {
-		return err
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return fmt.Errorf("orchestrator: requests consumer: %w", err)
 	}
 	return events.Consume(ctx, cons, o.v, func(ctx context.Context, d *events.Delivery) error {
 		_, err := o.handle(ctx, d.Event, true) // the loop validated it

@@ -2,6 +2,8 @@ package sessions
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,15 +39,22 @@ type pools struct {
 	kv jetstream.KeyValue
 }
 
-// profile names what a pool's sandboxes have in common.
-func profile(drv, image string, cpu float64, mem int64) string {
+// profile names what a pool's sandboxes have in common: driver, image,
+// resources and egress rules (as given, before names are resolved).
+func profile(drv, image string, cpu float64, mem int64, egress []driver.EgressRule) string {
 	if cpu <= 0 {
 		cpu = driver.DefaultCPU
 	}
 	if mem <= 0 {
 		mem = driver.DefaultMemoryMB
 	}
-	return strings.NewReplacer("/", "_", ":", "_").Replace(fmt.Sprintf("%s.%s.%g.%d", drv, image, cpu, mem))
+	key := fmt.Sprintf("%s.%s.%g.%d", drv, image, cpu, mem)
+	if len(egress) > 0 {
+		b, _ := json.Marshal(egress)
+		sum := sha256.Sum256(b)
+		key += ".egress-" + hex.EncodeToString(sum[:6])
+	}
+	return strings.NewReplacer("/", "_", ":", "_").Replace(key)
 }
 
 // SetPool creates, changes or (with size 0) empties a pool.
@@ -62,7 +71,7 @@ func (s *Service) SetPool(ctx context.Context, p api.Pool) (*api.Pool, error) {
 		p.Max = 2 * p.Size
 	}
 	p.Target = p.Size
-	key := profile(p.Driver, p.Image, p.CPU, p.MemoryMB)
+	key := profile(p.Driver, p.Image, p.CPU, p.MemoryMB, p.Egress)
 	b, _ := json.Marshal(p)
 	if _, err := s.pools.kv.Put(ctx, key, b); err != nil {
 		return nil, unavailable(err)
@@ -235,7 +244,7 @@ const poolSource = "/openagent/pools"
 
 // warmOne makes one running sandbox for a pool.
 func (s *Service) warmOne(ctx context.Context, key string, p api.Pool) (string, error) {
-	spec := sandboxSpec(p.Driver, p.Image, p.CPU, p.MemoryMB, nil)
+	spec := sandboxSpec(p.Driver, p.Image, p.CPU, p.MemoryMB, p.Egress, nil)
 	id := events.NewContainerID()
 	spec.SessionID = id
 	spec.Labels[driver.LabelPool] = key

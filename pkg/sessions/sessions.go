@@ -292,11 +292,11 @@ func (s *Service) create(ctx context.Context, req api.SessionRequest, who api.Pr
 	begin := time.Now()
 	var c api.Container
 	warm := false
-	if id, ok := s.take(profile(sess.Driver, sess.Image, req.CPU, req.MemoryMB)); ok {
+	if id, ok := s.take(profile(sess.Driver, sess.Image, req.CPU, req.MemoryMB, req.Egress)); ok {
 		c, warm = s.ctl.Container(id)
 	}
 	if !warm {
-		spec := sandboxSpec(sess.Driver, sess.Image, req.CPU, req.MemoryMB, req.Labels)
+		spec := sandboxSpec(sess.Driver, sess.Image, req.CPU, req.MemoryMB, req.Egress, req.Labels)
 		spec.SessionID = sess.ID
 		spec.Labels[driver.LabelSession] = sess.ID
 		e, err := events.New(events.ContainerCreateRequested, source, api.CreateRequest{Driver: sess.Driver, Start: true, Spec: spec},
@@ -350,8 +350,9 @@ func (s *Service) fail(ctx context.Context, sess *api.Session, cause error, opts
 }
 
 // sandboxSpec is the container of a session or a pool: secure defaults, a
-// process that waits forever, the resources asked for.
-func sandboxSpec(drv, image string, cpu float64, mem int64, labels map[string]string) driver.ContainerConfig {
+// process that waits forever, the resources asked for, and no network
+// beyond what the egress rules list.
+func sandboxSpec(drv, image string, cpu float64, mem int64, egress []driver.EgressRule, labels map[string]string) driver.ContainerConfig {
 	spec := driver.DefaultConfig()
 	spec.Image = image
 	spec.Command = []string{"sleep", "2147483647"}
@@ -366,6 +367,10 @@ func sandboxSpec(drv, image string, cpu float64, mem int64, labels map[string]st
 		spec.Security.User = "1000:1000"
 		spec.WorkingDir = "/tmp"
 		spec.Network = "none"
+	}
+	spec.Egress = slices.Clone(egress)
+	if drv == "docker" && len(egress) > 0 {
+		spec.Network = "" // the driver refuses egress it cannot enforce, and says so
 	}
 	if cpu > 0 {
 		spec.Resources.CPU = cpu

@@ -63,8 +63,9 @@ func newEnv(t *testing.T) *env {
 	if e.local, err = local.New(localRoot(t)); err != nil {
 		t.Fatal(err)
 	}
-	// Containers outlive their workers by design: remove the test's own.
-	t.Cleanup(func() { removeAll(e.local) })
+	// Containers outlive their workers by design: remove the test's own,
+	// and the networks' bridges and filters.
+	t.Cleanup(func() { e.local.Teardown(context.Background()) })
 	e.startOrchestrator()
 	e.addWorker("host-a", fake.New(), e.local)
 	e.addWorker("host-b", fake.New())

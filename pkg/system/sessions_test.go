@@ -460,3 +460,57 @@ func TestSlowRemovalDelaysNoOtherExpiry(t *testing.T) {
 		t.Fatalf("the first session is %s; want expired (its removal still going on)", f.Status)
 	}
 }
+
+// A session has no network unless its egress rules give it one: no
+// default route inside without rules, one with them; the rules are part
+// of the pool's profile; the host says what its driver enforces.
+func TestSessionEgress(t *testing.T) {
+	e := newEnv(t)
+	routes := func(s *api.Session) string {
+		t.Helper()
+		res, err := e.c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Language: "sh", Code: `awk 'NR > 1 && $2 == "00000000"' /proc/net/route | wc -l`})
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("routes: %+v, %v", res, err)
+		}
+		return strings.TrimSpace(res.Stdout)
+	}
+	closed, err := e.c.CreateSession(e.ctx, api.SessionRequest{Languages: []string{"sh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := routes(closed); n != "0" {
+		t.Errorf("%s default routes in a session without egress rules; want none", n)
+	}
+	rules := []driver.EgressRule{{To: "198.18.99.0/24", Ports: []int{443}}}
+	open, err := e.c.CreateSession(e.ctx, api.SessionRequest{Languages: []string{"sh"}, Egress: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := routes(open); n != "1" {
+		t.Errorf("%s default routes in a session with egress rules; want one", n)
+	}
+	c, err := e.c.Get(e.ctx, open.ContainerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Egress) != 1 || c.Egress[0].To != "198.18.99.0/24" {
+		t.Errorf("the session's container shows egress %+v; want the session's rules", c.Egress)
+	}
+	hosts, err := e.c.Hosts(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, h := range hosts {
+		for _, d := range h.Drivers {
+			for _, en := range d.Enforcement {
+				if d.Name == "local" && en.Setting == "egress" && en.Enforced {
+					found = true
+				}
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no host says its local driver enforces egress: %+v", hosts)
+	}
+}

@@ -179,7 +179,7 @@ func (w *Worker) hostRecord(ctx context.Context) events.HostRecord {
 		hctx, cancel := context.WithTimeout(ctx, healthTimeout)
 		info := api.DriverInfo{Name: d.Name()}
 		if h, err := d.Health(hctx); err == nil {
-			info.Version, info.MinCPU = h.Version, h.MinCPU
+			info.Version, info.MinCPU, info.Enforcement = h.Version, h.MinCPU, h.Enforcement
 			w.mu.Lock()
 			w.health[d.Name()] = info
 			w.mu.Unlock()

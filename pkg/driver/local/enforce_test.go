@@ -404,3 +404,47 @@ func TestFilesystemViewIsMinimal(t *testing.T) {
 		t.Errorf("another container's directory is visible: %q", res.Stdout)
 	}
 }
+
+// A host path is mounted as it was resolved and checked: swapped for a
+// symbolic link after the container was made (to /etc, say), it is
+// refused at start, not followed.
+func TestVolumeSwappedForALinkIsRefused(t *testing.T) {
+	needCgroups(t)
+	d := newDriver(t)
+	parent := t.TempDir()
+	src := filepath.Join(parent, "data")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := sh("cat /mnt/shadow 2>/dev/null && echo read; exec sleep 600")
+	cfg.Volumes = []driver.VolumeMount{{Source: src, Target: "/mnt"}}
+	ctx := context.Background()
+	if _, err := d.Create(ctx, "swap", cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Remove(context.Background(), "swap", driver.RemoveOptions{Force: true}) })
+	for _, swap := range []struct{ name, link string }{{"the source", src}, {"a parent", parent}} {
+		t.Run(swap.name, func(t *testing.T) {
+			moved := swap.link + ".real"
+			if err := os.Rename(swap.link, moved); err != nil {
+				t.Fatal(err)
+			}
+			defer os.Rename(moved, swap.link)
+			target := "/etc"
+			if swap.link == parent {
+				target = moved // the path still leads to a directory, through a link
+			}
+			if err := os.Symlink(target, swap.link); err != nil {
+				t.Fatal(err)
+			}
+			defer os.Remove(swap.link)
+			err := d.Start(ctx, "swap")
+			if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+				t.Fatalf("start after the swap: %v; want a refusal naming the symbolic link", err)
+			}
+		})
+	}
+	if err := d.Start(ctx, "swap"); err != nil {
+		t.Fatalf("start with the source as it was checked: %v", err)
+	}
+}

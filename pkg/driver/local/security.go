@@ -1,6 +1,7 @@
 package local
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -140,6 +141,7 @@ func lastCapability() int {
 type bindMount struct {
 	src, dst string
 	readOnly bool
+	hostPath bool // a host path the worker resolved: mounted only as resolved
 }
 
 // hostDirs are what programs need of the host, shown read-only in a
@@ -288,15 +290,40 @@ func setupMounts(dir string, m *meta) error {
 		if v.Type == driver.MountVolume {
 			src = volumeData(filepath.Dir(filepath.Dir(dir)), v.Source)
 		}
-		binds = append(binds, bindMount{src: src, dst: filepath.Clean(v.Target), readOnly: v.ReadOnly})
+		binds = append(binds, bindMount{src: src, dst: filepath.Clean(v.Target), readOnly: v.ReadOnly, hostPath: v.Type != driver.MountVolume})
 	}
 	for _, b := range binds {
-		fi, err := os.Stat(b.src)
+		if !b.hostPath {
+			fi, err := os.Stat(b.src)
+			if err != nil {
+				return fmt.Errorf("volume %s: %w", b.src, err)
+			}
+			if err := bind(b.src, in(b.dst), false, !fi.IsDir()); err != nil {
+				return err
+			}
+			continue
+		}
+		// The source is opened without following a symbolic link anywhere
+		// on its path, and the mount is made from that descriptor: the
+		// path the worker resolved and checked is the one mounted, even if
+		// a component was swapped for a link since.
+		fd, err := unix.Openat2(unix.AT_FDCWD, b.src, &unix.OpenHow{
+			Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+		if errors.Is(err, unix.ELOOP) {
+			return fmt.Errorf("volume %s: a symbolic link is on its path (the source changed since it was resolved and checked)", b.src)
+		}
 		if err != nil {
 			return fmt.Errorf("volume %s: %w", b.src, err)
 		}
-		if err := bind(b.src, in(b.dst), false, !fi.IsDir()); err != nil {
-			return err
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("volume %s: %w", b.src, err)
+		}
+		err = bind(fmt.Sprintf("/proc/self/fd/%d", fd), in(b.dst), false, st.Mode&unix.S_IFMT != unix.S_IFDIR)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", b.src, err)
 		}
 	}
 	if err := pivot(root); err != nil {
