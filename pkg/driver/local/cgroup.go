@@ -165,6 +165,28 @@ func (cg *cgroup) join(pid int) error {
 	return nil
 }
 
+// returnPath opens, for each v1 controller of the group, the
+// cgroup.procs of the calling process's own group: writing a pid there
+// later, once the root has changed, moves that process back out.
+func (cg *cgroup) returnPath() ([]*os.File, error) {
+	own, err := ownCgroups()
+	if err != nil {
+		return nil, err
+	}
+	var out []*os.File
+	for c := range cg.Paths {
+		f, err := os.OpenFile(filepath.Join(cgroupRoot, c, own[c], "cgroup.procs"), os.O_WRONLY, 0)
+		if err != nil {
+			for _, f := range out {
+				f.Close()
+			}
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
 func (cg *cgroup) read(ctrl, file string) string {
 	b, err := os.ReadFile(filepath.Join(cg.Paths[ctrl], file))
 	if err != nil {

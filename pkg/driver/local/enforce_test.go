@@ -375,7 +375,7 @@ func TestFilesystemViewIsMinimal(t *testing.T) {
 	}
 	d := newDriver(t)
 	run(t, d, "view", sh("exec sleep 600"))
-	run(t, d, "other", sh("exec sleep 600"))
+	run(t, d, "other", sh("exec sleep 601"))
 	hostUsers, _ := os.ReadFile("/etc/passwd")
 	for name, tc := range map[string]struct{ script, want string }{
 		"programs run":                 {"python3 -c 'print(6*7)'", "42\n"},
@@ -398,6 +398,16 @@ func TestFilesystemViewIsMinimal(t *testing.T) {
 		if name, _, ok := strings.Cut(line, ":"); ok && name != "root" && name != "nobody" && strings.Contains(inside, name+":") {
 			t.Errorf("the host's user %s is in the container's /etc/passwd", name)
 		}
+	}
+	// Each container has a PID namespace of its own: another container of
+	// the same user is not listed, so neither its processes nor its files
+	// through /proc/PID/root are within reach.
+	procs := string(execSh(t, d, "view", `for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline; echo; done`).Stdout)
+	if !strings.Contains(procs, "sleep 600") || strings.Contains(procs, "sleep 601") {
+		t.Errorf("processes listed inside: %q; want the container's own (sleep 600) and not the other's (sleep 601)", procs)
+	}
+	if pid := strings.TrimSpace(string(execSh(t, d, "view", "echo $$").Stdout)); len(pid) > 3 {
+		t.Errorf("an exec's pid is %s: not counted in a namespace of the container's own", pid)
 	}
 	otherWork := string(execSh(t, d, "other", "cd && pwd").Stdout)
 	if res := execSh(t, d, "view", "ls "+strings.TrimSpace(otherWork)+" 2>/dev/null || echo absent"); string(res.Stdout) != "absent\n" {

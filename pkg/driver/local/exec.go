@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/openagent/orchestrator/pkg/driver"
 )
@@ -45,7 +50,7 @@ func (d *Driver) Exec(ctx context.Context, id string, opts driver.ExecOptions) (
 	// hold up the result.
 	cmd.WaitDelay = time.Second
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := startInContainer(cmd, s.run.Pid); err != nil {
 		cmd.ExtraFiles[0].Close()
 		return nil, driver.Errorf("exec", id, driver.ErrUnavailable, "%v", err)
 	}
@@ -96,4 +101,32 @@ func (d *Driver) Exec(ctx context.Context, id string, opts driver.ExecOptions) (
 		return nil, driver.Errorf("exec", id, driver.ErrUnavailable, "%v", waitErr)
 	}
 	return res, nil
+}
+
+// startInContainer starts an exec's init stage in the PID namespace of the
+// container whose init is pid, when it has one (as root): the exec sees
+// the container's processes and no others, and ends with the container.
+// The namespace is set for the children of one thread, which forks the
+// process and is then let go of with its goroutine, never reused.
+func startInContainer(cmd *exec.Cmd, pid int) error {
+	if os.Geteuid() != 0 {
+		return cmd.Start()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // and never unlocked: the thread ends here
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("the container's PID namespace: %w", err)
+			return
+		}
+		err = unix.Setns(fd, unix.CLONE_NEWPID)
+		unix.Close(fd)
+		if err != nil {
+			errc <- fmt.Errorf("join the container's PID namespace: %w", err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -108,6 +109,14 @@ func runShim() int {
 	if err != nil {
 		return fail(err)
 	}
+	// On fd 4 the init of a PID namespace says how the command ended when
+	// a signal ended it: the init itself cannot die of a signal it sends
+	// itself, so it exits 128+N and says "signal N".
+	exitR, exitW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, exitW)
 	outR, outW, _ := os.Pipe()
 	errR, errW, _ := os.Pipe()
 	cmd.Stdout, cmd.Stderr = outW, errW
@@ -117,6 +126,7 @@ func runShim() int {
 	outW.Close()
 	errW.Close()
 	cmd.ExtraFiles[0].Close()
+	exitW.Close()
 	if msg, _ := io.ReadAll(status); len(msg) > 0 {
 		_ = cmd.Wait()
 		if rs.Cgroup != nil {
@@ -151,6 +161,14 @@ func runShim() int {
 		}()
 	}
 
+	signalled := make(chan int, 1)
+	go func() {
+		var n int
+		if b, _ := io.ReadAll(exitR); len(b) > 0 {
+			fmt.Sscanf(string(b), "signal %d", &n)
+		}
+		signalled <- n
+	}()
 	waitErr := cmd.Wait()
 	// The main process ended: end the rest of the container with it, as a
 	// container runtime does when a container's init exits.
@@ -178,6 +196,9 @@ func runShim() int {
 		}
 	} else if waitErr != nil {
 		ex.ExitCode, ex.Reason = -1, waitErr.Error()
+	}
+	if n := <-signalled; n > 0 {
+		ex.ExitCode, ex.Reason = 128+n, "killed"
 	}
 	if rs.Cgroup != nil && rs.Cgroup.oomKills() > 0 {
 		ex.OOMKilled, ex.Reason = true, "oom-killed"
@@ -240,6 +261,13 @@ func initCommand(dir string, run int, spec *execSpec) (*exec.Cmd, *os.File, erro
 		// A mount namespace of its own: read-only root, volumes and a
 		// private /tmp, invisible to the host.
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNS
+		if spec == nil {
+			// The main process's init is the first of a PID namespace of
+			// its own: a container sees only its own processes (its /proc
+			// is mounted inside), and when its init ends, the kernel ends
+			// every process in it. Execs are started inside it (Exec).
+			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID
+		}
 		if spec == nil && netnsOf(dir) == "" {
 			// And for the main process a network namespace of its own, with
 			// loopback only: nothing on the host's addresses (the control
@@ -260,6 +288,9 @@ func initStage() {
 	runtime.LockOSThread()
 	status := os.NewFile(3, "status")
 	syscall.CloseOnExec(3)
+	if os.Getpid() == 1 {
+		syscall.CloseOnExec(4) // nsInit's
+	}
 	fail := func(format string, args ...any) {
 		fmt.Fprintf(status, format, args...)
 		os.Exit(127)
@@ -293,9 +324,27 @@ func initStage() {
 	}
 	root := os.Geteuid() == 0
 	var rs runState
+	// The namespace's init stays out of the container's cgroup (its
+	// threads and memory are not the container's to pay for) and its
+	// command is born into it: on v2 by clone's CLONE_INTO_CGROUP, on v1 by
+	// forking it from inside and leaving at once.
+	in := nsInit{cgroupFD: -1}
 	if err := readJSON(filepath.Join(dir, runFile), &rs); err == nil && rs.Cgroup != nil {
-		if err := rs.Cgroup.join(os.Getpid()); err != nil {
-			fail("join cgroup: %v", err)
+		if os.Getpid() == 1 && rs.Cgroup.V2 {
+			fd, err := unix.Open(rs.Cgroup.Paths[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				fail("open cgroup: %v", err)
+			}
+			in.cgroupFD = fd
+		} else {
+			if os.Getpid() == 1 {
+				if in.leave, err = rs.Cgroup.returnPath(); err != nil {
+					fail("cgroup: %v", err)
+				}
+			}
+			if err := rs.Cgroup.join(os.Getpid()); err != nil {
+				fail("join cgroup: %v", err)
+			}
 		}
 	}
 	if err := setRlimits(cfg.Resources, root); err != nil {
@@ -339,8 +388,70 @@ func initStage() {
 	if err := os.Chdir(work); err != nil {
 		fail("working dir: %v", err)
 	}
+	if os.Getpid() == 1 {
+		os.Exit(in.run(status, path, spec.Command, env))
+	}
 	err = syscall.Exec(path, spec.Command, env)
 	fail("exec %s: %v", path, err)
+}
+
+// nsInit is the first process of a container's PID namespace, as
+// tini is for a docker container: it starts the command as its child (on
+// this locked thread, which holds the container's no_new_privs and
+// capability bounding set), passes on the signals it gets, reaps every
+// orphan of the namespace, and exits as the command did. A signal that
+// ended the command is reported on fd 4. On cgroup v2 the command is born
+// into the container's cgroup (cgroupFD) and the init is not in it.
+type nsInit struct {
+	cgroupFD int        // v2: the container's cgroup, for the command's clone
+	leave    []*os.File // v1: the init's own groups, to go back to
+}
+
+func (in nsInit) run(status *os.File, path string, argv, env []string) int {
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs)
+	cmd := exec.Command(path)
+	cmd.Args, cmd.Env = argv, env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if in.cgroupFD >= 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: in.cgroupFD}
+	}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(status, "exec %s: %v", path, err)
+		return 127
+	}
+	for _, f := range in.leave {
+		_, _ = f.WriteString("0") // "0" is the writer
+		f.Close()
+	}
+	status.Close() // executed: the shim reads EOF
+	main := cmd.Process.Pid
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGCHLD:
+		case syscall.SIGURG: // the Go runtime's own preemption signal
+			continue
+		default:
+			_ = syscall.Kill(main, sig.(syscall.Signal))
+			continue
+		}
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if err != nil || pid <= 0 {
+				break
+			}
+			if pid != main {
+				continue // an orphan, reaped
+			}
+			if ws.Signaled() {
+				fmt.Fprintf(os.NewFile(4, "exit"), "signal %d", int(ws.Signal()))
+				return 128 + int(ws.Signal())
+			}
+			return ws.ExitStatus()
+		}
+	}
+	return 127
 }
 
 // joinNetwork sets up the container's network: the main process of a
