@@ -43,12 +43,16 @@ func (c *cli) credsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, _, err := auth.Issue(events.Role(role), host, name)
+			b, user, err := auth.Issue(events.Role(role), host, name)
 			if err != nil {
 				return fmt.Errorf("--role %s: %w", role, err)
 			}
-			_, err = c.out.Write(b)
-			return err
+			if _, err = c.out.Write(b); err != nil {
+				return err
+			}
+			// Replies come back only under the credential's own inbox.
+			fmt.Fprintf(c.errOut, "user %s; its inbox prefix is %s (nats --inbox-prefix)\n", user, events.InboxPrefix(user))
+			return nil
 		},
 	}
 	issue.Flags().StringVar(&role, "role", "", "the role: "+roleNames())

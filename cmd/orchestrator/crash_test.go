@@ -286,8 +286,11 @@ func crashRun(t *testing.T, bins binaries, syncAlways bool) {
 	t.Cleanup(func() { removeAll(t, "http://"+httpAddr) })
 	waitHost(t, "http://"+httpAddr, host)
 
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-		nats.UserCredentials(filepath.Join(orchData, "credentials", "service.creds")))
+	copts, err := creds.NATSOptions(filepath.Join(orchData, "credentials", "service.creds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(natsURL, append(copts, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/worker"
@@ -86,7 +87,11 @@ func run() error {
 	opts := []nats.Option{nats.Name("openagent-worker " + *hostID), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("worker: nats", "err", err) })}
 	if *credsF != "" {
-		opts = append(opts, nats.UserCredentials(*credsF))
+		copts, err := creds.NATSOptions(*credsF)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, copts...)
 	}
 	if *tlsCA != "" {
 		opts = append(opts, nats.RootCAs(*tlsCA))

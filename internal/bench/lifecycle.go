@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/events"
@@ -85,7 +86,7 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 			return nil, err
 		}
 		// Clients use a connection of their own, as services would.
-		if nc, err = nats.Connect(sys.NATSURL, nats.UserCredentials(filepath.Join(sys.Credentials, "admin.creds"))); err != nil {
+		if nc, err = nats.Connect(sys.NATSURL, nats.UserCredentials(filepath.Join(sys.Credentials, "admin.creds"))); err != nil { // admin may use any inbox
 			return nil, err
 		}
 		defer nc.Close()
@@ -96,7 +97,9 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 		var err error
 		var opts []nats.Option
 		if cfg.CredsFile != "" {
-			opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+			if opts, err = creds.NATSOptions(cfg.CredsFile); err != nil {
+				return nil, fmt.Errorf("bench: %w", err)
+			}
 		}
 		if nc, err = nats.Connect(cfg.NATSURL, opts...); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)

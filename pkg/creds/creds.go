@@ -19,12 +19,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/openagent/orchestrator/pkg/events"
@@ -155,15 +157,15 @@ func (a *Authority) accountClaims() (*jwt.AccountClaims, error) {
 // the session of an agent, name says whom it is for. It returns the
 // .creds file's content and the user's public key, which Revoke takes.
 func (a *Authority) Issue(role events.Role, id, name string) ([]byte, string, error) {
-	perms, err := events.PermissionsFor(role, id)
-	if err != nil {
-		return nil, "", err
-	}
 	user, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, "", fmt.Errorf("creds: %w", err)
 	}
 	pub, _ := user.PublicKey()
+	perms, err := events.PermissionsFor(role, id, pub)
+	if err != nil {
+		return nil, "", err
+	}
 	uc := jwt.NewUserClaims(pub)
 	uc.Name = string(role)
 	if id != "" {
@@ -190,16 +192,57 @@ func (a *Authority) Issue(role events.Role, id, name string) ([]byte, string, er
 }
 
 // WriteCreds writes a credential for a role to path, mode 0600, unless a
-// credential is there already.
+// credential is there already with the permissions the role has now; one
+// with other permissions (issued by an older version) is replaced and
+// revoked.
 func (a *Authority) WriteCreds(path string, role events.Role, id string) error {
-	if _, err := os.Stat(path); err == nil {
-		return nil
+	if old, err := os.ReadFile(path); err == nil {
+		current, user, err := a.current(old, role, id)
+		if err != nil || current {
+			return err
+		}
+		defer a.Revoke(user)
 	}
 	b, _, err := a.Issue(role, id, filepath.Base(path))
 	if err != nil {
 		return err
 	}
 	return writeFile(path, b)
+}
+
+// current says whether a credential has the permissions its role has now.
+func (a *Authority) current(credsFile []byte, role events.Role, id string) (bool, string, error) {
+	token, err := jwt.ParseDecoratedJWT(credsFile)
+	if err != nil {
+		return false, "", fmt.Errorf("creds: not a credential: %w", err)
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return false, "", fmt.Errorf("creds: not a user's credential: %w", err)
+	}
+	want, err := events.PermissionsFor(role, id, uc.Subject)
+	if err != nil {
+		return false, "", err
+	}
+	p := uc.Permissions
+	same := slices.Equal(p.Pub.Allow, jwt.StringList(want.PublishAllow)) && slices.Equal(p.Pub.Deny, jwt.StringList(want.PublishDeny)) &&
+		slices.Equal(p.Sub.Allow, jwt.StringList(want.SubscribeAllow)) && slices.Equal(p.Sub.Deny, jwt.StringList(want.SubscribeDeny))
+	return same, uc.Subject, nil
+}
+
+// NATSOptions are the options that connect with a credential: the file,
+// and the credential's own inbox prefix, without which its requests,
+// consumers and watches get no answers.
+func NATSOptions(credsFile string) ([]nats.Option, error) {
+	b, err := os.ReadFile(credsFile)
+	if err != nil {
+		return nil, fmt.Errorf("creds: %w", err)
+	}
+	user, err := User(b)
+	if err != nil {
+		return nil, fmt.Errorf("creds: %s: %w", credsFile, err)
+	}
+	return []nats.Option{nats.UserCredentials(credsFile), nats.CustomInboxPrefix(events.InboxPrefix(user))}, nil
 }
 
 // Revoke refuses a user from now on: its credentials no longer connect,

@@ -44,8 +44,14 @@ type Permissions struct {
 	SubscribeAllow, SubscribeDeny []string
 }
 
-// inbox is where replies come back; every role that asks needs it.
-const inbox = "_INBOX.>"
+// inboxes is every reply subject: those who answer publish to it.
+const inboxes = "_INBOX.>"
+
+// InboxPrefix is a credential's own inbox prefix: its replies, consumer
+// deliveries and watches come back under it, and no other credential
+// (admin aside) may subscribe there. user is the credential's public key;
+// clients set it with nats.CustomInboxPrefix (creds.NATSOptions does).
+func InboxPrefix(user string) string { return "_INBOX." + user }
 
 // readStream is what reading a stream through consumers (ordered or
 // durable, created by name) and direct gets takes.
@@ -69,8 +75,13 @@ func readStream(stream string) []string {
 func bucketStream(bucket string) string { return "KV_" + bucket }
 
 // PermissionsFor returns a role's permissions; id is the host of a worker
-// and the session of an agent, and must be a subject token.
-func PermissionsFor(role Role, id string) (Permissions, error) {
+// and the session of an agent, and must be a subject token; user is the
+// credential's public key, whose inbox (InboxPrefix) it may subscribe to.
+func PermissionsFor(role Role, id, user string) (Permissions, error) {
+	if !ValidToken(user) {
+		return Permissions{}, fmt.Errorf("events: a credential's inbox needs a user key usable in a subject, got %q", user)
+	}
+	inbox := InboxPrefix(user) + ".>"
 	needsID := role == RoleWorker || role == RoleAgent
 	if needsID && !ValidToken(id) {
 		return Permissions{}, fmt.Errorf("events: a %s credential needs an id usable in a subject, got %q", role, id)
@@ -83,7 +94,7 @@ func PermissionsFor(role Role, id string) (Permissions, error) {
 		return Permissions{PublishAllow: []string{">"}, SubscribeAllow: []string{">"}}, nil
 	case RoleOrchestrator:
 		return Permissions{
-			PublishAllow: []string{"openagent.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", inbox},
+			PublishAllow: []string{"openagent.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", inboxes}, // it answers everyone
 			// The audit log is the admin's to delete, purge or reconfigure.
 			PublishDeny: []string{
 				"$JS.API.STREAM.DELETE." + StreamEvents,
@@ -110,7 +121,7 @@ func PermissionsFor(role Role, id string) (Permissions, error) {
 			"$JS.API.CONSUMER.INFO." + StreamCommands + "." + durable,
 			"$JS.API.CONSUMER.MSG.NEXT." + StreamCommands + "." + durable,
 			"$JS.ACK." + StreamCommands + "." + durable + ".>",
-			inbox, // answers to log requests, and exec output streamed to the asker
+			inboxes, // answers to log requests, and exec output streamed to the asker
 		}
 		return Permissions{
 			PublishAllow:   append(pub, readStream(StreamEvents)...),

@@ -618,7 +618,7 @@ func (s *Service) runCode(ctx context.Context, id string, req api.RunCodeRequest
 func (s *Service) exec(ctx context.Context, sess *api.Session, data events.ExecRequestedData, onChunk func(events.Chunk), opts ...events.Option) (*api.ExecResult, events.Event, error) {
 	var chunks chan *nats.Msg
 	if onChunk != nil {
-		inbox := nats.NewInbox()
+		inbox := s.nc.NewInbox() // under the connection's own prefix
 		chunks = make(chan *nats.Msg, 1024)
 		sub, err := s.nc.ChanSubscribe(inbox, chunks)
 		if err != nil {

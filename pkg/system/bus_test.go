@@ -86,10 +86,28 @@ func short(t *testing.T) context.Context {
 	return ctx
 }
 
+// requestMsg is a create request on the request door.
+func requestMsg(t *testing.T, id string) *nats.Msg {
+	t.Helper()
+	req, err := events.New(events.ContainerCreateRequested, "/tests", fakeSpec(), events.WithID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := events.ToMsg(events.SubjectRequest, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
 func connectAs(t *testing.T, sys *system.System, credsFile string) (*nats.Conn, jetstream.JetStream, *violations) {
 	t.Helper()
 	v := &violations{}
-	nc, err := nats.Connect(sys.NATSURL, nats.UserCredentials(credsFile), nats.ErrorHandler(v.handler))
+	opts, err := creds.NATSOptions(credsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(sys.NATSURL, append(opts, nats.ErrorHandler(v.handler))...)
 	if err != nil {
 		t.Fatalf("connect with %s: %v", filepath.Base(credsFile), err)
 	}
@@ -318,6 +336,70 @@ func TestClosedBusRoles(t *testing.T) {
 			again.Close()
 			t.Fatal("a revoked credential connected again")
 		}
+	})
+
+	// Replies come back under each credential's own inbox, where no other
+	// credential may listen.
+	t.Run("inboxes", func(t *testing.T) {
+		svc, _, _ := connectAs(t, sys, filepath.Join(sys.Credentials, "service.creds"))
+		b, err := os.ReadFile(filepath.Join(sys.Credentials, "service.creds"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, err := creds.User(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, spy := range []string{"auditor", "worker-bus-a"} {
+			nc, _, v := connectAs(t, sys, filepath.Join(sys.Credentials, spy+".creds"))
+			for _, subject := range []string{"_INBOX.>", events.InboxPrefix(user) + ".>"} {
+				if _, err := nc.SubscribeSync(subject); err != nil {
+					t.Fatal(err)
+				}
+				v.waitFor(t, subject)
+			}
+		}
+		req, _ := events.New(events.ContainerCreateRequested, "/tests/service", fakeSpec("--forever"), events.WithID("svc-inbox"))
+		m, _ := events.ToMsg(events.SubjectRequest, req)
+		if _, err := svc.RequestMsg(m, 10*time.Second); err != nil {
+			t.Fatalf("a service's request under its own inbox: %v", err)
+		}
+		// The shared inbox is not the service's either: a client that does
+		// not use its credential's prefix hears nothing back.
+		plain, err := nats.Connect(sys.NATSURL, nats.UserCredentials(filepath.Join(sys.Credentials, "service.creds")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer plain.Close()
+		if _, err := plain.RequestMsg(m, time.Second); err == nil {
+			t.Fatal("a request was answered on the shared _INBOX")
+		}
+	})
+
+	// An agent talks on its session's subjects only.
+	t.Run("agent", func(t *testing.T) {
+		a1, _, _ := connectAs(t, sys, issue(events.RoleAgent, "s1"))
+		a1b, _, _ := connectAs(t, sys, issue(events.RoleAgent, "s1"))
+		sub, err := a1b.SubscribeSync(events.AgentsRoot + ".s1.inbox")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a1b.Flush()
+		if err := a1.Publish(events.AgentsRoot+".s1.inbox", []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if msg, err := sub.NextMsg(5 * time.Second); err != nil || string(msg.Data) != "hi" {
+			t.Fatalf("an agent's message to its own session: %v, %v", msg, err)
+		}
+		nc, _, v := connectAs(t, sys, issue(events.RoleAgent, "s1"))
+		if _, err := nc.SubscribeSync(events.AgentsRoot + ".s2.>"); err != nil {
+			t.Fatal(err)
+		}
+		v.waitFor(t, events.AgentsRoot+".s2")
+		_ = nc.Publish(events.AgentsRoot+".s2.inbox", []byte("x"))
+		v.waitFor(t, events.AgentsRoot+".s2.inbox")
+		_ = nc.PublishMsg(requestMsg(t, "agent-1"))
+		v.waitFor(t, events.SubjectRequest)
 	})
 
 	t.Run("admin", func(t *testing.T) {

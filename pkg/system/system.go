@@ -383,7 +383,11 @@ func (s *System) connect(url, credsFile, name string) (*nats.Conn, error) {
 			s.log.Warn("system: nats", "connection", name, "err", err)
 		})}
 	if credsFile != "" {
-		opts = append(opts, nats.UserCredentials(credsFile))
+		copts, err := creds.NATSOptions(credsFile)
+		if err != nil {
+			return nil, fmt.Errorf("system: connect as %s: %w", name, err)
+		}
+		opts = append(opts, copts...)
 	}
 	if s.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(s.tlsCA))

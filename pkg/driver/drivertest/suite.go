@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"fmt"
 	"slices"
 	"strings"
@@ -745,7 +746,11 @@ func (s *suite) volumes(t *testing.T) {
 func (s *suite) networks(t *testing.T) {
 	ctx := s.ctx(t)
 	name := "net-" + s.newID()
-	if _, err := s.d.CreateNetwork(ctx, name, map[string]string{"owner": "suite"}); err != nil {
+	_, err := s.d.CreateNetwork(ctx, name, map[string]string{"owner": "suite"})
+	if errors.Is(err, driver.ErrNotSupported) && os.Getenv("CI") == "" {
+		t.Skipf("networks are not supported here (CI runs where they are): %v", err)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	listed := func() bool {

@@ -331,6 +331,7 @@ while True:
     c.close()`
 	cfg := driver.DefaultConfig()
 	cfg.SessionID, cfg.Image, cfg.Command = "net", local.Image, []string{"python3", "-c", server}
+	cfg.Network = local.NetworkNone // the default, named as Docker names it
 	run(t, d, "net", cfg)
 	probe := func(addr string) string {
 		host, p, _ := net.SplitHostPort(addr)

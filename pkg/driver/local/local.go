@@ -219,7 +219,7 @@ func (d *Driver) admit(cfg *driver.ContainerConfig) (uid, gid int, err error) {
 			return 0, 0, refuse(driver.ErrInvalid, "volumes[%d].source: %v", i, err)
 		}
 	}
-	if cfg.Network != "" {
+	if cfg.Network != "" && cfg.Network != NetworkNone {
 		if _, err := os.Stat(d.networkFile(cfg.Network)); err != nil || strings.HasPrefix(cfg.Network, "_") {
 			return 0, 0, refuse(driver.ErrNotFound, "network: no network %q", cfg.Network)
 		}

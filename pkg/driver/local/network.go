@@ -56,6 +56,9 @@ const (
 	netnsDir   = "/run/netns"
 )
 
+// NetworkNone names the default: loopback only, as Docker's "none".
+const NetworkNone = "none"
+
 // netRecord is a network's file.
 type netRecord struct {
 	record
@@ -88,7 +91,7 @@ func (d *Driver) tableName() string { return d.hashName("openagent_", "") }
 // which.
 func networked(cfg *driver.ContainerConfig) (string, bool) {
 	switch {
-	case cfg.Network != "":
+	case cfg.Network != "" && cfg.Network != NetworkNone:
 		return cfg.Network, true
 	case len(cfg.Egress) > 0:
 		return egressNetwork, true

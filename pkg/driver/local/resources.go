@@ -95,8 +95,8 @@ func (d *Driver) ListVolumes(ctx context.Context) ([]*driver.Volume, error) {
 
 // CreateNetwork implements driver.Driver.
 func (d *Driver) CreateNetwork(ctx context.Context, name string, labels map[string]string) (*driver.Network, error) {
-	if !validName.MatchString(name) || strings.HasPrefix(name, "_") {
-		return nil, driver.Errorf("create-network", name, driver.ErrInvalid, "name must be letters, digits, '.', '_' or '-', not starting with '_'")
+	if !validName.MatchString(name) || strings.HasPrefix(name, "_") || name == NetworkNone {
+		return nil, driver.Errorf("create-network", name, driver.ErrInvalid, "name must be letters, digits, '.', '_' or '-', not starting with '_', and not none (the default: loopback only)")
 	}
 	if missing := networkTools(); missing != "" {
 		return nil, driver.Errorf("create-network", name, driver.ErrNotSupported, "%s", missing)

@@ -361,7 +361,7 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	req.Inbox = nats.NewInbox()
+	req.Inbox = s.NC.NewInbox() // under the connection's own prefix
 	ch := make(chan *nats.Msg, 256)
 	sub, err := s.NC.ChanSubscribe(req.Inbox, ch)
 	if err != nil {
