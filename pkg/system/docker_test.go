@@ -3,8 +3,6 @@ package system_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -73,29 +71,8 @@ func TestDockerSession(t *testing.T) {
 	}
 	// The sandbox has no network: no route, and the host's listener (the
 	// control plane's ports would be one) is unreachable on every address.
-	ln, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
-	targets := []string{"127.0.0.1", "172.17.0.1"}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if ip, ok := a.(*net.IPNet); ok && ip.IP.To4() != nil && !ip.IP.IsLoopback() {
-				targets = append(targets, ip.IP.String())
-			}
-		}
-	}
-	list := `["` + strings.Join(targets, `", "`) + `"]`
-	probe := fmt.Sprintf(`import socket
-for host in %s:
-    try:
-        socket.create_connection((host, %d), timeout=2).close()
-        print("reached", host)
-    except Exception as e:
-        pass
-print(open("/proc/net/route").read().count("\n"))`, list, port)
+	probe := hostProbe(t, listenAll(t)) + `
+print(open("/proc/net/route").read().count("\n"))`
 	res, err = e.c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: probe, TimeoutMs: 30000})
 	if err != nil || strings.Contains(res.Stdout, "reached") || strings.TrimSpace(res.Stdout) != "1" {
 		t.Fatalf("from inside a docker session: %+v, %v; want nothing reached and no route", res, err)

@@ -3,7 +3,12 @@ package system_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
 	"os/exec"
 	"strings"
 	"sync"
@@ -496,6 +501,18 @@ func TestSessionEgress(t *testing.T) {
 	if len(c.Egress) != 1 || c.Egress[0].To != "198.18.99.0/24" {
 		t.Errorf("the session's container shows egress %+v; want the session's rules", c.Egress)
 	}
+	// Even allowed everywhere, a session reaches none of the host's own
+	// addresses: not the API's port, not NATS's, not a listener on all
+	// addresses.
+	everywhere, err := e.c.CreateSession(e.ctx, api.SessionRequest{Languages: []string{"sh"}, Egress: []driver.EgressRule{{To: "0.0.0.0/0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := hostProbe(t, portOf(t, e.sys.HTTPURL), portOf(t, e.nats.ClientURL()), listenAll(t))
+	res, err := e.c.RunCode(e.ctx, everywhere.ID, api.RunCodeRequest{Language: "sh", Code: "python3 -c '" + probe + "'", TimeoutMs: 60000})
+	if err != nil || res.ExitCode != 0 || strings.Contains(res.Stdout, "reached") {
+		t.Fatalf("from inside a session allowed everywhere: %+v, %v; want none of the host's addresses reached", res, err)
+	}
 	hosts, err := e.c.Hosts(e.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -513,4 +530,57 @@ func TestSessionEgress(t *testing.T) {
 	if !found {
 		t.Errorf("no host says its local driver enforces egress: %+v", hosts)
 	}
+}
+
+// listenAll listens on all of the host's addresses, as a control plane
+// bound to 0.0.0.0 would, and returns the port.
+func listenAll(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func portOf(t *testing.T, rawURL string) int {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatalf("no port in %s", rawURL)
+	}
+	return p
+}
+
+// hostProbe is Python that tries the ports on 127.0.0.1, the Docker
+// bridge's gateway and every IPv4 address of the host, and prints
+// "reached HOST:PORT" for each that answers (in single quotes nowhere, so
+// a shell can quote it).
+func hostProbe(t *testing.T, ports ...int) string {
+	t.Helper()
+	targets := []string{"127.0.0.1", "172.17.0.1"}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ip, ok := a.(*net.IPNet); ok && ip.IP.To4() != nil && !ip.IP.IsLoopback() {
+			targets = append(targets, ip.IP.String())
+		}
+	}
+	hosts, _ := json.Marshal(targets)
+	list, _ := json.Marshal(ports)
+	return fmt.Sprintf(`import socket
+for host in %s:
+    for port in %s:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            print("reached", host, port)
+        except Exception:
+            pass`, hosts, list)
 }
