@@ -1,12 +1,14 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"mime"
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
@@ -15,13 +17,23 @@ import (
 
 // The NATS binding of CloudEvents: in binary content mode every attribute is
 // a header named "ce-" + the attribute, its value percent-encoded as the
-// CloudEvents HTTP binding says, datacontenttype is the Content-Type header
-// and the data is the body. In structured mode the whole event is the body,
-// as application/cloudevents+json.
+// CloudEvents HTTP binding says, and the data is the body; datacontenttype
+// is written both as ce-datacontenttype (what the official SDK's NATS
+// protocols read) and as Content-Type. In structured mode the whole event
+// is the body, as application/cloudevents+json.
+//
+// What is read is read liberally, as the SDK writes it: header names in
+// any case, values quoted or not, a '%' that starts no valid escape taken
+// as itself; structured mode recognised by any application/cloudevents
+// media type and, with no header saying otherwise, by a JSON body that has
+// a specversion (the SDK's JetStream protocol sends structured events with
+// no headers at all). A value that is not UTF-8 once decoded is refused.
 const (
 	headerPrefix      = "ce-"
 	headerContentType = "Content-Type"
 	structuredType    = "application/cloudevents+json"
+	structuredPrefix  = "application/cloudevents"
+	batchType         = "application/cloudevents-batch+json"
 )
 
 // ToMsg encodes an event in binary content mode as a message for subject.
@@ -49,19 +61,97 @@ func ToMsg(subject string, e Event) (*nats.Msg, error) {
 		h.Set(headerPrefix+name, pctEncode(s))
 	}
 	if ct := e.DataContentType(); ct != "" {
+		h.Set(headerPrefix+"datacontenttype", pctEncode(ct))
 		h.Set(headerContentType, ct)
 	}
 	m.Data = e.Data()
 	return m, nil
 }
 
+// header returns the first value of the header called name, in any case:
+// nats.Header is case-sensitive, and the bindings' header names are not.
+func header(h nats.Header, name string) string {
+	if v := h.Get(name); v != "" {
+		return v
+	}
+	for k, vs := range h {
+		if len(vs) > 0 && strings.EqualFold(k, name) {
+			return vs[0]
+		}
+	}
+	return ""
+}
+
+// Mode says how a message carries its event: "structured", "binary", or
+// "batch" (which the system does not take); err says why a content type
+// could not be read.
+func mode(m *nats.Msg) (string, error) {
+	if ct := header(m.Header, headerContentType); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil {
+			return "", &ValidationError{Field: "content-type", Rule: "media-type", Message: fmt.Sprintf("%q: %v", ct, err)}
+		}
+		switch {
+		case mt == batchType:
+			return "batch", nil
+		case mt == structuredPrefix || strings.HasPrefix(mt, structuredPrefix+"+"):
+			return "structured", nil
+		}
+	}
+	if header(m.Header, headerPrefix+"specversion") == "" && looksStructured(m.Data) {
+		return "structured", nil
+	}
+	return "binary", nil
+}
+
+// looksStructured says whether a body is a JSON object with a specversion.
+func looksStructured(body []byte) bool {
+	b := bytes.TrimLeft(body, " \t\r\n")
+	if len(b) == 0 || b[0] != '{' || !bytes.Contains(b, []byte(`"specversion"`)) {
+		return false
+	}
+	var probe struct {
+		SpecVersion *string `json:"specversion"`
+	}
+	return json.Unmarshal(b, &probe) == nil && probe.SpecVersion != nil
+}
+
+// Identify reads what it can of a message's id and type, for answering a
+// message that is not a valid event under the id its sender chose.
+func Identify(m *nats.Msg) (id, typ string) {
+	if md, _ := mode(m); md == "structured" {
+		var head struct{ ID, Type string }
+		_ = json.Unmarshal(m.Data, &head)
+		return head.ID, head.Type
+	}
+	id, _ = headerValue(header(m.Header, headerPrefix+"id"))
+	typ, _ = headerValue(header(m.Header, headerPrefix+"type"))
+	return id, typ
+}
+
+// headerValue decodes a header value: unquoted, percent-decoded, UTF-8.
+func headerValue(v string) (string, error) {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`)
+	}
+	v = pctDecode(v)
+	if !utf8.ValidString(v) {
+		return "", fmt.Errorf("not valid UTF-8 once decoded: %q", v)
+	}
+	return v, nil
+}
+
 // FromMsg decodes a message in binary or structured content mode. Errors
 // match ErrInvalid and name the attribute at fault.
 func FromMsg(m *nats.Msg) (Event, error) {
-	if ct := m.Header.Get(headerContentType); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == structuredType {
-			return fromStructured(m.Data)
-		}
+	md, err := mode(m)
+	switch {
+	case err != nil:
+		return Event{}, err
+	case md == "batch":
+		return Event{}, &ValidationError{Field: "content-type", Rule: "mode", Message: "batch mode (" + batchType + ") is not supported: send one event per message"}
+	case md == "structured":
+		return fromStructured(m.Data)
 	}
 	return fromBinary(m)
 }
@@ -109,7 +199,7 @@ func fromStructured(body []byte) (Event, error) {
 }
 
 func fromBinary(m *nats.Msg) (Event, error) {
-	spec := m.Header.Get(headerPrefix + "specversion")
+	spec, _ := headerValue(header(m.Header, headerPrefix+"specversion"))
 	if spec == "" {
 		return Event{}, &ValidationError{Field: "specversion", Rule: "required",
 			Message: "no ce-specversion header and not application/cloudevents+json"}
@@ -122,23 +212,25 @@ func fromBinary(m *nats.Msg) (Event, error) {
 		if len(key) <= len(headerPrefix) || !strings.EqualFold(key[:len(headerPrefix)], headerPrefix) || len(vals) == 0 {
 			continue
 		}
-		name := key[len(headerPrefix):]
+		name := strings.ToLower(key[len(headerPrefix):])
 		if name == "specversion" {
 			continue
 		}
 		if !attrName.MatchString(name) {
-			return Event{}, &ValidationError{Field: name, Rule: "attribute-name", Message: "attribute names are lowercase letters and digits"}
+			return Event{}, &ValidationError{Field: name, Rule: "attribute-name", Message: "attribute names are letters and digits"}
 		}
-		val, err := pctDecode(vals[0])
+		val, err := headerValue(vals[0])
 		if err != nil {
-			return Event{}, &ValidationError{Field: name, Rule: "percent-encoding", Message: err.Error()}
+			return Event{}, &ValidationError{Field: name, Rule: "encoding", Message: err.Error()}
 		}
 		if err := setAttr(&e, name, val); err != nil {
 			return Event{}, &ValidationError{Field: name, Rule: "format", Message: err.Error()}
 		}
 	}
-	if ct := m.Header.Get(headerContentType); ct != "" {
-		e.SetDataContentType(ct)
+	if e.DataContentType() == "" {
+		if ct := header(m.Header, headerContentType); ct != "" {
+			e.SetDataContentType(ct)
+		}
 	}
 	if len(m.Data) > 0 {
 		e.DataEncoded = m.Data
@@ -206,29 +298,27 @@ func pctEncode(s string) string {
 
 func mustEscape(c byte) bool { return c <= 0x20 || c >= 0x7F || c == '"' || c == '%' }
 
-func pctDecode(s string) (string, error) {
+// pctDecode decodes %XX escapes; a '%' that starts none is itself (the
+// SDK writes values unescaped).
+func pctDecode(s string) string {
 	if !strings.Contains(s, "%") {
-		return s, nil
+		return s
 	}
 	var b strings.Builder
 	b.Grow(len(s))
 	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			b.WriteByte(s[i])
-			continue
+		if s[i] == '%' && i+2 < len(s) {
+			hi, ok1 := unhex(s[i+1])
+			lo, ok2 := unhex(s[i+2])
+			if ok1 && ok2 {
+				b.WriteByte(hi<<4 | lo)
+				i += 2
+				continue
+			}
 		}
-		if i+2 >= len(s) {
-			return "", fmt.Errorf("truncated escape at byte %d", i)
-		}
-		hi, ok1 := unhex(s[i+1])
-		lo, ok2 := unhex(s[i+2])
-		if !ok1 || !ok2 {
-			return "", fmt.Errorf("bad escape %q at byte %d", s[i:i+3], i)
-		}
-		b.WriteByte(hi<<4 | lo)
-		i += 2
+		b.WriteByte(s[i])
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 func unhex(c byte) (byte, bool) {

@@ -407,11 +407,11 @@ func (o *Orchestrator) serveRequests(ctx context.Context) error {
 		return err
 	}, events.WithConcurrency(o.conc), events.WithLogger(o.log),
 		events.WithInvalid(func(ctx context.Context, m jetstream.Msg, cause error) {
-			id := m.Headers().Get("ce-id")
+			id, typ := events.Identify(&nats.Msg{Header: m.Headers(), Data: m.Data()})
 			if id == "" {
 				id = m.Headers().Get(jetstream.MsgIDHeader)
 			}
-			if _, err := o.Reject(ctx, id, m.Headers().Get("ce-type"), cause); err != nil {
+			if _, err := o.Reject(ctx, id, typ, cause); err != nil {
 				o.log.Warn("orchestrator: publish rejection", "err", err)
 			}
 		}),

@@ -15,6 +15,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -57,10 +58,57 @@ type server struct {
 func New(cfg Config) http.Handler {
 	s := &server{Config: cfg, o: cfg.Orchestrator}
 	mux := http.NewServeMux()
+	allowed := map[string][]string{}
 	for _, rt := range s.routes() {
-		mux.HandleFunc(rt.method+" "+rt.path, s.guard(accessOf(rt), rt.handler))
+		h := rt.handler
+		if !rawBody[rt.method+" "+rt.path] {
+			h = contentTypes(h)
+		}
+		mux.HandleFunc(rt.method+" "+rt.path, s.guard(accessOf(rt), h))
+		allowed[rt.path] = append(allowed[rt.path], rt.method)
 	}
+	// The mux's own 404 and 405 are plain text; the API answers in JSON.
+	for path, methods := range allowed {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, &api.Error{Kind: api.KindInvalid, Field: "method",
+				Message: fmt.Sprintf("%s does not take %s; it takes %s", path, r.Method, strings.Join(methods, ", "))})
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &api.Error{Kind: api.KindNotFound, Message: "no such path: " + r.URL.Path + " (GET /v1/openapi.json lists the API)"})
+	})
 	return mux
+}
+
+// rawBody are the routes whose body is not JSON but bytes of any type.
+var rawBody = map[string]bool{"PUT /v1/sessions/{id}/files": true}
+
+// contentTypes refuses, with 415, a body in a media type the API does not
+// read: it reads JSON (application/json, or any +json type) and CloudEvents
+// (application/cloudevents, in structured mode; binary mode's data is
+// JSON). A body with no content type is taken as JSON.
+func contentTypes(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ct := r.Header.Get("Content-Type")
+		if ct == "" || r.ContentLength == 0 && r.Method != http.MethodPost {
+			h(w, r)
+			return
+		}
+		mt, _, err := mime.ParseMediaType(ct)
+		switch {
+		case err != nil:
+			writeJSON(w, http.StatusUnsupportedMediaType, &api.Error{Kind: api.KindInvalid, Field: "Content-Type", Message: fmt.Sprintf("%q is not a media type: %v", ct, err)})
+		case mt == "application/cloudevents-batch+json":
+			writeJSON(w, http.StatusUnsupportedMediaType, &api.Error{Kind: api.KindNotSupported, Field: "Content-Type",
+				Message: "CloudEvents batch mode is not supported: send one event per request (binary or structured mode)"})
+		case mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "application/cloudevents":
+			h(w, r)
+		default:
+			writeJSON(w, http.StatusUnsupportedMediaType, &api.Error{Kind: api.KindInvalid, Field: "Content-Type",
+				Message: fmt.Sprintf("the API reads JSON, not %s: send Content-Type: application/json", mt)})
+		}
+	}
 }
 
 // accessOf is what a route asks of its caller: reading takes any
@@ -141,6 +189,46 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
+// jsonError says what is wrong with a JSON body in the API's terms: the
+// field's path and the JSON type it wants, not Go's struct names.
+func jsonError(err error) *api.Error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te) && te.Field != "":
+		return &api.Error{Kind: api.KindInvalid, Field: te.Field, Message: fmt.Sprintf("%s: must be %s, got %s", te.Field, jsonKind(te.Type), te.Value)}
+	case errors.As(err, &te):
+		return &api.Error{Kind: api.KindInvalid, Field: "body", Message: fmt.Sprintf("body: must be %s, got %s", jsonKind(te.Type), te.Value)}
+	case errors.As(err, &se):
+		return &api.Error{Kind: api.KindInvalid, Field: "body", Message: fmt.Sprintf("body is not JSON: %v (at byte %d)", err, se.Offset)}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return &api.Error{Kind: api.KindInvalid, Field: name, Message: fmt.Sprintf("%s: no such field", name)}
+	}
+	return &api.Error{Kind: api.KindInvalid, Field: "body", Message: strings.TrimPrefix(err.Error(), "json: ")}
+}
+
+// jsonKind names a Go type as the JSON value it decodes from.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "a " + t.Kind().String()
+}
+
 // newRequest turns an API call into a request event: the same path as the
 // other doors. An Idempotency-Key header is the request's id.
 func newRequest(r *http.Request, typ string, data []byte) (events.Event, error) {
@@ -174,6 +262,9 @@ func (s *server) do(w http.ResponseWriter, r *http.Request, e events.Event, noCo
 		writeError(w, err)
 	case noContent:
 		w.WriteHeader(http.StatusNoContent)
+	case e.Type() == events.ContainerCreateRequested:
+		w.Header().Set("Location", "/v1/containers/"+c.ID)
+		writeJSON(w, http.StatusCreated, c)
 	default:
 		writeJSON(w, http.StatusOK, c)
 	}
@@ -244,7 +335,7 @@ func (s *server) idBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		}
 		if len(bytes.TrimSpace(b)) > 0 {
 			if err := json.Unmarshal(b, &body); err != nil {
-				writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()})
+				writeError(w, jsonError(err))
 				return nil, false
 			}
 		}
@@ -466,7 +557,7 @@ func (s *server) eventStream(w http.ResponseWriter, r *http.Request) {
 
 func isCloudEvent(r *http.Request) bool {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return mt == "application/cloudevents+json" || r.Header.Get("ce-specversion") != ""
+	return mt == "application/cloudevents" || strings.HasPrefix(mt, "application/cloudevents+") || r.Header.Get("ce-specversion") != ""
 }
 
 // cloudEvent is the CloudEvents HTTP binding: a request event in
@@ -492,7 +583,8 @@ func (s *server) cloudEvent(w http.ResponseWriter, r *http.Request) {
 		err = s.Validator.CheckSize(m)
 	}
 	if err != nil {
-		reply, perr := s.o.Reject(r.Context(), m.Header.Get("ce-id"), m.Header.Get("ce-type"), err)
+		id, typ := events.Identify(m)
+		reply, perr := s.o.Reject(r.Context(), id, typ, err)
 		if perr != nil {
 			writeError(w, &api.Error{Kind: api.KindUnavailable, Message: perr.Error()})
 			return

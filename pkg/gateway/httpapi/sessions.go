@@ -134,7 +134,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeError(w, &api.Error{Kind: api.KindInvalid, Field: "body", Message: err.Error()})
+		writeError(w, jsonError(err))
 		return false
 	}
 	return true

@@ -160,7 +160,8 @@ func (s *Server) respondEvent(ctx context.Context, m *nats.Msg, validate bool, h
 	}
 	var reply events.Event
 	if err != nil {
-		reply, err = s.cfg.Orchestrator.Reject(ctx, m.Header.Get("ce-id"), m.Header.Get("ce-type"), err)
+		id, typ := events.Identify(m)
+		reply, err = s.cfg.Orchestrator.Reject(ctx, id, typ, err)
 	} else {
 		reply, err = handle(ctx, req)
 	}

@@ -1,0 +1,141 @@
+package system_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/events"
+)
+
+// call makes an HTTP call as the admin and returns the status, the
+// headers and the body.
+func (e *env) call(method, path, ctype string, body []byte) (int, http.Header, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(e.ctx, method, e.sys.HTTPURL+path, bytes.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.sys.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// The HTTP habits clients bring: 415 for a body the API does not read,
+// JSON for 404 and 405, 201 for what a POST created, and JSON type errors
+// that name the field as the API spells it.
+func TestHTTPHabits(t *testing.T) {
+	e := newEnv(t)
+	spec, _ := json.Marshal(fakeSpec("--forever"))
+	apiError := func(b []byte) api.Error {
+		t.Helper()
+		var ae api.Error
+		if err := json.Unmarshal(b, &ae); err != nil || ae.Message == "" {
+			t.Fatalf("not a JSON error: %q (%v)", b, err)
+		}
+		return ae
+	}
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "application/cloudevents-batch+json"} {
+		code, _, b := e.call("POST", "/v1/containers", ct, spec)
+		if code != http.StatusUnsupportedMediaType {
+			t.Errorf("POST with %s: %d %s; want 415", ct, code, b)
+			continue
+		}
+		if ae := apiError(b); ae.Field != "Content-Type" {
+			t.Errorf("POST with %s: the error names %q; want Content-Type", ct, ae.Field)
+		}
+	}
+	code, h, b := e.call("DELETE", "/v1/hosts", "", nil)
+	if code != http.StatusMethodNotAllowed || h.Get("Allow") != "GET" {
+		t.Errorf("DELETE /v1/hosts: %d Allow %q; want 405 allowing GET", code, h.Get("Allow"))
+	}
+	apiError(b)
+	if code, _, b = e.call("GET", "/v1/nowhere", "", nil); code != http.StatusNotFound {
+		t.Errorf("GET /v1/nowhere: %d", code)
+	}
+	apiError(b)
+
+	code, h, b = e.call("POST", "/v1/containers", "application/json", spec)
+	var c api.Container
+	if code != http.StatusCreated || json.Unmarshal(b, &c) != nil || h.Get("Location") != "/v1/containers/"+c.ID {
+		t.Fatalf("create: %d Location %q %s; want 201 with the container and its location", code, h.Get("Location"), b)
+	}
+	code, _, b = e.call("POST", "/v1/sessions", "application/json", []byte(`{"driver":"fake","cpu":"lots"}`))
+	if ae := apiError(b); code != http.StatusBadRequest || ae.Field != "cpu" || !strings.Contains(ae.Message, "a number") || strings.Contains(ae.Message, "Data") {
+		t.Errorf("a string for a number: %d %+v; want 400 naming cpu, wanting a number, no Go names", code, ae)
+	}
+	code, _, b = e.call("POST", "/v1/sessions", "application/json", []byte(`{"driver":"fake","cpus":1}`))
+	if ae := apiError(b); code != http.StatusBadRequest || ae.Field != "cpus" {
+		t.Errorf("an unknown field: %d %+v; want 400 naming cpus", code, ae)
+	}
+}
+
+// The official CloudEvents SDK, over HTTP: a request event in binary and in
+// structured mode, with an extension and odd characters, is answered with
+// its outcome; a structured event that fails validation is answered under
+// the id its sender chose.
+func TestCloudEventsSDKOverHTTP(t *testing.T) {
+	e := newEnv(t)
+	p, err := cloudevents.NewHTTP(cloudevents.WithTarget(e.sys.HTTPURL+"/v1/events"),
+		cehttp.WithHeader("Authorization", "Bearer "+e.sys.AdminToken()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce, err := cloudevents.NewClient(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"binary", "structured"} {
+		t.Run(mode, func(t *testing.T) {
+			ev := cloudevents.NewEvent()
+			ev.SetID("sdk " + mode + " ü/1")
+			ev.SetSource("/tests/sdk")
+			ev.SetType(events.ContainerCreateRequested)
+			ev.SetExtension("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+			if err := ev.SetData(cloudevents.ApplicationJSON, fakeSpec("--forever")); err != nil {
+				t.Fatal(err)
+			}
+			rctx := e.ctx
+			if mode == "structured" {
+				rctx = cloudevents.WithEncodingStructured(rctx)
+			} else {
+				rctx = cloudevents.WithEncodingBinary(rctx)
+			}
+			reply, res := ce.Request(rctx, ev)
+			if !cloudevents.IsACK(res) || reply == nil {
+				t.Fatalf("%s: %v", mode, res)
+			}
+			if reply.Type() != events.RequestAccepted || events.Ext(*reply, events.ExtCorrelationID) != ev.ID() {
+				t.Fatalf("%s: answered %s, correlation %q; want accepted for %q", mode, reply.Type(), events.Ext(*reply, events.ExtCorrelationID), ev.ID())
+			}
+		})
+	}
+	bad := cloudevents.NewEvent()
+	bad.SetID("sdk-invalid-1")
+	bad.SetSource("/tests/sdk")
+	bad.SetType(events.ContainerCreateRequested)
+	_ = bad.SetData(cloudevents.ApplicationJSON, map[string]any{"spec": 7})
+	reply, _ := ce.Request(cloudevents.WithEncodingStructured(e.ctx), bad)
+	if reply == nil || reply.Type() != events.RequestRejected {
+		t.Fatalf("an invalid event: %v; want a rejection", reply)
+	}
+	var rej events.RejectedData
+	if err := reply.DataAs(&rej); err != nil || rej.RequestID != "sdk-invalid-1" {
+		t.Fatalf("the rejection is for %q (%v); want the sender's id sdk-invalid-1", rej.RequestID, err)
+	}
+}
