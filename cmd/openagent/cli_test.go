@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/driver/docker"
 	"github.com/openagent/orchestrator/pkg/driver/local"
+	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/system"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
@@ -295,5 +297,103 @@ func TestCLISessions(t *testing.T) {
 	}
 	if r := run(t, srv, "pool", "ls"); !strings.Contains(r.stdout, "fake") {
 		t.Fatalf("pool ls: %s", r.stdout)
+	}
+}
+
+// The habits users bring from docker and kubectl: short ids and names
+// everywhere, several ids at once, ps -q and --format, a status that does
+// not exist refused, flags after the id, events by short id with a limit,
+// placement flags on run.
+func TestCLIHabits(t *testing.T) {
+	srv := startSystem(t)
+	must := func(args ...string) string {
+		t.Helper()
+		r := run(t, srv, args...)
+		if r.code != 0 {
+			t.Fatalf("openagent %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	a := strings.TrimSpace(must("run", "--name", "alpha", "fake", "--", "fake", "--forever"))
+	b := strings.TrimSpace(must("run", "--name", "beta", "fake", "--", "fake", "--forever"))
+	if ids := strings.Fields(must("ps", "-q")); len(ids) != 2 || !slices.Contains(ids, a) || !slices.Contains(ids, b) {
+		t.Fatalf("ps -q: %v; want %s and %s", ids, a, b)
+	}
+	if names := strings.Fields(must("ps", "--format", "{{.Name}}:{{.Status}}")); !slices.Equal(sorted(names), []string{"alpha:running", "beta:running"}) {
+		t.Fatalf("ps --format: %v", names)
+	}
+	if r := run(t, srv, "ps", "--status", "sleeping"); r.code != 1 || !strings.Contains(r.stderr, "running") {
+		t.Fatalf("ps --status sleeping: exit %d %q; want an error listing the statuses", r.code, r.stderr)
+	}
+	var c api.Container
+	if err := json.Unmarshal([]byte(must("inspect", "-o", "json", a[:12])), &c); err != nil || c.ID != a {
+		t.Fatalf("inspect by the short id ps shows: %+v %v", c, err)
+	}
+	// Flags after the id are flags; the command comes after "--".
+	var res api.ExecResult
+	if err := json.Unmarshal([]byte(must("exec", a[:12], "-o", "json", "--", "fake", "--stdout", "hi")), &res); err != nil || res.Stdout != "hi\n" {
+		t.Fatalf("exec ID -o json -- cmd: %+v %v", res, err)
+	}
+	if r := run(t, srv, "exec", "beta", "--", "fake", "--exit", "3"); r.code != 3 {
+		t.Fatalf("exec by name: exit %d %s", r.code, r.stderr)
+	}
+	if err := json.Unmarshal([]byte(must("inspect", "-o", "json", "beta")), &c); err != nil || c.Error != nil || c.Status != api.StatusRunning {
+		t.Fatalf("after a failed exec the container is %+v; want running with no error", c)
+	}
+	lines := strings.Split(strings.TrimSpace(must("events", "--container", a[:12], "--limit", "2")), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "container.placed") {
+		t.Fatalf("events --container SHORT --limit 2: %q", lines)
+	}
+	if out := must("events", "--container", "alpha", "--since", "1h"); !strings.Contains(out, "container.started") {
+		t.Fatalf("events --container NAME: %q", out)
+	}
+	// Placement flags reach the scheduler.
+	if r := run(t, srv, "run", "--constraint", "zone=mars", "fake", "--", "fake"); r.code == 0 || !strings.Contains(r.stderr, "zone") {
+		t.Fatalf("run --constraint zone=mars: exit %d %q; want refused for want of such a host", r.code, r.stderr)
+	}
+	if r := run(t, srv, "run", "--host", "nowhere", "fake", "--", "fake"); r.code == 0 || !strings.Contains(r.stderr, "nowhere") {
+		t.Fatalf("run --host nowhere: exit %d %q", r.code, r.stderr)
+	}
+	// Several ids at once; one that names nothing fails alone.
+	if out := must("stop", "--force", "alpha", b[:12]); strings.Fields(out)[0] != a || strings.Fields(out)[1] != b {
+		t.Fatalf("stop two: %q", out)
+	}
+	r := run(t, srv, "rm", a, "ghost", b)
+	if r.code != 1 || !strings.Contains(r.stderr, "ghost") || strings.Count(r.stdout, "\n") != 2 {
+		t.Fatalf("rm a ghost b: exit %d stdout %q stderr %q; want two removed and the ghost named", r.code, r.stdout, r.stderr)
+	}
+}
+
+func sorted(s []string) []string { slices.Sort(s); return s }
+
+// Input is refused, naming the field, not replaced with defaults; output
+// past the cap is printed cut, and said to be.
+func TestCLISessionInput(t *testing.T) {
+	srv := startSystem(t)
+	for _, tc := range []struct {
+		args  []string
+		field string
+	}{
+		{[]string{"session", "create", "--cpu", "-1"}, "cpu"},
+		{[]string{"session", "create", "--memory", "-1"}, "memoryMB"},
+	} {
+		if r := run(t, srv, tc.args...); r.code != 1 || !strings.Contains(r.stderr, tc.field) {
+			t.Errorf("openagent %s: exit %d %q; want refused naming %s", strings.Join(tc.args, " "), r.code, r.stderr, tc.field)
+		}
+	}
+	r := run(t, srv, "session", "create", "-o", "json")
+	var s api.Session
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("create: %s %v", r.stderr, err)
+	}
+	if r := run(t, srv, "session", "exec", s.ID, "--code", " "); r.code != 1 || !strings.Contains(r.stderr, "code") {
+		t.Errorf("exec with no code: exit %d %q", r.code, r.stderr)
+	}
+	if r := run(t, srv, "session", "exec", "--timeout", "2h", s.ID, "--code", "print(1)"); r.code != 1 || !strings.Contains(r.stderr, "timeoutMs") {
+		t.Errorf("exec with a timeout past the bound: exit %d %q", r.code, r.stderr)
+	}
+	r = run(t, srv, "session", "exec", s.ID, "--code", `print("x" * 300000)`)
+	if r.code != 0 || len(r.stdout) != events.MaxExecOutput || !strings.Contains(r.stderr, "cut at 256 KiB") {
+		t.Errorf("output past the cap: exit %d, %d bytes printed, stderr %q; want %d bytes and a word that it was cut", r.code, len(r.stdout), r.stderr, events.MaxExecOutput)
 	}
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,7 +42,8 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 		cpu                                        float64
 		memory, disk, pids                         int64
 		env, labels, volumes, capAdd, capDrop      []string
-		egress                                     []string
+		egress, constraints                        []string
+		host                                       string
 		readOnly                                   bool
 	)
 	use, short := "run [flags] IMAGE [-- CMD ARGS...]", "Create and start a container; prints its id"
@@ -94,7 +98,11 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 				}
 				spec.Volumes = append(spec.Volumes, m)
 			}
-			ct, err := c.client().Create(cmd.Context(), api.CreateRequest{Name: name, Driver: drv, Start: start, Spec: spec})
+			cons, err := keyValues("constraint", constraints)
+			if err != nil {
+				return err
+			}
+			ct, err := c.client().Create(cmd.Context(), api.CreateRequest{Name: name, Driver: drv, HostID: host, Constraints: cons, Start: start, Spec: spec})
 			if err != nil {
 				return err
 			}
@@ -115,7 +123,10 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 	f.Int64Var(&pids, "pids", driver.DefaultPids, "processes")
 	f.StringArrayVar(&env, "env", nil, "environment variable K=V (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "label K=V (repeatable)")
-	f.StringArrayVar(&volumes, "volume", nil, "mount SRC:DST[:ro]; SRC a host path or a volume name (repeatable)")
+	f.StringArrayVar(&volumes, "volume", nil, "mount SRC:DST[:ro|rw]; SRC a host path or a volume name (repeatable)")
+	f.StringVar(&host, "host", "", "place it on this host")
+	f.StringArrayVar(&constraints, "constraint", nil, "place it on a host with label K=V (repeatable, all must match)")
+	_ = cmd.RegisterFlagCompletionFunc("driver", completeDrivers)
 	f.StringVar(&network, "network", "", "network")
 	egressFlag(f, &egress)
 	f.StringVar(&user, "user", driver.DefaultUser, "user uid[:gid] or name")
@@ -155,6 +166,57 @@ func parseEgress(values []string) ([]driver.EgressRule, error) {
 	return out, nil
 }
 
+// statuses a container can be listed in.
+var statuses = []api.Status{api.StatusPending, api.StatusCreated, api.StatusRunning, api.StatusExited, api.StatusStopped, api.StatusFailed, api.StatusLost}
+
+func joinStatuses() string {
+	names := make([]string, len(statuses))
+	for i, st := range statuses {
+		names[i] = string(st)
+	}
+	return strings.Join(names, ", ")
+}
+
+// printTemplate prints each item with a Go template, a line each, as
+// docker's --format does.
+func printTemplate[T any](w io.Writer, format string, items []T) error {
+	tmpl, err := template.New("format").Funcs(template.FuncMap{"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	}}).Parse(format)
+	if err != nil {
+		return fmt.Errorf("invalid: --format: %w", err)
+	}
+	for _, it := range items {
+		if err := tmpl.Execute(w, it); err != nil {
+			return fmt.Errorf("invalid: --format: %w", err)
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}
+
+// flagsAfterID reads the flags between a command's id and the "--" that
+// starts the command it runs (exec ID -o json -- cmd), as flags: the
+// command line stops being parsed at the id so that a command without
+// "--" (exec ID ls -l) keeps its own flags. It returns the command.
+func flagsAfterID(cmd *cobra.Command, rest []string) ([]string, error) {
+	dash := slices.Index(rest, "--")
+	if dash < 0 {
+		return rest, nil
+	}
+	if dash > 0 {
+		flags := rest[:dash]
+		if err := cmd.Flags().Parse(flags); err != nil {
+			return nil, fmt.Errorf("invalid: %w", err)
+		}
+		if extra := cmd.Flags().Args(); len(extra) > 0 {
+			return nil, fmt.Errorf("invalid: %q before --: only flags go between the id and --", extra[0])
+		}
+	}
+	return rest[dash+1:], nil
+}
+
 // afterDash drops the "--" that separates a command from the CLI's own
 // arguments.
 func afterDash(args []string) []string {
@@ -167,7 +229,7 @@ func afterDash(args []string) []string {
 func parseVolume(s string) (driver.VolumeMount, error) {
 	parts := strings.Split(s, ":")
 	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" || len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw" {
-		return driver.VolumeMount{}, fmt.Errorf("invalid: --volume %q is not SRC:DST[:ro]", s)
+		return driver.VolumeMount{}, fmt.Errorf("invalid: --volume %q is not SRC:DST[:ro|rw]", s)
 	}
 	m := driver.VolumeMount{Type: driver.MountBind, Source: parts[0], Target: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"}
 	if !strings.HasPrefix(m.Source, "/") {
@@ -193,34 +255,60 @@ func (c *cli) pretty(v any) error {
 	return err
 }
 
-func (c *cli) startCmd() *cobra.Command {
-	return &cobra.Command{Use: "start ID", Short: "Start a container", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
-		ct, err := c.client().Start(cmd.Context(), args[0])
-		if err != nil {
+// each runs op on every container named (an id, a unique prefix or a
+// name), as docker does: it goes on past a failure, says what failed, and
+// fails if any did.
+func (c *cli) each(ids []string, op func(id string) (string, any, error)) error {
+	failed := 0
+	for _, id := range ids {
+		out, v, err := op(id)
+		if err != nil && len(ids) == 1 {
 			return err
 		}
-		if c.json() {
-			return c.emit(ct)
+		if err != nil {
+			failed++
+			fmt.Fprintf(c.errOut, "openagent: %s: %s\n", id, describe(err))
+			continue
 		}
-		fmt.Fprintln(c.out, ct.ID)
-		return nil
-	}}
+		if c.json() {
+			if err := c.emit(v); err != nil {
+				return err
+			}
+			continue
+		}
+		fmt.Fprintln(c.out, out)
+	}
+	if failed > 0 {
+		return &exitError{code: 1} // each failure said already
+	}
+	return nil
+}
+
+func (c *cli) startCmd() *cobra.Command {
+	return &cobra.Command{Use: "start ID...", Short: "Start containers", Args: cobra.MinimumNArgs(1), ValidArgsFunction: c.completeContainers,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.each(args, func(id string) (string, any, error) {
+				ct, err := c.client().Start(cmd.Context(), id)
+				if err != nil {
+					return "", nil, err
+				}
+				return ct.ID, ct, nil
+			})
+		}}
 }
 
 func (c *cli) stopCmd() *cobra.Command {
 	var timeout time.Duration
 	var force bool
-	cmd := &cobra.Command{Use: "stop [--timeout DURATION] [--force] ID", Short: "Stop a container: SIGTERM, then SIGKILL after the timeout",
-		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
-			ct, err := c.client().Stop(cmd.Context(), args[0], timeout, force)
-			if err != nil {
-				return err
-			}
-			if c.json() {
-				return c.emit(ct)
-			}
-			fmt.Fprintln(c.out, ct.ID)
-			return nil
+	cmd := &cobra.Command{Use: "stop [--timeout DURATION] [--force] ID...", Short: "Stop containers: SIGTERM, then SIGKILL after the timeout",
+		Args: cobra.MinimumNArgs(1), ValidArgsFunction: c.completeContainers, RunE: func(cmd *cobra.Command, args []string) error {
+			return c.each(args, func(id string) (string, any, error) {
+				ct, err := c.client().Stop(cmd.Context(), id, timeout, force)
+				if err != nil {
+					return "", nil, err
+				}
+				return ct.ID, ct, nil
+			})
 		}}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
 	cmd.Flags().BoolVar(&force, "force", false, "SIGKILL at once")
@@ -229,36 +317,69 @@ func (c *cli) stopCmd() *cobra.Command {
 
 func (c *cli) rmCmd() *cobra.Command {
 	var force bool
-	cmd := &cobra.Command{Use: "rm [--force] ID", Short: "Remove a container", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
-		if err := c.client().Remove(cmd.Context(), args[0], force); err != nil {
-			return err
-		}
-		if c.json() {
-			return c.emit(map[string]string{"id": args[0], "status": "removed"})
-		}
-		fmt.Fprintln(c.out, args[0])
-		return nil
-	}}
+	cmd := &cobra.Command{Use: "rm [--force] ID...", Short: "Remove containers", Args: cobra.MinimumNArgs(1), ValidArgsFunction: c.completeContainers,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.each(args, func(id string) (string, any, error) {
+				if err := c.client().Remove(cmd.Context(), id, force); err != nil {
+					return "", nil, err
+				}
+				return id, map[string]string{"id": id, "status": "removed"}, nil
+			})
+		}}
 	cmd.Flags().BoolVar(&force, "force", false, "kill a running container first")
 	return cmd
 }
 
+// completeContainers completes container ids and names, for the shells'
+// dynamic completion (openagent completion bash|zsh|fish).
+func (c *cli) completeContainers(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	list, err := c.client().List(cmd.Context(), client.ListOptions{All: true})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []string
+	for _, ct := range list {
+		for _, ref := range []string{ct.ID, ct.Name} {
+			if ref != "" && strings.HasPrefix(ref, toComplete) {
+				out = append(out, ref+"\t"+string(ct.Status)+" "+ct.Image)
+			}
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeDrivers completes --driver.
+func completeDrivers(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return []string{"local\thost processes, confined", "docker\tthe Docker Engine", "fake\tscripted, for tests"}, cobra.ShellCompDirectiveNoFileComp
+}
+
 func (c *cli) psCmd() *cobra.Command {
-	var all bool
-	var session, status string
+	var all, quiet bool
+	var session, status, format string
 	var labels []string
-	cmd := &cobra.Command{Use: "ps [--all] [--session ID] [--label K=V]... [--status STATUS]", Short: "List running containers, or with --all every one not removed",
+	cmd := &cobra.Command{Use: "ps [--all] [--session ID] [--label K=V]... [--status STATUS] [-q] [--format TEMPLATE]", Short: "List running containers, or with --all every one not removed",
 		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 			lbls, err := keyValues("label", labels)
 			if err != nil {
 				return err
 			}
+			if status != "" && !slices.Contains(statuses, api.Status(status)) {
+				return fmt.Errorf("invalid: --status %q: one of %s", status, joinStatuses())
+			}
 			list, err := c.client().List(cmd.Context(), client.ListOptions{All: all, Session: session, Status: status, Labels: lbls})
 			if err != nil {
 				return err
 			}
-			if c.json() {
+			switch {
+			case quiet:
+				for _, ct := range list {
+					fmt.Fprintln(c.out, ct.ID)
+				}
+				return nil
+			case format == "json" || c.json():
 				return emitEach(c, list)
+			case format != "":
+				return printTemplate(c.out, format, list)
 			}
 			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tDRIVER\tHOST\tSTATUS\tCREATED")
@@ -274,7 +395,9 @@ func (c *cli) psCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.BoolVarP(&all, "all", "a", false, "every container not removed")
 	f.StringVar(&session, "session", "", "only this session's")
-	f.StringVar(&status, "status", "", "only in this status: pending, created, running, exited, stopped, failed, lost")
+	f.StringVar(&status, "status", "", "only in this status: "+joinStatuses())
+	f.BoolVarP(&quiet, "quiet", "q", false, "print ids only")
+	f.StringVar(&format, "format", "", "print each container with a Go template ({{.ID}} {{.Name}} {{.Status}} ...), or json")
 	f.StringArrayVar(&labels, "label", nil, "only with label K=V (repeatable, all must match)")
 	return cmd
 }
@@ -294,7 +417,7 @@ func ago(t time.Time) string {
 }
 
 func (c *cli) inspectCmd() *cobra.Command {
-	return &cobra.Command{Use: "inspect ID", Short: "Show a container", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+	return &cobra.Command{Use: "inspect ID", Short: "Show a container", Args: cobra.ExactArgs(1), ValidArgsFunction: c.completeContainers, RunE: func(cmd *cobra.Command, args []string) error {
 		ct, err := c.client().Get(cmd.Context(), args[0])
 		if err != nil {
 			return err
@@ -307,7 +430,7 @@ func (c *cli) logsCmd() *cobra.Command {
 	var follow, timestamps bool
 	var tail int
 	var since time.Duration
-	cmd := &cobra.Command{Use: "logs [--follow] [--tail N] [--timestamps] [--since DURATION] ID", Short: "Print a container's output",
+	cmd := &cobra.Command{Use: "logs [--follow] [--tail N] [--timestamps] [--since DURATION] ID", Short: "Print a container's output", ValidArgsFunction: c.completeContainers,
 		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 			opts := client.LogOptions{Follow: follow, Tail: tail, Timestamps: timestamps}
 			if since > 0 {
@@ -347,13 +470,16 @@ func (c *cli) execCmd() *cobra.Command {
 	var timeout time.Duration
 	var env []string
 	var workdir string
-	cmd := &cobra.Command{Use: "exec [--timeout DURATION] [--env K=V]... ID -- CMD ARGS...", Short: "Run a command in a running container; exits with its code",
+	cmd := &cobra.Command{Use: "exec [--timeout DURATION] [--env K=V]... ID -- CMD ARGS...", Short: "Run a command in a running container; exits with its code", ValidArgsFunction: c.completeContainers,
 		Args: cobra.MinimumNArgs(2), RunE: func(cmd *cobra.Command, args []string) error {
+			command, err := flagsAfterID(cmd, args[1:])
+			if err != nil {
+				return err
+			}
 			e, err := keyValues("env", env)
 			if err != nil {
 				return err
 			}
-			command := afterDash(args[1:])
 			if len(command) == 0 {
 				return fmt.Errorf("invalid: exec needs a command after the id")
 			}
@@ -407,17 +533,28 @@ func (c *cli) hostsCmd() *cobra.Command {
 
 func (c *cli) eventsCmd() *cobra.Command {
 	var follow bool
-	var typ, container, session string
-	var since time.Duration
-	cmd := &cobra.Command{Use: "events [--follow] [--type PREFIX] [--container ID] [--session ID] [--since DURATION]", Short: "Print events of the audit log",
+	var typ, container, session, since string
+	var limit int
+	cmd := &cobra.Command{Use: "events [--follow] [--type PREFIX] [--container ID] [--session ID] [--since DURATION|TIME] [--limit N]", Short: "Print events of the audit log",
 		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 			f := client.EventFilter{Follow: follow, Type: typ, Container: container, Session: session}
-			if since > 0 {
-				f.Since = time.Now().Add(-since)
+			if since != "" {
+				t, err := parseSince(since)
+				if err != nil {
+					return err
+				}
+				f.Since = t
 			}
+			if limit < 0 {
+				return fmt.Errorf("invalid: --limit %d: must be 0 (no limit) or more", limit)
+			}
+			n := 0
 			for e, err := range c.client().Events(cmd.Context(), f) {
 				if err != nil {
 					return err
+				}
+				if n++; limit > 0 && n > limit {
+					return nil
 				}
 				if c.json() {
 					if err := c.emit(e); err != nil {
@@ -440,8 +577,26 @@ func (c *cli) eventsCmd() *cobra.Command {
 	f.StringVar(&typ, "type", "", "only types starting with PREFIX (e.g. container. or io.openagent.request.)")
 	f.StringVar(&container, "container", "", "only this container's")
 	f.StringVar(&session, "session", "", "only this session's")
-	f.DurationVar(&since, "since", 0, "only events of the last DURATION")
+	f.StringVar(&since, "since", "", "only events of the last DURATION (10m), or since TIME (RFC 3339)")
+	f.IntVar(&limit, "limit", 0, "print at most N events, oldest first from --since")
+	_ = cmd.RegisterFlagCompletionFunc("container", c.completeContainers)
 	return cmd
+}
+
+// parseSince reads a duration back from now, or a time.
+func parseSince(s string) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("invalid: --since %s: a duration back from now must not be negative", s)
+		}
+		return time.Now().Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("invalid: --since %q is neither a duration (10m) nor a time (2026-12-01T10:00:00Z)", s)
 }
 
 func (c *cli) versionCmd() *cobra.Command {

@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/sessions"
 )
 
 func (c *cli) sessionCmd() *cobra.Command {
@@ -180,9 +182,12 @@ func (c *cli) sessionExecCmd() *cobra.Command {
 					return err
 				}
 				if res.Truncated {
-					fmt.Fprintln(c.errOut, "openagent: output truncated")
+					fmt.Fprintf(c.errOut, "openagent: the output was cut at %d KiB per stream; the rest was not kept\n", events.MaxExecOutput>>10)
 				}
 				if res.TimedOut {
+					if timeout == 0 {
+						timeout = sessions.DefaultCodeTimeout
+					}
 					fmt.Fprintf(c.errOut, "openagent: timeout: the code ran past %s and was killed\n", timeout)
 				}
 			}

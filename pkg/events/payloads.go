@@ -58,6 +58,14 @@ type SessionCreateRequestedData struct {
 	Egress []driver.EgressRule `json:"egress,omitempty"`
 }
 
+// MaxExecOutput caps each of an exec's stdout and stderr, streamed and
+// kept: what passes it is cut, and the result says Truncated.
+const MaxExecOutput = 256 << 10
+
+// MaxExecTimeout bounds the timeout of an exec, in a container or a
+// session: a run that must take longer is a container of its own.
+const MaxExecTimeout = time.Hour
+
 // SessionExecRequestedData is the data of io.openagent.session.exec.requested.
 type SessionExecRequestedData struct {
 	SessionID  string            `json:"sessionId"`

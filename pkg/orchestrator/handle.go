@@ -288,6 +288,9 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	if d.Driver == "" {
 		d.Driver = driverFor(d.Spec.Image)
 	}
+	if min, ok := o.minCPU(d.Driver); ok && d.Spec.Resources.CPU < min {
+		return nil, reject(api.KindInvalid, "spec.resources.cpu", "", "spec.resources.cpu: the %s driver's smallest cpu limit is %g cores, got %g", d.Driver, min, d.Spec.Resources.CPU)
+	}
 	if err := o.applyPolicy(ctx, req, d); err != nil {
 		return nil, err
 	}
@@ -382,6 +385,28 @@ func checkDriverLimits(h *events.HostRecord, plan scheduler.Plan, spec driver.Co
 		}
 	}
 	return nil
+}
+
+// minCPU is the smallest cpu limit any host's driver of this name sets,
+// as the hosts report it; false when no host reports one.
+func (o *Orchestrator) minCPU(driverName string) (float64, bool) {
+	o.state.hostsMu.RLock()
+	defer o.state.hostsMu.RUnlock()
+	min, found := 0.0, false
+	for _, h := range o.state.hosts {
+		for _, d := range h.Drivers {
+			if d.Name != driverName {
+				continue
+			}
+			if d.MinCPU <= 0 {
+				return 0, false // a host that takes any limit
+			}
+			if !found || d.MinCPU < min {
+				min, found = d.MinCPU, true
+			}
+		}
+	}
+	return min, found
 }
 
 // applyPolicy evaluates the admission policies on a create request. Each

@@ -604,3 +604,15 @@ func TestEgressNamesAreResolvedAtAdmission(t *testing.T) {
 	h.mustReject(events.ContainerCreateRequested, "/tests", "egress-port",
 		withEgress(driver.EgressRule{To: "10.0.0.1", Ports: []int{70000}}), api.KindInvalid, "data.spec.egress[0].ports[0]")
 }
+
+// A cpu limit below what every host's driver can set is refused when it is
+// asked for, not a minute later by the host.
+func TestCPUBelowTheDriversMinimumIsRefused(t *testing.T) {
+	h := newHarness(t, host("host-a", 4, events.DriverInfo{Name: "fake", MinCPU: 0.01}))
+	tiny := createReq(func(r *api.CreateRequest) { r.Spec.Resources.CPU = 0.0001 })
+	rej := h.mustReject(events.ContainerCreateRequested, "/tests", "tiny-cpu", tiny, api.KindInvalid, "spec.resources.cpu")
+	if !strings.Contains(rej.Message, "0.01") {
+		t.Fatalf("refusal %q; want it to say the smallest limit", rej.Message)
+	}
+	h.mustAccept(events.ContainerCreateRequested, "/tests", "enough-cpu", createReq(func(r *api.CreateRequest) { r.Spec.Resources.CPU = 0.01 }))
+}

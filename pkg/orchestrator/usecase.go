@@ -3,7 +3,9 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -132,11 +134,30 @@ func (o *Orchestrator) Exec(ctx context.Context, req events.Event) (*api.ExecRes
 
 // Container returns a container by id or name.
 func (o *Orchestrator) Container(id string) (api.Container, bool) {
+	if rid, err := o.Resolve(id, false); err == nil {
+		id = rid
+	}
 	r, ok := o.state.Get(id)
 	if !ok {
 		return api.Container{}, false
 	}
 	return view(r, o.Live), true
+}
+
+// Resolve returns the id of the container ref names: an id, a name or a
+// unique prefix of an id (removed containers too, when asked for while the
+// state still has them). A prefix that fits several is an error listing
+// them.
+func (o *Orchestrator) Resolve(ref string, removed bool) (string, error) {
+	id, matches := o.state.Resolve(ref, removed)
+	switch {
+	case id != "":
+		return id, nil
+	case len(matches) > 1:
+		return "", &api.Error{Kind: api.KindInvalid, Field: "id", ID: ref, Message: fmt.Sprintf(
+			"%q is the start of %d containers' ids: %s; give more of it", ref, len(matches), strings.Join(matches, ", "))}
+	}
+	return "", &api.Error{Kind: api.KindNotFound, ID: ref, Message: "no container " + ref}
 }
 
 // List returns the containers q selects.

@@ -215,6 +215,13 @@ func unavailable(err error) error {
 
 // defaultsFor fills a session's driver and image from its languages.
 func defaultsFor(req *api.SessionRequest) error {
+	// Left out, a resource takes its default; given, it must be one.
+	if req.CPU < 0 {
+		return &api.Error{Kind: api.KindInvalid, Field: "cpu", Message: fmt.Sprintf("cpu must be > 0 cores (leave it out for the default %g), got %g", driver.DefaultCPU, req.CPU)}
+	}
+	if req.MemoryMB < 0 {
+		return &api.Error{Kind: api.KindInvalid, Field: "memoryMB", Message: fmt.Sprintf("memoryMB must be > 0 (leave it out for the default %d), got %d", driver.DefaultMemoryMB, req.MemoryMB)}
+	}
 	if len(req.Languages) == 0 {
 		req.Languages = []string{"python"}
 	}
@@ -580,8 +587,12 @@ func (s *Service) runCode(ctx context.Context, id string, req api.RunCodeRequest
 	if len(req.Code) > MaxCodeBytes {
 		return nil, events.Event{}, &api.Error{Kind: api.KindTooLarge, Field: "code", Message: fmt.Sprintf("code is %d bytes; at most %d", len(req.Code), MaxCodeBytes)}
 	}
-	if req.TimeoutMs < 0 {
-		return nil, events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: "timeoutMs must be positive (0: the default of 30s)"}
+	if strings.TrimSpace(req.Code) == "" {
+		return nil, events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "code", Message: "no code to run"}
+	}
+	if req.TimeoutMs < 0 || req.TimeoutMs > events.MaxExecTimeout.Milliseconds() {
+		return nil, events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "timeoutMs", Message: fmt.Sprintf(
+			"timeoutMs must be between 1 and %d (an hour; 0: the default of %s), got %d", events.MaxExecTimeout.Milliseconds(), DefaultCodeTimeout, req.TimeoutMs)}
 	}
 	timeout := DefaultCodeTimeout
 	if req.TimeoutMs > 0 {

@@ -23,8 +23,9 @@ const (
 	LabelSessionID   = driver.LabelSessionID
 )
 
-// maxOutput caps each of an exec's stdout and stderr in its event.
-const maxOutput = 256 << 10
+// maxOutput caps each of an exec's stdout and stderr, streamed and in its
+// event.
+const maxOutput = events.MaxExecOutput
 
 // command is what the worker reads of any command's data: the exec
 // command's fields (container, host, timeout and the exec's own) and what
@@ -393,12 +394,18 @@ type Chunk = events.Chunk
 
 func (c *chunker) Write(p []byte) (int, error) {
 	c.mu.Lock()
+	// What streams is what the result keeps: the first maxOutput bytes,
+	// and one more to know that the output went past the cap.
+	sent := min(c.buf.Len(), maxOutput)
 	if room := maxOutput + 1 - c.buf.Len(); room > 0 {
 		c.buf.Write(p[:min(len(p), room)])
 	}
+	part := c.buf.Bytes()[sent:min(c.buf.Len(), maxOutput)]
+	b, _ := json.Marshal(Chunk{Stream: c.stream, Data: strings.ToValidUTF8(string(part), "\uFFFD")})
 	c.mu.Unlock()
-	b, _ := json.Marshal(Chunk{Stream: c.stream, Data: strings.ToValidUTF8(string(p), "\uFFFD")})
-	_ = c.w.cfg.NC.Publish(c.subject, b)
+	if len(part) > 0 {
+		_ = c.w.cfg.NC.Publish(c.subject, b)
+	}
 	return len(p), nil
 }
 

@@ -297,10 +297,24 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 	s.do(w, r, e, false)
 }
 
+// container finds the container the path names (an id, a name or a
+// unique prefix of an id), or answers why not.
+func (s *server) container(w http.ResponseWriter, r *http.Request) (api.Container, bool) {
+	id, err := s.o.Resolve(r.PathValue("id"), false)
+	c, ok := s.o.Container(id)
+	if err != nil || !ok {
+		if err == nil {
+			err = &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")}
+		}
+		writeError(w, err)
+		return api.Container{}, false
+	}
+	return c, true
+}
+
 func (s *server) get(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.o.Container(r.PathValue("id"))
+	c, ok := s.container(w, r)
 	if !ok {
-		writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")})
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
@@ -340,9 +354,14 @@ func (s *server) idBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 			}
 		}
 	}
+	// A name or a unique prefix works too; what names nothing goes on to
+	// be refused as a request, with its outcome on record.
 	id := r.PathValue("id")
-	if c, ok := s.o.Container(id); ok {
-		id = c.ID // a name works too
+	if rid, err := s.o.Resolve(id, false); err == nil {
+		id = rid
+	} else if api.AsError(err).Kind == api.KindInvalid {
+		writeError(w, err)
+		return nil, false
 	}
 	body["containerId"] = id
 	if r.Method == http.MethodDelete && r.URL.Query().Get("force") == "true" {
@@ -407,9 +426,8 @@ func parseSince(s string) (time.Time, error) {
 // logs serves a container's output, asked of its host: what it has, or
 // followed as it comes.
 func (s *server) logs(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.o.Container(r.PathValue("id"))
+	c, ok := s.container(w, r)
 	if !ok {
-		writeError(w, &api.Error{Kind: api.KindNotFound, ID: r.PathValue("id"), Message: "no container " + r.PathValue("id")})
 		return
 	}
 	q := r.URL.Query()
@@ -507,8 +525,11 @@ func (s *server) eventStream(w http.ResponseWriter, r *http.Request) {
 			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "container", Message: "not a container id"})
 			return
 		}
-		if c, ok := s.o.Container(id); ok {
-			id = c.ID
+		if rid, err := s.o.Resolve(id, true); err == nil {
+			id = rid
+		} else if api.AsError(err).Kind == api.KindInvalid {
+			writeError(w, err)
+			return
 		}
 		cfg.FilterSubjects = []string{events.ContainerFilter(id)}
 	}

@@ -208,6 +208,9 @@ func (m *Model) applyContainer(r *Record, e events.Event) {
 	case events.ContainerFailed:
 		var d events.FailedData
 		_ = events.Data(e, &d)
+		if d.ExecID != "" || d.Operation == "exec" {
+			return // an exec's failure is its caller's answer, not the container's state
+		}
 		r.Error, r.FailedRequest = &d.Error, strings.Clone(events.CorrelationID(e))
 		if d.Operation == "place" || d.Operation == "create" {
 			m.SetStatus(r, api.StatusFailed)

@@ -48,6 +48,7 @@ type view struct {
 	CPU        float64 // allocated on the host
 	Pending    bool
 	Named      string // the id its name points to
+	Error      string // the container's error, as the API shows it
 }
 
 func look(m *projection.Model, id string) view {
@@ -56,7 +57,11 @@ func look(m *projection.Model, id string) view {
 		return view{}
 	}
 	_, pending := m.Pending[id]
-	return view{Status: r.Status, ExitCode: r.ExitCode, Generation: r.Generation, CPU: m.Allocated["h"].CPU, Pending: pending, Named: m.Names["web"]}
+	v := view{Status: r.Status, ExitCode: r.ExitCode, Generation: r.Generation, CPU: m.Allocated["h"].CPU, Pending: pending, Named: m.Names["web"]}
+	if r.Error != nil {
+		v.Error = r.Error.Message
+	}
+	return v
 }
 
 func TestApply(t *testing.T) {
@@ -83,15 +88,15 @@ func TestApply(t *testing.T) {
 		{"a failed create releases the resources", func(t *testing.T) []events.Event {
 			return []events.Event{placed(t, "c", ""), ev(t, events.ContainerFailed, "c", events.FailedData{ContainerID: "c", Operation: "create",
 				Error: events.Error{Kind: events.KindInvalid, Message: "no"}})}
-		}, view{Status: api.StatusFailed, Generation: 10}},
-		{"a failed exec leaves the container running", func(t *testing.T) []events.Event {
+		}, view{Status: api.StatusFailed, Generation: 10, Error: "no"}},
+		{"a failed exec leaves the container running, with no error of its own", func(t *testing.T) []events.Event {
 			return []events.Event{placed(t, "c", ""), started(t, "c", t0), ev(t, events.ContainerFailed, "c", events.FailedData{ContainerID: "c", Operation: "exec",
 				ExecID: "x", Error: events.Error{Kind: events.KindTimeout, Message: "slow"}})}
 		}, view{Status: api.StatusRunning, Generation: 10, CPU: 0.5}},
 		{"lost holds nothing", func(t *testing.T) []events.Event {
 			return []events.Event{placed(t, "c", ""), started(t, "c", t0), ev(t, events.ContainerLost, "c", events.LostData{ContainerID: "c", HostID: "h", Reason: "gone"},
 				events.WithGeneration(20))}
-		}, view{Status: api.StatusLost, Generation: 20}},
+		}, view{Status: api.StatusLost, Generation: 20, Error: "gone"}},
 		{"removed frees the name", func(t *testing.T) []events.Event {
 			return []events.Event{placed(t, "c", "web"), started(t, "c", t0), exited(t, "c", t0.Add(time.Second), 0),
 				ev(t, events.ContainerRemoved, "c", events.RemovedData{ContainerID: "c", HostID: "h"})}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,6 +94,34 @@ func (s *Store) Get(id string) (*Record, bool) {
 	}
 	cp := *r
 	return &cp, true
+}
+
+// Resolve finds the container a reference names: its id, its name, or a
+// unique prefix of its id, as docker takes them. Removed containers count
+// only when asked for. When a prefix fits several, matches lists them.
+func (s *Store) Resolve(ref string, removed bool) (id string, matches []string) {
+	if ref == "" {
+		return "", nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	counts := func(r *Record) bool { return removed || r.Status != api.StatusRemoved }
+	if r, ok := s.m.Containers[ref]; ok && counts(r) {
+		return ref, nil
+	}
+	if rid, ok := s.m.Names[ref]; ok {
+		return rid, nil
+	}
+	for cid, r := range s.m.Containers {
+		if strings.HasPrefix(cid, ref) && counts(r) {
+			matches = append(matches, cid)
+		}
+	}
+	if len(matches) == 1 {
+		return matches[0], nil
+	}
+	slices.Sort(matches)
+	return "", matches
 }
 
 // Known returns a copy of the container with this id, removed or not,

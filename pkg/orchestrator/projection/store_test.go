@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -179,5 +180,38 @@ func TestCursorOfAnotherStream(t *testing.T) {
 	}
 	if r, ok := loaded.Get("stale"); !ok || r.Status != api.StatusPending {
 		t.Fatalf("the record was not loaded: %+v", r)
+	}
+}
+
+// A container is found by its id, its name or a unique prefix of its id;
+// a prefix that fits several lists them; removed ones count when asked.
+func TestResolve(t *testing.T) {
+	s := NewStore()
+	for i, id := range []string{"abc111", "abc222", "abd333"} {
+		s.Apply(uint64(i+1), placedEvent(t, id))
+	}
+	s.Update(func(m *Model) []string {
+		m.Names["web"] = "abd333"
+		m.SetStatus(m.Containers["abc222"], api.StatusRemoved)
+		return nil
+	})
+	for _, tc := range []struct {
+		ref     string
+		removed bool
+		id      string
+		matches []string
+	}{
+		{"abc111", false, "abc111", nil},
+		{"web", false, "abd333", nil},
+		{"abd", false, "abd333", nil},
+		{"abc", false, "abc111", nil}, // the other is removed
+		{"abc", true, "", []string{"abc111", "abc222"}},
+		{"ab", false, "", []string{"abc111", "abd333"}},
+		{"zzz", false, "", nil},
+	} {
+		id, matches := s.Resolve(tc.ref, tc.removed)
+		if id != tc.id || !slices.Equal(matches, tc.matches) {
+			t.Errorf("Resolve(%q, %v) = %q, %v; want %q, %v", tc.ref, tc.removed, id, matches, tc.id, tc.matches)
+		}
 	}
 }
