@@ -15,6 +15,10 @@ import (
 // base64-encoded inside events, whose output is capped at 256 KiB.
 const MaxFileBytes = 190 << 10
 
+// The largest file's base64, without line breaks, fits the output cap
+// (this fails to compile when it does not).
+const _ = uint(events.MaxExecOutput - (MaxFileBytes+2)/3*4)
+
 // checkScript refuses a path any existing component of which is a
 // symbolic link, so that nothing reaches out of the workspace through one;
 // "..", absolute paths and empty ones are refused before.
@@ -94,9 +98,15 @@ func (s *Service) ReadFile(ctx context.Context, id, p string, who api.Principal)
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.fileExec(ctx, sess, fmt.Sprintf(`[ -f "$p" ] || exit 5; [ "$(wc -c < "$p")" -le %d ] || exit 4; base64 < "$p"`, MaxFileBytes), rel, "")
+	// Without line breaks, the largest file's base64 fits the exec's
+	// output cap; and output that was cut anyway is an error, never a
+	// shorter file.
+	res, err := s.fileExec(ctx, sess, fmt.Sprintf(`[ -f "$p" ] || exit 5; [ "$(wc -c < "$p")" -le %d ] || exit 4; base64 < "$p" | tr -d '\n'`, MaxFileBytes), rel, "")
 	if err != nil {
 		return nil, err
+	}
+	if res.Truncated {
+		return nil, &api.Error{Kind: api.KindTooLarge, Field: "path", Message: fmt.Sprintf("%s did not fit the exec output's cap on its way out; nothing was returned", rel)}
 	}
 	b, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(res.Stdout), ""))
 	if err != nil {

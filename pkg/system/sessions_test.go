@@ -214,6 +214,21 @@ func TestSessionFiles(t *testing.T) {
 	if back, err := e.c.ReadFile(e.ctx, s.ID, "in/data.bin"); err != nil || string(back) != string(data) {
 		t.Fatalf("round trip: %q, %v", back, err)
 	}
+	// Files of every size up to the cap come back whole: those whose
+	// base64 passed the exec output's cap once came back cut, with 200.
+	for _, size := range []int{194055, 194056, 194560} {
+		big := make([]byte, size)
+		for i := range big {
+			big[i] = byte(i*7 + i/251)
+		}
+		if err := e.c.WriteFile(e.ctx, s.ID, "sized.bin", big); err != nil {
+			t.Fatalf("upload of %d bytes: %v", size, err)
+		}
+		back, err := e.c.ReadFile(e.ctx, s.ID, "sized.bin")
+		if err != nil || !bytes.Equal(back, big) {
+			t.Fatalf("a file of %d bytes came back as %d bytes (%v)", size, len(back), err)
+		}
+	}
 	// A symbolic link made inside pointing out of the workspace.
 	if _, err := e.c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Language: "sh", Code: "ln -s /etc escape && ln -s /etc/hostname host"}); err != nil {
 		t.Fatal(err)
