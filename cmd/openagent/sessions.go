@@ -260,6 +260,24 @@ func (c *cli) poolCmd() *cobra.Command {
 	f.Float64Var(&p.CPU, "cpu", 0, "cpu cores of each sandbox")
 	f.Int64Var(&p.MemoryMB, "memory", 0, "memory of each sandbox, MB")
 	egressFlag(f, &egress)
+	var rmPool api.Pool
+	var rmEgress []string
+	rm := &cobra.Command{Use: "rm --image I --driver D [--cpu C] [--memory MB] [--egress TO[:PORTS]]...", Short: "Remove a pool and its warm sandboxes",
+		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if rmPool.Egress, err = parseEgress(rmEgress); err != nil {
+				return err
+			}
+			return c.client().RemovePool(cmd.Context(), rmPool)
+		}}
+	rf := rm.Flags()
+	rf.StringVar(&rmPool.Image, "image", "", "image")
+	rf.StringVar(&rmPool.Driver, "driver", "", "driver")
+	rf.Float64Var(&rmPool.CPU, "cpu", 0, "cpu cores of each sandbox")
+	rf.Int64Var(&rmPool.MemoryMB, "memory", 0, "memory of each sandbox, MB")
+	egressFlag(rf, &rmEgress)
+	_ = rm.RegisterFlagCompletionFunc("driver", completeDrivers)
+	_ = set.RegisterFlagCompletionFunc("driver", completeDrivers)
 	ls := &cobra.Command{Use: "ls", Short: "List pools", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		pools, err := c.client().Pools(cmd.Context())
 		if err != nil {
@@ -275,6 +293,6 @@ func (c *cli) poolCmd() *cobra.Command {
 		}
 		return tw.Flush()
 	}}
-	cmd.AddCommand(set, ls)
+	cmd.AddCommand(set, ls, rm)
 	return cmd
 }

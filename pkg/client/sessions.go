@@ -73,6 +73,12 @@ func (c *Client) SetPool(ctx context.Context, p api.Pool) (*api.Pool, error) {
 	return &out, c.do(ctx, http.MethodPut, "/v1/pools", p, &out)
 }
 
+// RemovePool removes the pool of p's profile (driver, image, cpu, memory,
+// egress) and its warm sandboxes.
+func (c *Client) RemovePool(ctx context.Context, p api.Pool) error {
+	return c.do(ctx, http.MethodDelete, "/v1/pools", p, nil)
+}
+
 // Pools lists the warm pools.
 func (c *Client) Pools(ctx context.Context) ([]api.Pool, error) {
 	var out []api.Pool

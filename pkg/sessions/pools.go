@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +31,27 @@ type pool struct {
 	creating int
 	lastMiss time.Time
 	lastTake time.Time
+	// A pool whose sandboxes keep failing waits longer after each failure
+	// (poolBackoff), and says so once per change of what went wrong.
+	failures int
+	retryAt  time.Time
+	lastErr  string
+}
+
+// Backoff of a pool that cannot fill: doubling from the first, up to the
+// cap.
+const (
+	poolBackoffFirst = time.Second
+	poolBackoffCap   = 5 * time.Minute
+)
+
+// poolBackoff is how long a pool waits after its nth failure in a row.
+func poolBackoff(n int) time.Duration {
+	d := poolBackoffFirst
+	for i := 1; i < n && d < poolBackoffCap; i++ {
+		d *= 2
+	}
+	return min(d, poolBackoffCap)
 }
 
 // pools are the warm pools, kept in the pools bucket.
@@ -57,9 +79,12 @@ func profile(drv, image string, cpu float64, mem int64, egress []driver.EgressRu
 	return strings.NewReplacer("/", "_", ":", "_").Replace(key)
 }
 
-// SetPool creates, changes or (with size 0) empties a pool.
+// SetPool creates, changes or (with size 0) empties a pool. A pool of a
+// driver no host offers is refused; so is one whose first sandbox cannot
+// be made (an image no host has, resources no host fits): that one is made
+// before the pool is taken, and becomes its first warm sandbox.
 func (s *Service) SetPool(ctx context.Context, p api.Pool) (*api.Pool, error) {
-	req := api.SessionRequest{Driver: p.Driver, Image: p.Image}
+	req := api.SessionRequest{Driver: p.Driver, Image: p.Image, CPU: p.CPU, MemoryMB: p.MemoryMB}
 	if err := defaultsFor(&req); err != nil {
 		return nil, err
 	}
@@ -67,11 +92,23 @@ func (s *Service) SetPool(ctx context.Context, p api.Pool) (*api.Pool, error) {
 	if p.Size < 0 || p.Max < 0 || p.Max > 0 && p.Max < p.Size || p.Size > 100 || p.Max > 200 {
 		return nil, &api.Error{Kind: api.KindInvalid, Field: "size", Message: "size must be 0-100 and max, if set, between size and 200"}
 	}
+	if err := s.offered(p.Driver); err != nil {
+		return nil, err
+	}
 	if p.Max == 0 {
 		p.Max = 2 * p.Size
 	}
 	p.Target = p.Size
 	key := profile(p.Driver, p.Image, p.CPU, p.MemoryMB, p.Egress)
+	var first string
+	if p.Size > 0 && !s.hasPool(key) {
+		id, err := s.warmOne(ctx, key, p)
+		if err != nil {
+			e := api.AsError(err)
+			return nil, &api.Error{Kind: e.Kind, Field: e.Field, Message: "the pool's first sandbox could not be made, so the pool was not set: " + e.Message}
+		}
+		first = id
+	}
 	b, _ := json.Marshal(p)
 	if _, err := s.pools.kv.Put(ctx, key, b); err != nil {
 		return nil, unavailable(err)
@@ -83,9 +120,68 @@ func (s *Service) SetPool(ctx context.Context, p api.Pool) (*api.Pool, error) {
 		s.pools.m[key] = pl
 	}
 	pl.cfg = p
+	pl.failures, pl.retryAt, pl.lastErr = 0, time.Time{}, ""
+	if first != "" {
+		pl.warm = append(pl.warm, first)
+	}
 	out := pl.view()
 	s.pools.mu.Unlock()
 	return &out, nil
+}
+
+func (s *Service) hasPool(key string) bool {
+	s.pools.mu.Lock()
+	defer s.pools.mu.Unlock()
+	_, ok := s.pools.m[key]
+	return ok
+}
+
+// offered refuses a driver that no registered host offers.
+func (s *Service) offered(name string) error {
+	have := map[string]bool{}
+	for _, h := range s.ctl.Hosts() {
+		for _, d := range h.Drivers {
+			have[d.Name] = true
+		}
+	}
+	if have[name] {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(have))
+	return &api.Error{Kind: api.KindInvalid, Field: "driver", Message: fmt.Sprintf("no host offers the %s driver (the hosts offer: %s)", name, strings.Join(names, ", "))}
+}
+
+// RemovePool removes a pool and the warm sandboxes it holds; sessions
+// that took one of its sandboxes keep theirs.
+func (s *Service) RemovePool(ctx context.Context, p api.Pool) error {
+	req := api.SessionRequest{Driver: p.Driver, Image: p.Image}
+	if err := defaultsFor(&req); err != nil {
+		return err
+	}
+	key := profile(req.Driver, req.Image, p.CPU, p.MemoryMB, p.Egress)
+	s.pools.mu.Lock()
+	pl, ok := s.pools.m[key]
+	if ok {
+		delete(s.pools.m, key)
+	}
+	s.pools.mu.Unlock()
+	if !ok {
+		return &api.Error{Kind: api.KindNotFound, Field: "pool", Message: fmt.Sprintf("no pool of %s %s with those resources and egress rules", req.Driver, req.Image)}
+	}
+	if err := s.pools.kv.Delete(ctx, key); err != nil {
+		return unavailable(err)
+	}
+	s.pools.mu.Lock()
+	warm := slices.Clone(pl.warm)
+	pl.warm = nil
+	s.pools.mu.Unlock()
+	for _, id := range warm {
+		rm, err := events.New(events.ContainerRemoveRequested, poolSource, events.ContainerRequestedData{ContainerID: id, Force: true})
+		if err == nil {
+			_, _ = s.ctl.Accept(ctx, rm)
+		}
+	}
+	return nil
 }
 
 func (pl *pool) view() api.Pool {
@@ -204,6 +300,9 @@ func (s *Service) poolLoop(ctx context.Context) error {
 		var extra []string
 		s.pools.mu.Lock()
 		for key, pl := range s.pools.m {
+			if time.Now().Before(pl.retryAt) {
+				continue // backing off after failures
+			}
 			if pl.cfg.Target > pl.cfg.Size && time.Since(pl.lastMiss) > time.Minute {
 				pl.cfg.Target--
 			}
@@ -216,15 +315,26 @@ func (s *Service) poolLoop(ctx context.Context) error {
 				go func(key string, cfg api.Pool) {
 					defer wg.Done()
 					id, err := s.warmOne(ctx, key, cfg)
+					if ctx.Err() != nil {
+						return
+					}
 					s.pools.mu.Lock()
+					defer s.pools.mu.Unlock()
 					pl.creating--
 					if err == nil {
 						pl.warm = append(pl.warm, id)
+						if pl.failures > 0 {
+							s.log.Info("sessions: a pool fills again", "pool", key, "after_failures", pl.failures)
+						}
+						pl.failures, pl.retryAt, pl.lastErr = 0, time.Time{}, ""
+						return
 					}
-					s.pools.mu.Unlock()
-					if err != nil && ctx.Err() == nil {
-						s.log.Warn("sessions: warm a sandbox", "pool", key, "err", err)
-						time.Sleep(time.Second) // do not spin on a pool that cannot fill
+					pl.failures++
+					wait := poolBackoff(pl.failures)
+					pl.retryAt = time.Now().Add(wait)
+					if msg := err.Error(); msg != pl.lastErr {
+						pl.lastErr = msg
+						s.log.Warn("sessions: a pool cannot fill; it backs off", "pool", key, "failures", pl.failures, "retry_in", wait, "err", err)
 					}
 				}(key, pl.cfg)
 			}

@@ -66,6 +66,7 @@ type Containers interface {
 	Exec(ctx context.Context, req events.Event) (*api.ExecResult, events.Event, error)
 	Container(id string) (api.Container, bool)
 	List(q events.ListQuery) []api.Container
+	Hosts() []api.Host
 	Ready() <-chan struct{}
 }
 

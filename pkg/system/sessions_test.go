@@ -599,3 +599,54 @@ for host in %s:
         except Exception:
             pass`, hosts, list)
 }
+
+// A pool is refused for a driver no host offers and when its first
+// sandbox cannot be made; one that cannot fill backs off instead of
+// failing ten times a second; pool rm removes it and its sandboxes.
+func TestPoolRefusalsAndBackoff(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.c.SetPool(e.ctx, api.Pool{Driver: "docker", Size: 1}); err == nil || !strings.Contains(err.Error(), "no host offers the docker driver") {
+		t.Fatalf("a pool of a driver no host offers: %v", err)
+	}
+	if _, err := e.c.SetPool(e.ctx, api.Pool{Driver: "local", Image: "ubuntu:24.04", Size: 1}); err == nil || !strings.Contains(err.Error(), "first sandbox") {
+		t.Fatalf("a pool whose sandboxes cannot be made: %v", err)
+	}
+	if ps, _ := e.c.Pools(e.ctx); len(ps) != 0 {
+		t.Fatalf("a refused pool was kept: %+v", ps)
+	}
+	// Each host has 4 cpus: the first sandbox fits, the second nowhere
+	// but on the other host, the third nowhere at all.
+	if _, err := e.c.SetPool(e.ctx, api.Pool{Driver: "fake", CPU: 3, Size: 3, Max: 3}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	rejected := 0
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Type: "request.rejected"}) {
+		if err == nil && strings.Contains(string(ev.Data()), "cpu") {
+			rejected++
+		}
+	}
+	// Backing off from one second, doubling: a handful in three seconds,
+	// where a pool retried every 100 ms would have made thirty.
+	if rejected == 0 || rejected > 6 {
+		t.Fatalf("%d rejected sandboxes in 3s; want a few, backing off", rejected)
+	}
+	if err := e.c.RemovePool(e.ctx, api.Pool{Driver: "fake", CPU: 3}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the pool's sandboxes are removed", func() bool {
+		list, _ := e.c.List(e.ctx, client.ListOptions{})
+		for _, c := range list {
+			if c.Labels["io.openagent.pool"] != "" {
+				return false
+			}
+		}
+		return true
+	})
+	if ps, _ := e.c.Pools(e.ctx); len(ps) != 0 {
+		t.Fatalf("pool rm left %+v", ps)
+	}
+	if err := e.c.RemovePool(e.ctx, api.Pool{Driver: "fake", CPU: 3}); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("removing it again: %v; want not found", err)
+	}
+}

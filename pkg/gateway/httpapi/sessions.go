@@ -89,6 +89,17 @@ func (s *server) sessionRoutes() []route {
 			writeJSON(w, http.StatusOK, out)
 		}},
 		{"GET", "/v1/pools", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Sessions.Pools()) }},
+		{"DELETE", "/v1/pools", func(w http.ResponseWriter, r *http.Request) {
+			var p api.Pool
+			if !decodeBody(w, r, &p) {
+				return
+			}
+			if err := s.Sessions.RemovePool(r.Context(), p); err != nil {
+				writeError(w, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}},
 		{"POST", "/v1/sessions/{id}/exec", func(w http.ResponseWriter, r *http.Request) {
 			var req api.RunCodeRequest
 			if !decodeBody(w, r, &req) {
