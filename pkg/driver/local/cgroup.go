@@ -218,18 +218,52 @@ func (cg *cgroup) oomKills() uint64 {
 }
 
 // procs lists the processes in the group.
+// procs lists the processes of the group and of the groups below it
+// (an exec's, see sub).
 func (cg *cgroup) procs() []int {
 	ctrl := "pids"
 	if cg.V2 {
 		ctrl = ""
 	}
 	var out []int
-	for _, f := range strings.Fields(cg.read(ctrl, "cgroup.procs")) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			out = append(out, pid)
+	_ = filepath.WalkDir(cg.Paths[ctrl], func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
 		}
-	}
+		b, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				out = append(out, pid)
+			}
+		}
+		return nil
+	})
 	return out
+}
+
+// sub makes a group below this one, in every controller: an exec's, so
+// that its timeout can end everything it started (processes in a session
+// of their own too), still within the container's limits, which hold for
+// the groups below.
+func (cg *cgroup) sub(name string) (*cgroup, error) {
+	out := &cgroup{V2: cg.V2, Paths: map[string]string{}}
+	for c, dir := range cg.Paths {
+		d := filepath.Join(dir, name)
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, err
+		}
+		out.Paths[c] = d
+	}
+	return out, nil
+}
+
+// removeIfEmpty removes a group below the container's once nothing is in
+// it; processes an exec left running (a server it started) keep theirs
+// until the container ends.
+func (cg *cgroup) removeIfEmpty() {
+	for _, dir := range cg.Paths {
+		_ = os.Remove(dir)
+	}
 }
 
 // killAll SIGKILLs every process of the group, including ones that left
@@ -278,6 +312,14 @@ func (cg *cgroup) freeze(frozen bool) (bool, error) {
 // destroy removes the group's directories once its processes are gone.
 func (cg *cgroup) destroy() {
 	for _, dir := range cg.Paths {
+		// The groups below first: a group with children cannot go.
+		if subs, err := os.ReadDir(dir); err == nil {
+			for _, e := range subs {
+				if e.IsDir() {
+					_ = os.Remove(filepath.Join(dir, e.Name()))
+				}
+			}
+		}
 		for range 50 {
 			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
 				break

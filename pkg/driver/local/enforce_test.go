@@ -130,7 +130,10 @@ func TestExecTimeoutKillsTree(t *testing.T) {
 	run(t, d, "tree", sh("exec sleep 600"))
 	begin := time.Now()
 	res, err := d.Exec(context.Background(), "tree", driver.ExecOptions{
-		Command: []string{"/bin/sh", "-c", "echo started; (sleep 3; echo alive) & sleep 3; echo finished"},
+		// A child in a session of its own (setsid, Python's
+		// start_new_session) is no longer in the exec's process group: the
+		// exec's cgroup is what ends it.
+		Command: []string{"/bin/sh", "-c", "echo started; (sleep 3; echo alive) & setsid sleep 30 & python3 -c 'import subprocess; subprocess.Popen([\"sleep\", \"31\"], start_new_session=True)'; sleep 3; echo finished"},
 		Timeout: 500 * time.Millisecond,
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +33,19 @@ func (d *Driver) Exec(ctx context.Context, id string, opts driver.ExecOptions) (
 	if st := s.container().Status; st != driver.StatusRunning {
 		return nil, driver.Errorf("exec", id, driver.ErrConflict, "container is %s, not running", st)
 	}
-	cmd, status, err := initCommand(s.dir, s.run.Run, &execSpec{Command: opts.Command, Env: opts.Env, WorkingDir: opts.WorkingDir})
+	spec := &execSpec{Command: opts.Command, Env: opts.Env, WorkingDir: opts.WorkingDir}
+	if s.run.Cgroup != nil {
+		// A group of the exec's own: its timeout ends everything it
+		// started, in a session of its own or not; what it leaves running
+		// when it ends by itself stays, as in any container.
+		g, err := s.run.Cgroup.sub("exec-" + rand.Text()[:12])
+		if err != nil {
+			return nil, driver.Errorf("exec", id, driver.ErrUnavailable, "exec cgroup: %v", err)
+		}
+		defer g.removeIfEmpty()
+		spec.Cgroup = g
+	}
+	cmd, status, err := initCommand(s.dir, s.run.Run, spec)
 	if err != nil {
 		return nil, driver.Errorf("exec", id, driver.ErrUnavailable, "%v", err)
 	}
@@ -56,7 +69,12 @@ func (d *Driver) Exec(ctx context.Context, id string, opts driver.ExecOptions) (
 	}
 	cmd.ExtraFiles[0].Close()
 	pgid := cmd.Process.Pid
-	killTree := func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) }
+	killTree := func() {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		if spec.Cgroup != nil {
+			spec.Cgroup.killAll()
+		}
+	}
 
 	var timeout <-chan time.Time
 	if opts.Timeout > 0 {

@@ -236,6 +236,9 @@ type execSpec struct {
 	Command    []string          `json:"command"`
 	Env        map[string]string `json:"env,omitempty"`
 	WorkingDir string            `json:"workingDir,omitempty"`
+	// Cgroup is the exec's own group below the container's, which its
+	// timeout empties.
+	Cgroup *cgroup `json:"cgroup,omitempty"`
 }
 
 // initCommand prepares the init stage for the main process (spec nil) or
@@ -302,6 +305,7 @@ func initStage() {
 	}
 	cfg := m.Container.Config
 	spec := execSpec{Command: cfg.Command, Env: cfg.Env, WorkingDir: cfg.WorkingDir}
+	var execGroup *cgroup
 	if s := os.Getenv(envExec); s != "" {
 		var ex execSpec
 		if err := json.Unmarshal([]byte(s), &ex); err != nil {
@@ -315,6 +319,7 @@ func initStage() {
 			env[k] = v
 		}
 		spec = execSpec{Command: ex.Command, Env: env, WorkingDir: ex.WorkingDir}
+		execGroup = ex.Cgroup
 		if spec.WorkingDir == "" {
 			spec.WorkingDir = cfg.WorkingDir
 		}
@@ -330,6 +335,9 @@ func initStage() {
 	// forking it from inside and leaving at once.
 	in := nsInit{cgroupFD: -1}
 	if err := readJSON(filepath.Join(dir, runFile), &rs); err == nil && rs.Cgroup != nil {
+		if execGroup != nil {
+			rs.Cgroup = execGroup
+		}
 		if os.Getpid() == 1 && rs.Cgroup.V2 {
 			fd, err := unix.Open(rs.Cgroup.Paths[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err != nil {
