@@ -396,4 +396,21 @@ func TestCLISessionInput(t *testing.T) {
 	if r.code != 0 || len(r.stdout) != events.MaxExecOutput || !strings.Contains(r.stderr, "cut at 256 KiB") {
 		t.Errorf("output past the cap: exit %d, %d bytes printed, stderr %q; want %d bytes and a word that it was cut", r.code, len(r.stdout), r.stderr, events.MaxExecOutput)
 	}
+	if r := run(t, srv, "session", "rm", s.ID); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	for _, line := range strings.Split(run(t, srv, "session", "ls", "--all").stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == s.ID && f[len(f)-1] != "-" {
+			t.Errorf("an ended session counts down: %q", line)
+		}
+	}
+	// Three tenths of a core allocated print as 0.3, not 0.30000000000000004.
+	for range 3 {
+		if r := run(t, srv, "run", "--cpu", "0.1", "fake", "--", "fake", "--forever"); r.code != 0 {
+			t.Fatal(r.stderr)
+		}
+	}
+	if out := run(t, srv, "hosts").stdout; !strings.Contains(out, "0.3/") || strings.Contains(out, "0000") {
+		t.Errorf("hosts:\n%s", out)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -164,6 +165,12 @@ func parseEgress(values []string) ([]driver.EgressRule, error) {
 		out = append(out, rule)
 	}
 	return out, nil
+}
+
+// cores prints a cpu amount to the millicore, without the residue of
+// summing binary fractions (0.30000000000000004).
+func cores(v float64) string {
+	return strconv.FormatFloat(math.Round(v*1000)/1000, 'f', -1, 64)
 }
 
 // statuses a container can be listed in.
@@ -524,7 +531,7 @@ func (c *cli) hostsCmd() *cobra.Command {
 			for _, d := range h.Drivers {
 				names = append(names, d.Name)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%g/%g\t%d/%d\t%d\t%v\t%s\n", h.ID, strings.Join(names, ","), h.Allocated.CPU, h.Capacity.CPU,
+			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d/%d\t%d\t%v\t%s\n", h.ID, strings.Join(names, ","), cores(h.Allocated.CPU), cores(h.Capacity.CPU),
 				h.Allocated.Memory, h.Capacity.Memory, h.Containers, h.Live, ago(h.LastSeen))
 		}
 		return tw.Flush()

@@ -88,8 +88,11 @@ func (c *cli) sessionLsCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATUS\tLANGUAGES\tDRIVER\tIMAGE\tHOST\tEXPIRES")
 			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Status, strings.Join(s.Languages, ","), s.Driver, s.Image, s.Host,
-					time.Until(s.ExpiresAt).Round(time.Second))
+				expires := "-" // an ended session counts down to nothing
+				if s.Status == api.SessionReady || s.Status == api.SessionRequested {
+					expires = time.Until(s.ExpiresAt).Round(time.Second).String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Status, strings.Join(s.Languages, ","), s.Driver, s.Image, s.Host, expires)
 			}
 			return tw.Flush()
 		}}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"strings"
 	"time"
 
@@ -212,7 +213,7 @@ func (o *Orchestrator) Hosts() []api.Host {
 	for _, h := range o.state.hosts {
 		a := allocated[h.ID]
 		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids},
-			Allocated: api.Resources{CPU: a.CPU, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID],
+			Allocated: api.Resources{CPU: math.Round(a.CPU*1e6) / 1e6, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID], // no float residue
 			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(h.LastSeen, time.Now(), o.liveness)})
 	}
 	return out

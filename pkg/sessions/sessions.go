@@ -52,7 +52,7 @@ const source = "/openagent/sessions"
 // languages maps a language to the interpreter that runs code given as an
 // argument.
 var languages = map[string][]string{
-	"python":     {"python3", "-c"},
+	"python":     {"python3", "-u", "-c"}, // unbuffered: output streams as it is printed
 	"javascript": {"node", "-e"},
 	"bash":       {"bash", "-c"},
 	"sh":         {"sh", "-c"},
@@ -437,6 +437,49 @@ func (s *Service) Session(id string, who api.Principal) (*api.Session, error) {
 	return sess, nil
 }
 
+// sandboxGone says why a ready session's sandbox no longer serves it (it
+// was removed, or ended), "" while it does. A sandbox on a host that is
+// not heard from is not gone: the host may come back.
+func (s *Service) sandboxGone(sess *api.Session) string {
+	if sess.Status != api.SessionReady || sess.ContainerID == "" {
+		return ""
+	}
+	c, ok := s.ctl.Container(sess.ContainerID)
+	switch {
+	case !ok:
+		return fmt.Sprintf("its sandbox %s is gone: it was removed", sess.ContainerID)
+	case c.Status == api.StatusExited || c.Status == api.StatusStopped || c.Status == api.StatusFailed:
+		return fmt.Sprintf("its sandbox %s is gone: it %s", sess.ContainerID, c.Status)
+	}
+	return ""
+}
+
+// failGone fails the ready sessions whose sandboxes are gone.
+func (s *Service) failGone(ctx context.Context) {
+	for _, sess := range s.List(false, admin) {
+		if why := s.sandboxGone(&sess); why != "" {
+			s.failSandbox(ctx, sess.ID, why)
+		}
+	}
+}
+
+// failSandbox fails a session for the loss of its sandbox and returns it.
+func (s *Service) failSandbox(ctx context.Context, id, why string) *api.Session {
+	s.mu.Lock()
+	sess, ok := s.m[id]
+	if !ok || sess.Status != api.SessionReady {
+		var cp api.Session
+		if ok {
+			cp = *sess
+		}
+		s.mu.Unlock()
+		return &cp
+	}
+	s.mu.Unlock()
+	failed, _, _ := s.fail(ctx, sess, &api.Error{Kind: api.KindUnavailable, ID: id, Message: "the session failed: " + why}, nil)
+	return failed
+}
+
 // mayUse says whether a principal may use a session: its owner may, and an
 // admin.
 func mayUse(sess *api.Session, who api.Principal) error {
@@ -469,6 +512,11 @@ func (s *Service) live(id string, who api.Principal) (*api.Session, error) {
 	sess, err := s.Session(id, who)
 	if err != nil {
 		return nil, err
+	}
+	if why := s.sandboxGone(sess); why != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		sess = s.failSandbox(ctx, sess.ID, why)
 	}
 	if sess.Status != api.SessionReady {
 		return nil, &api.Error{Kind: api.KindConflict, ID: id, Message: fmt.Sprintf("session %s is %s", id, sess.Status)}

@@ -86,6 +86,8 @@ func (s *Service) runTimers(ctx context.Context) error {
 	defer t.Stop()
 	save := time.NewTicker(5 * time.Second)
 	defer save.Stop()
+	sandboxes := time.NewTicker(time.Second)
+	defer sandboxes.Stop()
 	for {
 		s.mu.Lock()
 		next := time.Hour
@@ -98,6 +100,9 @@ func (s *Service) runTimers(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.wake:
+			continue
+		case <-sandboxes.C:
+			s.failGone(ctx)
 			continue
 		case <-save.C:
 			// Activity is kept in memory between writes; write it now and

@@ -324,7 +324,9 @@ func TestSessionStreamsOutput(t *testing.T) {
 	begin := time.Now()
 	var firstAt time.Duration
 	var got strings.Builder
-	res, err := e.c.RunCodeStream(e.ctx, s.ID, api.RunCodeRequest{Code: "import time, sys\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')\nsys.stderr.write('err\\n')"},
+	// No flush: Python's output is unbuffered in a session, as people
+	// expect of a terminal.
+	res, err := e.c.RunCodeStream(e.ctx, s.ID, api.RunCodeRequest{Code: "import time, sys\nprint('first')\ntime.sleep(1.5)\nprint('second')\nsys.stderr.write('err\\n')"},
 		func(stream, data string) {
 			if firstAt == 0 {
 				firstAt = time.Since(begin)
@@ -648,5 +650,25 @@ func TestPoolRefusalsAndBackoff(t *testing.T) {
 	}
 	if err := e.c.RemovePool(e.ctx, api.Pool{Driver: "fake", CPU: 3}); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("removing it again: %v; want not found", err)
+	}
+}
+
+// A session whose sandbox is removed behind its back fails; it does not
+// stay ready. Ended sessions show no countdown.
+func TestSessionWithoutItsSandboxFails(t *testing.T) {
+	e := newEnv(t)
+	s, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Remove(e.ctx, s.ContainerID, true); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the session fails", func() bool {
+		got, err := e.c.Session(e.ctx, s.ID)
+		return err == nil && got.Status == api.SessionFailed && got.Error != nil && strings.Contains(got.Error.Message, "gone")
+	})
+	if _, err := e.c.RunCode(e.ctx, s.ID, api.RunCodeRequest{Code: "x"}); err == nil {
+		t.Fatal("code ran in a session whose sandbox is gone")
 	}
 }
