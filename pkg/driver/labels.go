@@ -12,4 +12,5 @@ const (
 	LabelPool        = "io.openagent.pool"         // a warm pool's profile, on its sandboxes
 	LabelScope       = "io.openagent.driver-scope" // which of the drivers sharing a runtime made it
 	LabelImage       = "io.openagent.image"        // on the sandbox images built here
+	LabelName        = "io.openagent.name"         // the container's name, if it has one: docker ps --filter label=io.openagent.name=web
 )

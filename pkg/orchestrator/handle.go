@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/google/uuid"
@@ -201,7 +202,10 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 		if (r.Status == api.StatusRunning || r.Status == api.StatusPending) && !d.Force {
 			return nil, reject(api.KindConflict, "", r.ID, "container %s is %s; stop it first or force", r.ID, r.Status)
 		}
-		if !live || r.Status == api.StatusFailed {
+		// A container that failed on its host (its start, say) may be there
+		// still: the host removes it. Only one never placed, or on a host
+		// no longer reporting (forced), is forgotten here.
+		if !live || r.Status == api.StatusFailed && r.Host == "" {
 			if !live && !d.Force {
 				return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting; force to forget it", r.Host, r.ID)
 			}
@@ -266,6 +270,14 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	}
 	if d.Spec.SessionID == "" {
 		d.Spec.SessionID = d.ContainerID
+	}
+	if d.Name != "" {
+		// The runtime's own tools find a container by its name too.
+		d.Spec.Labels = maps.Clone(d.Spec.Labels)
+		if d.Spec.Labels == nil {
+			d.Spec.Labels = map[string]string{}
+		}
+		d.Spec.Labels[driver.LabelName] = d.Name
 	}
 	// Egress rules by host name are resolved here, once: the command, the
 	// placed event and the record carry the addresses the name had when

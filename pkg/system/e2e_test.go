@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/driver/local"
+	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/system"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
@@ -200,5 +202,35 @@ func removeAll(d driver.Driver) {
 	list, _ := d.List(ctx, driver.Filter{})
 	for _, c := range list {
 		_ = d.Remove(ctx, c.ID, driver.RemoveOptions{Force: true})
+	}
+}
+
+// A container removed behind the system's back (docker rm, say) is
+// reported removed, with the reason, and is no longer listed.
+func TestContainerRemovedOutsideIsReported(t *testing.T) {
+	drv := fake.New()
+	e := newEnvWith(t, system.Config{}, "host-x", drv)
+	req := fakeSpec("--forever")
+	req.Start = true
+	c, err := e.c.Create(e.ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.Remove(e.ctx, c.ID, driver.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the container is reported removed", func() bool {
+		_, err := e.c.Get(e.ctx, c.ID)
+		return errors.Is(err, driver.ErrNotFound)
+	})
+	found := false
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Container: c.ID, Type: "container.removed"}) {
+		var d events.RemovedData
+		if err == nil && events.Data(ev, &d) == nil && strings.Contains(d.Reason, "outside the system") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no container.removed event saying it was removed outside the system")
 	}
 }

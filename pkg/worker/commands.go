@@ -317,10 +317,19 @@ func (w *Worker) watchLoop(ctx context.Context) error {
 
 // awaitEnd waits for a container to end and reports how it did.
 func (w *Worker) awaitEnd(ctx context.Context, drv driver.Driver, id string) {
-	if _, err := drv.Wait(ctx, id); err != nil {
+	_, err := drv.Wait(ctx, id)
+	if errors.Is(err, driver.ErrNotFound) {
+		w.vanished(ctx, drv, id)
+		return
+	}
+	if err != nil {
 		return
 	}
 	ct, err := drv.Get(ctx, id)
+	if errors.Is(err, driver.ErrNotFound) {
+		w.vanished(ctx, drv, id) // removed as it ended: docker rm -f
+		return
+	}
 	if err != nil {
 		return
 	}

@@ -233,7 +233,57 @@ func (w *Worker) heartbeat(ctx context.Context) error {
 			if err := w.beat(ctx); err != nil && ctx.Err() == nil {
 				w.log.Warn("worker: heartbeat", "err", err)
 			}
+			w.reportVanished(ctx)
 		}
+	}
+}
+
+// vanishedReason is why a container removed behind the system's back (docker
+// rm, a deleted directory) is reported removed.
+const vanishedReason = "removed outside the system: the runtime no longer has it"
+
+// reportVanished reports removed the containers this host ran that its
+// runtimes no longer have.
+func (w *Worker) reportVanished(ctx context.Context) {
+	w.mu.Lock()
+	byDriver := map[driver.Driver][]string{}
+	for id, drv := range w.owner {
+		byDriver[drv] = append(byDriver[drv], id)
+	}
+	w.mu.Unlock()
+	for drv, ids := range byDriver {
+		list, err := drv.List(ctx, driver.Filter{})
+		if err != nil {
+			continue
+		}
+		have := map[string]bool{}
+		for _, c := range list {
+			have[c.ID] = true
+		}
+		for _, id := range ids {
+			if have[id] {
+				continue
+			}
+			if _, err := drv.Get(ctx, id); !errors.Is(err, driver.ErrNotFound) {
+				continue // there after all, or the runtime does not answer
+			}
+			w.vanished(ctx, drv, id)
+		}
+	}
+}
+
+// vanished reports one container gone from its runtime, once.
+func (w *Worker) vanished(ctx context.Context, drv driver.Driver, id string) {
+	w.mu.Lock()
+	if w.owner[id] != drv {
+		w.mu.Unlock()
+		return // removed by a command meanwhile, or reported already
+	}
+	delete(w.owner, id)
+	w.mu.Unlock()
+	w.log.Warn("worker: a container was removed outside the system", "container_id", id)
+	if err := w.emit(ctx, events.ContainerRemoved, id, derive(id, "vanished"), events.RemovedData{ContainerID: id, HostID: w.cfg.HostID, Reason: vanishedReason}, nil); err != nil {
+		w.log.Warn("worker: report a removed container", "container_id", id, "err", err)
 	}
 }
 

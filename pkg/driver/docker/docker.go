@@ -8,6 +8,7 @@ package docker
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -41,7 +42,10 @@ type Config struct {
 	// request (the engine reports them as exited).
 	StateDir string
 	// Scope separates drivers sharing one engine: each sees only the
-	// containers, volumes and networks labelled with its scope.
+	// containers, volumes and networks labelled with its scope. Empty, it
+	// is the installation's own, kept in StateDir (made on first use), so
+	// that two installations on one engine never adopt each other's;
+	// without a StateDir it is "default".
 	Scope string
 	// Host is the engine's address; empty uses DOCKER_HOST or the default
 	// socket.
@@ -69,13 +73,21 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
-	if cfg.Scope == "" {
-		cfg.Scope = "default"
-	}
 	if cfg.StateDir != "" {
+		// An older installation has its stopped/ already, and no scope.
+		_, statErr := os.Stat(filepath.Join(cfg.StateDir, "stopped"))
 		if err := os.MkdirAll(filepath.Join(cfg.StateDir, "stopped"), 0o700); err != nil {
 			return nil, fmt.Errorf("docker: %w", err)
 		}
+		if cfg.Scope == "" {
+			var err error
+			if cfg.Scope, err = installationScope(cfg.StateDir, statErr == nil); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cfg.Scope == "" {
+		cfg.Scope = "default"
 	}
 	info, err := cli.Info(ctx)
 	if err != nil {
@@ -97,6 +109,27 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	}
 	return d, nil
 }
+
+// installationScope reads the installation's scope from its state
+// directory, making one on first use: a state directory from before scopes
+// were kept (existed) goes on with "default", whose containers it made.
+func installationScope(stateDir string, existed bool) (string, error) {
+	path := filepath.Join(stateDir, "scope")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	scope := "default"
+	if !existed {
+		scope = "inst-" + strings.ToLower(rand.Text()[:12])
+	}
+	if err := os.WriteFile(path, []byte(scope+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("docker: keep the installation's scope: %w", err)
+	}
+	return scope, nil
+}
+
+// Scope is the scope this driver's objects carry (LabelScope).
+func (d *Driver) Scope() string { return d.cfg.Scope }
 
 // Close releases the client.
 func (d *Driver) Close() error { return d.cli.Close() }

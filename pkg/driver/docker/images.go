@@ -14,11 +14,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 
+	"github.com/openagent/orchestrator/internal/version"
 	"github.com/openagent/orchestrator/pkg/driver"
 )
 
@@ -28,14 +30,30 @@ const (
 	ImagePython = "openagent/sandbox:python" // the shell image plus a Python 3 interpreter
 )
 
+// imageDescription says what each image is, in its OCI description.
+var imageDescription = map[string]string{
+	ImageShell:  "OpenAgent sandbox: a busybox shell and coreutils, built locally",
+	ImagePython: "OpenAgent sandbox: the shell image with a Python 3 interpreter, built locally",
+}
+
 const passwd = "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/home/sandbox:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
 const group = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n"
 
-// EnsureImages builds the sandbox images that are missing.
+// recipe is the version of the images' recipes: an image built by an
+// older one is built again.
+const recipe = "2"
+
+// labelRecipe carries the recipe an image was built by.
+const labelRecipe = "io.openagent.image-recipe"
+
+// EnsureImages builds the sandbox images that are missing, or that an
+// older recipe built.
 func EnsureImages(ctx context.Context, cli *client.Client, w io.Writer) error {
 	for _, img := range []string{ImageShell, ImagePython} {
-		if _, err := cli.ImageInspect(ctx, img); err == nil {
-			continue
+		if in, err := cli.ImageInspect(ctx, img); err == nil {
+			if in.Config != nil && in.Config.Labels[labelRecipe] == recipe {
+				continue
+			}
 		} else if !errdefs.IsNotFound(err) {
 			return err
 		}
@@ -111,8 +129,19 @@ CMD ["/bin/sh"]
 	if err != nil {
 		return err
 	}
+	// The OCI annotations, as docker image inspect and registries read them.
+	labels := map[string]string{
+		driver.LabelImage:                      image,
+		labelRecipe:                            recipe,
+		"org.opencontainers.image.title":       image,
+		"org.opencontainers.image.description": imageDescription[image],
+		"org.opencontainers.image.version":     version.Version,
+		"org.opencontainers.image.created":     time.Now().UTC().Format(time.RFC3339),
+		"org.opencontainers.image.vendor":      "OpenAgent",
+		"org.opencontainers.image.source":      "https://github.com/openagent/orchestrator",
+	}
 	resp, err := cli.ImageBuild(ctx, ctxTar, build.ImageBuildOptions{Tags: []string{image}, Remove: true, ForceRemove: true,
-		Labels: map[string]string{driver.LabelImage: image}})
+		Labels: labels})
 	if err != nil {
 		return fmt.Errorf("docker: build %s: %w", image, err)
 	}

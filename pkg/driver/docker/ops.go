@@ -2,8 +2,10 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -21,7 +23,29 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	if in.State.Running || in.State.Paused {
 		return nil
 	}
-	return kind("start", id, d.cli.ContainerStart(ctx, name(id), container.StartOptions{}))
+	return startError(id, d.cli.ContainerStart(ctx, name(id), container.StartOptions{}))
+}
+
+// startError maps the engine's answer to a start. The engine says 500 to a
+// start that the container's own config dooms (its program, its user, a
+// host port taken, a mount): those are refusals that trying again does not
+// change, not an engine that is unavailable.
+func startError(id string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	msg := err.Error()
+	for _, s := range []string{"port is already allocated", "address already in use"} {
+		if strings.Contains(msg, s) {
+			return driver.Errorf("start", id, driver.ErrConflict, "%v", err)
+		}
+	}
+	for _, s := range []string{"OCI runtime create failed", "executable file not found", "unable to find user", "exec format error", "invalid mount"} {
+		if strings.Contains(msg, s) {
+			return driver.Errorf("start", id, driver.ErrInvalid, "%v", err)
+		}
+	}
+	return kind("start", id, err)
 }
 
 // Stop implements driver.Driver. The engine counts the grace period in
