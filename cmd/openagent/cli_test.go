@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +82,14 @@ func startSystem(t *testing.T) string {
 
 func run(t *testing.T, server string, args ...string) result {
 	t.Helper()
+	return runIn(t, server, nil, args...)
+}
+
+// runIn is run with standard input.
+func runIn(t *testing.T, server string, stdin io.Reader, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Stdin = stdin
 	cmd.Env = append(os.Environ(), "OPENAGENT_SERVER="+server)
 	if tok, ok := tokens.Load(server); ok {
 		cmd.Env = append(cmd.Env, "OPENAGENT_TOKEN="+tok.(string))
@@ -277,6 +285,23 @@ func TestCLISessions(t *testing.T) {
 	if r := run(t, srv, "session", "cp", s.ID+":data/in.txt", "-"); r.stdout != "hello file" {
 		t.Fatalf("cp out: %q %s", r.stdout, r.stderr)
 	}
+	// Standard input and output, and a directory as the destination.
+	if r := runIn(t, srv, strings.NewReader("from stdin"), "session", "cp", "-", s.ID+":data/stdin.txt"); r.code != 0 {
+		t.Fatalf("cp - S:path: %s", r.stderr)
+	}
+	dir := t.TempDir()
+	if r := run(t, srv, "session", "cp", s.ID+":data/stdin.txt", dir+"/"); r.code != 0 {
+		t.Fatalf("cp S:path DIR/: %s", r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "stdin.txt")); err != nil || string(b) != "from stdin" {
+		t.Fatalf("cp into a directory: %q %v", b, err)
+	}
+	if r := run(t, srv, "session", "cp", local, s.ID+":data/"); r.code != 0 {
+		t.Fatalf("cp FILE S:DIR/: %s", r.stderr)
+	}
+	if r := run(t, srv, "session", "cp", s.ID+":data/in.txt", "-"); r.stdout != "hello file" {
+		t.Fatalf("cp into a session directory: %q %s", r.stdout, r.stderr)
+	}
 	if r := run(t, srv, "session", "cp", s.ID+":../etc/passwd", "-"); r.code != 1 || !strings.Contains(r.stderr, "leaves the workspace") {
 		t.Fatalf("path escape: %d %q", r.code, r.stderr)
 	}
@@ -353,6 +378,13 @@ func TestCLIHabits(t *testing.T) {
 	}
 	if r := run(t, srv, "run", "--host", "nowhere", "fake", "--", "fake"); r.code == 0 || !strings.Contains(r.stderr, "nowhere") {
 		t.Fatalf("run --host nowhere: exit %d %q", r.code, r.stderr)
+	}
+	// Dynamic shell completion: names and ids from the orchestrator.
+	if out := must("__complete", "inspect", "alp"); !strings.Contains(out, "alpha") {
+		t.Fatalf("completion of a name: %q", out)
+	}
+	if out := must("__complete", "stop", a[:6]); !strings.Contains(out, a) {
+		t.Fatalf("completion of an id: %q", out)
 	}
 	// Several ids at once; one that names nothing fails alone.
 	if out := must("stop", "--force", "alpha", b[:12]); strings.Fields(out)[0] != a || strings.Fields(out)[1] != b {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -204,7 +206,7 @@ func (c *cli) sessionExecCmd() *cobra.Command {
 }
 
 func (c *cli) sessionCpCmd() *cobra.Command {
-	return &cobra.Command{Use: "cp SRC DST", Short: "Copy a file into or out of a session's workspace; one side is SESSION_ID:PATH",
+	return &cobra.Command{Use: "cp SRC DST", Short: "Copy a file into or out of a session's workspace; one side is SESSION_ID:PATH, the other a file, a directory or - (standard input or output)",
 		Args: cobra.ExactArgs(2), RunE: func(cmd *cobra.Command, args []string) error {
 			src, dst := args[0], args[1]
 			sid, spath, fromSession := strings.Cut(src, ":")
@@ -213,22 +215,43 @@ func (c *cli) sessionCpCmd() *cobra.Command {
 			case fromSession == toSession:
 				return fmt.Errorf("invalid: exactly one of SRC and DST is SESSION_ID:PATH")
 			case toSession:
-				data, err := os.ReadFile(src)
-				if err != nil {
-					return err
+				var in io.Reader = os.Stdin
+				if src != "-" {
+					f, err := os.Open(src)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					in = f
+					if dpath == "" || dpath == "." || strings.HasSuffix(dpath, "/") {
+						dpath = path.Join(dpath, filepath.Base(src)) // into the directory
+					}
 				}
-				return c.client().WriteFile(cmd.Context(), did, dpath, data)
-			default:
-				data, err := c.client().ReadFile(cmd.Context(), sid, spath)
-				if err != nil {
-					return err
-				}
-				if dst == "-" {
-					_, err = c.out.Write(data)
-					return err
-				}
-				return os.WriteFile(dst, data, 0o644)
+				_, err := c.client().WriteFileFrom(cmd.Context(), did, dpath, in)
+				return err
+			case dst == "-":
+				_, err := c.client().ReadFileTo(cmd.Context(), sid, spath, c.out)
+				return err
 			}
+			if fi, err := os.Stat(dst); err == nil && fi.IsDir() || dst == "." || strings.HasSuffix(dst, string(filepath.Separator)) {
+				dst = filepath.Join(dst, path.Base(spath))
+			}
+			// Written beside the destination, then renamed: a copy cut short
+			// never stands where the file should be.
+			tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".part-*")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(tmp.Name())
+			if _, err := c.client().ReadFileTo(cmd.Context(), sid, spath, tmp); err != nil {
+				tmp.Close()
+				return err
+			}
+			if err := tmp.Close(); err != nil {
+				return err
+			}
+			_ = os.Chmod(tmp.Name(), 0o644)
+			return os.Rename(tmp.Name(), dst)
 		}}
 }
 

@@ -139,6 +139,9 @@ type ExecResult struct {
 	Truncated  bool    `json:"truncated,omitempty"`
 	TimedOut   bool    `json:"timedOut,omitempty"`
 	DurationMs float64 `json:"durationMs"`
+	// StdoutObject is the files-store object the output went to, when the
+	// exec was asked to write it there.
+	StdoutObject *events.ObjectRef `json:"stdoutObject,omitempty"`
 }
 
 // Host is a registered host.

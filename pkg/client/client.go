@@ -129,11 +129,16 @@ func (c *Client) sendBytes(ctx context.Context, method, path string, body []byte
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
+	return c.sendReader(ctx, method, path, r, ctype)
+}
+
+// sendReader is sendBytes with a body streamed from r.
+func (c *Client) sendReader(ctx context.Context, method, path string, r io.Reader, ctype string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
 	if err != nil {
 		return nil, err
 	}
-	if body != nil {
+	if r != nil {
 		req.Header.Set("Content-Type", ctype)
 	}
 	if c.token != "" {

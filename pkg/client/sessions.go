@@ -2,14 +2,21 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/events"
 )
 
 // CreateSession makes a session and returns once its sandbox takes code.
@@ -58,13 +65,63 @@ func (c *Client) RunCode(ctx context.Context, id string, req api.RunCodeRequest)
 
 // WriteFile puts data at path in a session's workspace.
 func (c *Client) WriteFile(ctx context.Context, id, path string, data []byte) error {
-	return c.raw(ctx, http.MethodPut, "/v1/sessions/"+url.PathEscape(id)+"/files?path="+url.QueryEscape(path), data, nil)
+	_, err := c.WriteFileFrom(ctx, id, path, bytes.NewReader(data))
+	return err
+}
+
+// WriteFileFrom streams what r holds to path in a session's workspace, of
+// any size up to the cap, hashing it on the way: the SHA-256 the session
+// reports for what it wrote must be the one sent.
+func (c *Client) WriteFileFrom(ctx context.Context, id, path string, r io.Reader) (*events.ObjectRef, error) {
+	h := sha256.New()
+	resp, err := c.sendReader(ctx, http.MethodPut, filesPath(id, path), io.TeeReader(r, h), "application/octet-stream")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var ref events.ObjectRef
+	if err := json.NewDecoder(resp.Body).Decode(&ref); err != nil {
+		return nil, fmt.Errorf("client: the answer to a file's upload: %w", err)
+	}
+	if sent := hex.EncodeToString(h.Sum(nil)); ref.SHA256 != sent {
+		return &ref, &Error{Kind: api.KindUnavailable, Field: "body", Message: fmt.Sprintf("%s arrived with SHA-256 %s, not the %s sent", path, ref.SHA256, sent)}
+	}
+	return &ref, nil
 }
 
 // ReadFile gets the file at path in a session's workspace.
 func (c *Client) ReadFile(ctx context.Context, id, path string) ([]byte, error) {
-	var out []byte
-	return out, c.raw(ctx, http.MethodGet, "/v1/sessions/"+url.PathEscape(id)+"/files?path="+url.QueryEscape(path), nil, &out)
+	var buf bytes.Buffer
+	if _, err := c.ReadFileTo(ctx, id, path, &buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ReadFileTo streams the file at path in a session's workspace to w,
+// hashing it on the way: what arrived must have the size and the SHA-256
+// the session sent with it, or it is an error (w then holds a part).
+func (c *Client) ReadFileTo(ctx context.Context, id, path string, w io.Writer) (*events.ObjectRef, error) {
+	resp, err := c.sendReader(ctx, http.MethodGet, filesPath(id, path), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(w, h), resp.Body)
+	if err != nil {
+		return nil, &Error{Kind: api.KindUnavailable, Message: fmt.Sprintf("%s: cut short after %d bytes: %v", path, n, err)}
+	}
+	got := "sha-256=:" + base64.StdEncoding.EncodeToString(h.Sum(nil)) + ":"
+	if want := resp.Header.Get("Repr-Digest"); want != got || resp.ContentLength >= 0 && n != resp.ContentLength {
+		return nil, &Error{Kind: api.KindUnavailable, Message: fmt.Sprintf("%s arrived as %d bytes with %s; the session sent %d bytes with %s", path, n, got, resp.ContentLength, want)}
+	}
+	sum := h.Sum(nil)
+	return &events.ObjectRef{Name: path, Size: uint64(n), SHA256: hex.EncodeToString(sum)}, nil
+}
+
+func filesPath(id, path string) string {
+	return "/v1/sessions/" + url.PathEscape(id) + "/files?path=" + url.QueryEscape(path)
 }
 
 // SetPool creates or changes the warm pool of a profile; size 0 empties it.

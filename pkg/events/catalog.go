@@ -84,6 +84,9 @@ const (
 	SessionClosed       = Prefix + "session.closed"
 	SessionFailed       = Prefix + "session.failed"
 	SessionCodeExecuted = Prefix + "session.code.executed"
+	// SessionFileCopied: a file went into or out of a session's workspace;
+	// its path, size and SHA-256 (checked at both ends) are on record.
+	SessionFileCopied = Prefix + "session.file.copied"
 )
 
 // Session requests, served by request/reply on openagent.rpc.sessions; the
@@ -148,6 +151,7 @@ var catalog = map[string]Kind{
 	SessionClosed:       KindState,
 	SessionFailed:       KindState,
 	SessionCodeExecuted: KindState,
+	SessionFileCopied:   KindState,
 
 	SessionCreateRequested: KindRequest,
 	SessionExecRequested:   KindRequest,

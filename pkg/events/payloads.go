@@ -41,6 +41,20 @@ type ExecRequestedData struct {
 	TimeoutMs   int64             `json:"timeoutMs,omitempty"`
 	Stdin       string            `json:"stdin,omitempty"`
 	StreamTo    string            `json:"streamTo,omitempty"`
+	// StdinObject and StdoutObject name objects of the files store
+	// (BucketFiles): the command's standard input is read from the one,
+	// and its standard output written to the other, instead of travelling
+	// in events.
+	StdinObject  string `json:"stdinObject,omitempty"`
+	StdoutObject string `json:"stdoutObject,omitempty"`
+}
+
+// ObjectRef is an object of the files store: its name, size and SHA-256
+// (hex), as events record a file that crossed.
+type ObjectRef struct {
+	Name   string `json:"name"`
+	Size   uint64 `json:"size"`
+	SHA256 string `json:"sha256"`
 }
 
 // SessionCreateRequestedData is the data of io.openagent.session.create.requested.
@@ -114,6 +128,9 @@ type ExecCommandData struct {
 	TimeoutMs   int64             `json:"timeoutMs,omitempty"`
 	Stdin       string            `json:"stdin,omitempty"`
 	StreamTo    string            `json:"streamTo,omitempty"`
+	// See ExecRequestedData.
+	StdinObject  string `json:"stdinObject,omitempty"`
+	StdoutObject string `json:"stdoutObject,omitempty"`
 }
 
 // Outcomes and state.
@@ -225,6 +242,9 @@ type ExecCompletedData struct {
 	Truncated   bool    `json:"truncated,omitempty"`
 	TimedOut    bool    `json:"timedOut,omitempty"`
 	DurationMs  float64 `json:"durationMs"`
+	// StdoutObject is what the command wrote to the object it was given
+	// for its standard output.
+	StdoutObject *ObjectRef `json:"stdoutObject,omitempty"`
 }
 
 // Resources of a host: what it offers or has allocated.
@@ -367,6 +387,16 @@ type SessionFailedData struct {
 	Error Error `json:"error"`
 }
 
+// FileCopiedData is the data of io.openagent.session.file.copied.
+type FileCopiedData struct {
+	SessionRef
+	Path      string `json:"path"`
+	Direction string `json:"direction"` // "in" or "out" of the workspace
+	Size      uint64 `json:"size"`
+	SHA256    string `json:"sha256"`
+	By        string `json:"by,omitempty"`
+}
+
 // CodeExecutedData is the data of io.openagent.session.code.executed: the
 // audit of one code run. Code and output are kept only when asked for.
 type CodeExecutedData struct {
@@ -461,6 +491,8 @@ func Payload(eventType string) any {
 		return new(SessionFailedData)
 	case SessionCodeExecuted:
 		return new(CodeExecutedData)
+	case SessionFileCopied:
+		return new(FileCopiedData)
 	}
 	return nil
 }

@@ -94,7 +94,7 @@ func PermissionsFor(role Role, id, user string) (Permissions, error) {
 		return Permissions{PublishAllow: []string{">"}, SubscribeAllow: []string{">"}}, nil
 	case RoleOrchestrator:
 		return Permissions{
-			PublishAllow: []string{"openagent.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", inboxes}, // it answers everyone
+			PublishAllow: []string{"openagent.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>", inboxes}, // it answers everyone
 			// The audit log is the admin's to delete, purge or reconfigure.
 			PublishDeny: []string{
 				"$JS.API.STREAM.DELETE." + StreamEvents,
@@ -123,8 +123,13 @@ func PermissionsFor(role Role, id, user string) (Permissions, error) {
 			"$JS.ACK." + StreamCommands + "." + durable + ".>",
 			inboxes, // answers to log requests, and exec output streamed to the asker
 		}
+		// Files cross in the files store: a host reads what goes into its
+		// sandboxes and writes what comes out. Object names are random and
+		// short-lived; the store's subjects cannot be split by host.
+		files := "OBJ_" + BucketFiles
+		pub = append(pub, "$O."+BucketFiles+".>", "$JS.API.STREAM.INFO."+files, "$JS.API.STREAM.MSG.GET."+files, "$JS.API.STREAM.PURGE."+files)
 		return Permissions{
-			PublishAllow:   append(pub, readStream(StreamEvents)...),
+			PublishAllow:   append(append(pub, readStream(StreamEvents)...), readStream(files)...),
 			SubscribeAllow: []string{LogsSubject(id), inbox},
 		}, nil
 	case RoleService:

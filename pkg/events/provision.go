@@ -22,6 +22,10 @@ const (
 	BucketRequests   = "openagent-requests"
 	BucketSessions   = "openagent-sessions"
 	BucketPools      = "openagent-pools"
+	// BucketFiles is the object store files cross in, between the API and
+	// a sandbox, off the event path: a transfer's object is deleted once it
+	// is through, and any left behind (a crash) expires.
+	BucketFiles = "openagent-files"
 )
 
 // Defaults chosen on purpose; docs/ARCHITECTURE.md says why.
@@ -202,7 +206,34 @@ func Provision(ctx context.Context, js jetstream.JetStream, c ProvisionConfig) (
 		}
 		changes = append(changes, Change{Name: want.Bucket, Action: act})
 	}
+	act, err := ensureObjectStore(ctx, js, FilesConfig(c))
+	if err != nil {
+		return changes, err
+	}
+	changes = append(changes, Change{Name: BucketFiles, Action: act})
 	return changes, Check(ctx, js, c.Clustered)
+}
+
+// FilesMaxAge bounds how long a transfer's object may outlive it.
+const FilesMaxAge = 24 * time.Hour
+
+// FilesConfig is the files object store's configuration.
+func FilesConfig(c ProvisionConfig) jetstream.ObjectStoreConfig {
+	c = c.withDefaults()
+	return jetstream.ObjectStoreConfig{Bucket: BucketFiles, Description: "Files in transit between the API and sandboxes",
+		TTL: FilesMaxAge, Storage: jetstream.FileStorage, Replicas: c.Replicas}
+}
+
+func ensureObjectStore(ctx context.Context, js jetstream.JetStream, want jetstream.ObjectStoreConfig) (Action, error) {
+	if _, err := js.ObjectStore(ctx, want.Bucket); err == nil {
+		return Unchanged, nil
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return "", fmt.Errorf("events: object store %s: %w", want.Bucket, err)
+	}
+	if _, err := js.CreateObjectStore(ctx, want); err != nil {
+		return "", fmt.Errorf("events: create object store %s: %w", want.Bucket, err)
+	}
+	return Created, nil
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, mayUpdate bool) (Action, error) {

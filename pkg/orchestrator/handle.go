@@ -233,7 +233,8 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 		}
 		acc.ExecID = events.DeriveID(key, "exec")
 		_, err := o.publish(ctx, events.CommandExec, events.ExecCommandData{ContainerID: r.ID, HostID: r.Host, ExecID: acc.ExecID,
-			Command: x.Command, Env: x.Env, WorkingDir: x.WorkingDir, TimeoutMs: x.TimeoutMs, Stdin: x.Stdin, StreamTo: x.StreamTo}, cmdOpts...)
+			Command: x.Command, Env: x.Env, WorkingDir: x.WorkingDir, TimeoutMs: x.TimeoutMs, Stdin: x.Stdin, StreamTo: x.StreamTo,
+			StdinObject: x.StdinObject, StdoutObject: x.StdoutObject}, cmdOpts...)
 		return acc, retry(err)
 	}
 	return nil, reject(api.KindInvalid, "type", "", "unknown request %s", req.Type())

@@ -155,7 +155,7 @@ func (s *state) deliverExec(e events.Event) {
 		}
 		execID = d.ExecID
 		out.res = &api.ExecResult{ExecID: d.ExecID, ExitCode: d.ExitCode, Stdout: d.Stdout, Stderr: d.Stderr,
-			Truncated: d.Truncated, TimedOut: d.TimedOut, DurationMs: d.DurationMs}
+			Truncated: d.Truncated, TimedOut: d.TimedOut, DurationMs: d.DurationMs, StdoutObject: d.StdoutObject}
 	case events.ContainerFailed:
 		var d events.FailedData
 		if events.Data(e, &d) != nil || d.ExecID == "" {

@@ -80,6 +80,9 @@ type Config struct {
 	// KeepCode keeps the code and output of runs in their audit events; by
 	// default only hashes and sizes are.
 	KeepCode bool
+	// MaxFileBytes caps a file copied into or out of a session;
+	// MaxFileBytes (the constant) when zero.
+	MaxFileBytes int64
 }
 
 // Service keeps the sessions and pools. Run it; its methods serve the doors.
@@ -89,7 +92,9 @@ type Service struct {
 	ctl      Containers
 	log      *slog.Logger
 	keepCode bool
-	kv       jetstream.KeyValue // the sessions bucket
+	kv       jetstream.KeyValue    // the sessions bucket
+	files    jetstream.ObjectStore // files in transit
+	maxFile  int64
 	pools    pools
 	ready    chan struct{}
 
@@ -115,6 +120,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if s.pools.kv, err = cfg.JS.KeyValue(ctx, events.BucketPools); err != nil {
 		return nil, fmt.Errorf("sessions: bucket %s: %w", events.BucketPools, err)
+	}
+	if s.maxFile = cfg.MaxFileBytes; s.maxFile <= 0 {
+		s.maxFile = MaxFileBytes
+	}
+	if s.files, err = cfg.JS.ObjectStore(ctx, events.BucketFiles); err != nil {
+		return nil, fmt.Errorf("sessions: object store %s: %w", events.BucketFiles, err)
 	}
 	return s, nil
 }

@@ -3,15 +3,21 @@ package system_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"net"
 	"net/url"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +27,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/driver/fake"
+	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/sessions"
 	"github.com/openagent/orchestrator/pkg/system"
@@ -248,9 +255,124 @@ func TestSessionFiles(t *testing.T) {
 	if _, err := e.c.ReadFile(e.ctx, s.ID, "missing.txt"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("missing file: %v", err)
 	}
-	if err := e.c.WriteFile(e.ctx, s.ID, "big", make([]byte, 200<<10)); err == nil || !strings.Contains(err.Error(), "at most") {
+}
+
+// Files cross off the event path, in the files store: a large file goes in
+// and comes out whole, in bounded memory, its SHA-256 checked at each end
+// and on record; a file over the cap is refused, naming it.
+func TestSessionLargeFiles(t *testing.T) {
+	ld, err := local.New(localRoot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ld.Teardown(context.Background()) })
+	e := newEnvWith(t, system.Config{MaxFileBytes: 300 << 20}, "files-host", ld)
+	s, err := e.c.CreateSession(e.ctx, api.SessionRequest{Languages: []string{"sh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each size goes in and out; the memory it takes is the bus's own
+	// buffers (the server's block caches, the client's pending messages),
+	// the same for a file four times the size.
+	roundTrip := func(size int) (src *pattern, grew uint64) {
+		t.Helper()
+		src = &pattern{n: size}
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		stop := watchHeap()
+		in, err := e.c.WriteFileFrom(e.ctx, s.ID, "big/blob.bin", src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.New()
+		out, err := e.c.ReadFileTo(e.ctx, s.ID, "big/blob.bin", sum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peak := stop()
+		if in.Size != uint64(size) || out.Size != uint64(size) || in.SHA256 != out.SHA256 || hex.EncodeToString(sum.Sum(nil)) != src.sha256() {
+			t.Fatalf("in %+v, out %+v; want %d bytes both ways with the sent hash %s", in, out, size, src.sha256())
+		}
+		if peak > before.HeapInuse {
+			grew = peak - before.HeapInuse
+		}
+		t.Logf("%d MiB in and out: the live heap peaked %d MiB above the start", size>>20, grew>>20)
+		return src, grew
+	}
+	_, small := roundTrip(64 << 20)
+	src, large := roundTrip(256 << 20)
+	const size = 256 << 20
+	if large > small+48<<20 {
+		t.Errorf("moving 256 MiB took %d MiB of heap, 64 MiB %d MiB: memory grows with the file", large>>20, small>>20)
+	}
+	var copied []events.FileCopiedData
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Session: s.ID, Type: "session.file.copied"}) {
+		var d events.FileCopiedData
+		if err == nil && events.Data(ev, &d) == nil {
+			copied = append(copied, d)
+		}
+	}
+	if len(copied) != 4 || copied[2].Direction != "in" || copied[3].Direction != "out" || copied[2].SHA256 != src.sha256() || copied[3].Size != size {
+		t.Fatalf("file events %+v; want one in and one out with the path, size and hash", copied)
+	}
+	if _, err := e.c.WriteFileFrom(e.ctx, s.ID, "too-big.bin", &pattern{n: 301 << 20}); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("a file over the cap: %v", err)
 	}
+	if _, err := e.c.ReadFile(e.ctx, s.ID, "too-big.bin"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("a refused file was written anyway: %v", err)
+	}
+}
+
+// pattern is n bytes of a repeating pattern, hashed as they are read.
+type pattern struct {
+	n, off int
+	h      hash.Hash
+}
+
+func (p *pattern) Read(b []byte) (int, error) {
+	if p.h == nil {
+		p.h = sha256.New()
+	}
+	if p.off >= p.n {
+		return 0, io.EOF
+	}
+	k := min(len(b), p.n-p.off)
+	for i := range k {
+		b[i] = byte((p.off+i)*31 + (p.off+i)>>12)
+	}
+	p.off += k
+	p.h.Write(b[:k])
+	return k, nil
+}
+
+func (p *pattern) sha256() string { return hex.EncodeToString(p.h.Sum(nil)) }
+
+// watchHeap samples the live heap until the returned function is called,
+// which returns its peak.
+func watchHeap() func() uint64 {
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			// What is live, not what awaits collection: memory that grows
+			// with the file would show here.
+			runtime.GC()
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 { close(done); return peak.Load() }
 }
 
 func TestWarmPool(t *testing.T) {

@@ -76,6 +76,9 @@ type Config struct {
 	// KeepCode keeps the code and output of session runs in their audit
 	// events, not only hashes and sizes.
 	KeepCode bool
+	// MaxFileBytes caps a file copied into or out of a session;
+	// sessions.MaxFileBytes when zero.
+	MaxFileBytes int64
 	// PendingDeadline is how long a placed container may wait for its host
 	// to create it; orchestrator.DefaultPendingDeadline when zero.
 	PendingDeadline time.Duration
@@ -160,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if err != nil {
 			return nil, err
 		}
-		sess, err := sessions.New(ctx, sessions.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Containers: o, Logger: cfg.Logger, KeepCode: cfg.KeepCode})
+		sess, err := sessions.New(ctx, sessions.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Containers: o, Logger: cfg.Logger, KeepCode: cfg.KeepCode, MaxFileBytes: cfg.MaxFileBytes})
 		if err != nil {
 			return nil, err
 		}

@@ -3,13 +3,20 @@ package worker
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"hash"
+	"io"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
@@ -373,7 +380,36 @@ func (w *Worker) exec(ctx context.Context, drv driver.Driver, e *events.Event, c
 		errOut = &chunker{w: w, subject: c.StreamTo, stream: "stderr"}
 		opts.Stdout, opts.Stderr = out, errOut
 	}
+	var upload *objectWriter
+	if c.StdinObject != "" || c.StdoutObject != "" {
+		files, err := w.cfg.JS.ObjectStore(ctx, events.BucketFiles)
+		if err != nil {
+			return err
+		}
+		if c.StdinObject != "" {
+			// Read as the command consumes it; the store checks the
+			// object's SHA-256 at its end.
+			in, err := files.Get(ctx, c.StdinObject)
+			if err != nil {
+				return events.Permanent(fmt.Errorf("the exec's input %s: %w", c.StdinObject, err))
+			}
+			defer in.Close()
+			opts.Stdin = in
+		}
+		if c.StdoutObject != "" {
+			upload = newObjectWriter(ctx, files, c.StdoutObject)
+			opts.Stdout = upload
+		}
+	}
 	res, err := drv.Exec(ctx, c.ContainerID, opts)
+	var stored *events.ObjectRef
+	if upload != nil {
+		ref, uerr := upload.finish(err == nil)
+		if err == nil && uerr != nil {
+			return uerr
+		}
+		stored = ref
+	}
 	if err != nil {
 		return err
 	}
@@ -384,8 +420,51 @@ func (w *Worker) exec(ctx context.Context, drv driver.Driver, e *events.Event, c
 	stderr, t2 := clip(res.Stderr)
 	return w.emit(ctx, events.ExecCompleted, c.ContainerID, derive(e.ID(), "completed"), events.ExecCompletedData{
 		ContainerID: c.ContainerID, HostID: w.cfg.HostID, ExecID: c.ExecID, ExitCode: res.ExitCode, Stdout: stdout, Stderr: stderr,
-		Truncated: t1 || t2, TimedOut: res.TimedOut, DurationMs: float64(res.Duration.Microseconds()) / 1000,
+		Truncated: t1 || t2, TimedOut: res.TimedOut, DurationMs: float64(res.Duration.Microseconds()) / 1000, StdoutObject: stored,
 	}, e)
+}
+
+// objectWriter streams what a command writes into an object of the files
+// store, hashing it on the way, in the store's chunks: memory stays
+// bounded whatever the size.
+type objectWriter struct {
+	pw   *io.PipeWriter
+	hash hash.Hash
+	size uint64
+	done chan error
+	name string
+}
+
+func newObjectWriter(ctx context.Context, store jetstream.ObjectStore, name string) *objectWriter {
+	pr, pw := io.Pipe()
+	o := &objectWriter{pw: pw, hash: sha256.New(), done: make(chan error, 1), name: name}
+	go func() {
+		_, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, pr)
+		pr.CloseWithError(err) // the command's writes fail rather than block
+		o.done <- err
+	}()
+	return o
+}
+
+func (o *objectWriter) Write(p []byte) (int, error) {
+	n, err := o.pw.Write(p)
+	o.hash.Write(p[:n])
+	o.size += uint64(n)
+	return n, err
+}
+
+// finish ends the object: complete when the command ran, abandoned when it
+// could not.
+func (o *objectWriter) finish(complete bool) (*events.ObjectRef, error) {
+	if complete {
+		o.pw.Close()
+	} else {
+		o.pw.CloseWithError(errors.New("the command did not run"))
+	}
+	if err := <-o.done; err != nil {
+		return nil, fmt.Errorf("the exec's output %s: %w", o.name, err)
+	}
+	return &events.ObjectRef{Name: o.name, Size: o.size, SHA256: hex.EncodeToString(o.hash.Sum(nil))}, nil
 }
 
 // chunker publishes output as it comes to a subject (core NATS: not

@@ -2,9 +2,14 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -57,24 +62,33 @@ func (s *server) sessionRoutes() []route {
 			writeJSON(w, http.StatusOK, sess)
 		}},
 		{"PUT", "/v1/sessions/{id}/files", func(w http.ResponseWriter, r *http.Request) {
-			b, err := readBody(w, r)
-			if err == nil {
-				err = s.Sessions.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b, principal(r))
-			}
+			// The body streams into the files store: any size up to the
+			// cap, in bounded memory.
+			body := &capped{r: http.MaxBytesReader(w, r.Body, s.Sessions.MaxFile()), limit: s.Sessions.MaxFile()}
+			ref, err := s.Sessions.WriteFileFrom(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), body, principal(r))
 			if err != nil {
 				writeError(w, err)
 				return
 			}
-			w.WriteHeader(http.StatusNoContent)
+			// A client that hashed what it sent checks it against this.
+			if want := r.Header.Get("Repr-Digest"); want != "" && want != reprDigest(ref.SHA256) {
+				writeError(w, &api.Error{Kind: api.KindInvalid, Field: "Repr-Digest", Message: fmt.Sprintf("the file arrived with %s, not the %s sent", reprDigest(ref.SHA256), want)})
+				return
+			}
+			w.Header().Set("Repr-Digest", reprDigest(ref.SHA256))
+			writeJSON(w, http.StatusOK, ref)
 		}},
 		{"GET", "/v1/sessions/{id}/files", func(w http.ResponseWriter, r *http.Request) {
-			b, err := s.Sessions.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), principal(r))
+			ref, body, err := s.Sessions.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), principal(r))
 			if err != nil {
 				writeError(w, err)
 				return
 			}
+			defer body.Close()
 			w.Header().Set("Content-Type", "application/octet-stream")
-			w.Write(b)
+			w.Header().Set("Content-Length", strconv.FormatUint(ref.Size, 10))
+			w.Header().Set("Repr-Digest", reprDigest(ref.SHA256))
+			_, _ = io.Copy(w, body) // a store that finds the object damaged cuts the body short of its length
 		}},
 		{"PUT", "/v1/pools", func(w http.ResponseWriter, r *http.Request) {
 			var p api.Pool
@@ -133,6 +147,30 @@ func (s *server) sessionRoutes() []route {
 			sse("result", res)
 		}},
 	}
+}
+
+// capped reads a body and says, in the API's terms, that it passed the cap.
+type capped struct {
+	r     io.Reader
+	limit int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		err = &api.Error{Kind: api.KindTooLarge, Field: "body", Message: fmt.Sprintf("the file is larger than the %d bytes a session takes at most", c.limit)}
+	}
+	return n, err
+}
+
+// reprDigest is the Repr-Digest header (RFC 9530) of a SHA-256 in hex.
+func reprDigest(sha256Hex string) string {
+	b, err := hex.DecodeString(sha256Hex)
+	if err != nil {
+		return ""
+	}
+	return "sha-256=:" + base64.StdEncoding.EncodeToString(b) + ":"
 }
 
 // decodeBody reads a JSON body into v, refusing unknown fields.
