@@ -55,7 +55,41 @@ func (c *cli) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	f.IntVar(&cfg.Requests, "requests", 10000, "container starts in all")
 	f.StringVar(&sync, "sync", "interval", "the embedded server's fsync: always or interval")
-	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd(), c.benchDockerCmd(), c.benchSessionCmd())
+	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd(), c.benchDockerCmd(), c.benchSessionCmd(), c.benchScheduleCmd())
+	return cmd
+}
+
+func (c *cli) benchScheduleCmd() *cobra.Command {
+	var cfg bench.ScheduleConfig
+	cmd := &cobra.Command{
+		Use:   "schedule [--hosts N] [--placements N] [--sample K]",
+		Short: "Placements per second over N hosts on one core, sampled and exhaustive, and what sampling costs in how full the fleet gets",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.Hosts < 1 {
+				return fmt.Errorf("invalid: --hosts %d: at least one", cfg.Hosts)
+			}
+			res := bench.Schedule(cfg)
+			if c.json() {
+				return c.emit(res)
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "hosts\t%d (best of %d fit hosts)\n", res.Hosts, res.Sample)
+			fmt.Fprintf(tw, "sampled\t%.0f placements/s\tp50 %.2f µs\tp99 %.2f µs\n", res.PerSecond, res.P50, res.P99)
+			fmt.Fprintf(tw, "every host\t%.0f placements/s\tp50 %.2f µs\tp99 %.2f µs\n", res.ExhaustivePerSecond, res.ExhaustiveP50, res.ExhaustiveP99)
+			for _, f := range []struct {
+				name string
+				f    bench.Fill
+			}{{"fill, sampled", res.Sampled}, {"fill, every host", res.Exhaustive}} {
+				fmt.Fprintf(tw, "%s\t%d placed before the first refusal\t%d hosts used\t%.2f%% of cpu left free\n", f.name, f.f.Placed, f.f.HostsUsed, 100*f.f.FreeCPU)
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Hosts, "hosts", 1000, "hosts in the fleet")
+	f.IntVar(&cfg.Placements, "placements", 100000, "placements timed")
+	f.IntVar(&cfg.Sample, "sample", 0, "fit hosts weighed per placement (default the scheduler's)")
 	return cmd
 }
 
