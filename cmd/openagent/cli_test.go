@@ -376,6 +376,12 @@ func TestCLIHabits(t *testing.T) {
 	if r := run(t, srv, "run", "--constraint", "zone=mars", "fake", "--", "fake"); r.code == 0 || !strings.Contains(r.stderr, "zone") {
 		t.Fatalf("run --constraint zone=mars: exit %d %q; want refused for want of such a host", r.code, r.stderr)
 	}
+	if r := run(t, srv, "run", "--constraint", "zone in mars,venus", "fake", "--", "fake"); r.code == 0 || !strings.Contains(r.stderr, "zone in (mars, venus)") {
+		t.Fatalf("run --constraint 'zone in mars,venus': exit %d %q", r.code, r.stderr)
+	}
+	if r := run(t, srv, "run", "--strategy", "random", "fake", "--", "fake"); r.code == 0 || !strings.Contains(r.stderr, "strategy") {
+		t.Fatalf("run --strategy random: exit %d %q", r.code, r.stderr)
+	}
 	if r := run(t, srv, "run", "--host", "nowhere", "fake", "--", "fake"); r.code == 0 || !strings.Contains(r.stderr, "nowhere") {
 		t.Fatalf("run --host nowhere: exit %d %q", r.code, r.stderr)
 	}

@@ -43,8 +43,9 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 		cpu                                        float64
 		memory, disk, pids                         int64
 		env, labels, volumes, capAdd, capDrop      []string
-		egress, constraints                        []string
-		host                                       string
+		egress, constraints, capabilities          []string
+		host, strategy, antiAffinity               string
+		gpus                                       int64
 		readOnly                                   bool
 	)
 	use, short := "run [flags] IMAGE [-- CMD ARGS...]", "Create and start a container; prints its id"
@@ -99,11 +100,16 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 				}
 				spec.Volumes = append(spec.Volumes, m)
 			}
-			cons, err := keyValues("constraint", constraints)
+			cons, exprs, err := parseConstraints(constraints)
 			if err != nil {
 				return err
 			}
-			ct, err := c.client().Create(cmd.Context(), api.CreateRequest{Name: name, Driver: drv, HostID: host, Constraints: cons, Start: start, Spec: spec})
+			spec.Resources.GPUs = gpus
+			req := api.CreateRequest{Name: name, Driver: drv, HostID: host, Constraints: cons, Start: start, Spec: spec}
+			if len(exprs) > 0 || strategy != "" || antiAffinity != "" || len(capabilities) > 0 {
+				req.Placement = &api.Placement{Strategy: strategy, Expressions: exprs, AntiAffinity: antiAffinity, Capabilities: capabilities}
+			}
+			ct, err := c.client().Create(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -126,7 +132,11 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 	f.StringArrayVar(&labels, "label", nil, "label K=V (repeatable)")
 	f.StringArrayVar(&volumes, "volume", nil, "mount SRC:DST[:ro|rw]; SRC a host path or a volume name (repeatable)")
 	f.StringVar(&host, "host", "", "place it on this host")
-	f.StringArrayVar(&constraints, "constraint", nil, "place it on a host with label K=V (repeatable, all must match)")
+	f.StringArrayVar(&constraints, "constraint", nil, "place it on a host whose labels meet this: K=V, K!=V, 'K in A,B', 'K notin A,B', 'K exists' (repeatable, all must hold)")
+	f.StringVar(&strategy, "strategy", "", "binpack (default: the host left fullest) or spread (the one left emptiest)")
+	f.StringVar(&antiAffinity, "anti-affinity", "", "a label KEY: no host runs two containers with the same value of it")
+	f.StringArrayVar(&capabilities, "require", nil, "a capability the host must offer: pause, gpu (repeatable)")
+	f.Int64Var(&gpus, "gpus", 0, "GPUs to reserve on the host")
 	_ = cmd.RegisterFlagCompletionFunc("driver", completeDrivers)
 	f.StringVar(&network, "network", "", "network")
 	egressFlag(f, &egress)
@@ -137,6 +147,38 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 	f.StringVar(&workdir, "workdir", "", "working directory")
 	f.SetInterspersed(false)
 	return cmd
+}
+
+// parseConstraints reads --constraint values: K=V into the labels the host
+// must have, the forms with operators into expressions.
+func parseConstraints(values []string) (map[string]string, []api.Expression, error) {
+	eq := map[string]string{}
+	var exprs []api.Expression
+	for _, v := range values {
+		if f := strings.Fields(v); len(f) >= 2 {
+			switch op := f[1]; {
+			case op == "exists" && len(f) == 2:
+				exprs = append(exprs, api.Expression{Key: f[0], Op: "exists"})
+				continue
+			case (op == "in" || op == "notin") && len(f) >= 3:
+				exprs = append(exprs, api.Expression{Key: f[0], Op: op, Values: strings.Split(strings.Join(f[2:], ""), ",")})
+				continue
+			}
+		}
+		if k, val, ok := strings.Cut(v, "!="); ok && k != "" {
+			exprs = append(exprs, api.Expression{Key: k, Op: "!=", Values: []string{val}})
+			continue
+		}
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return nil, nil, fmt.Errorf("invalid: --constraint %q: K=V, K!=V, 'K in A,B', 'K notin A,B' or 'K exists'", v)
+		}
+		eq[k] = val
+	}
+	if len(eq) == 0 {
+		eq = nil
+	}
+	return eq, exprs, nil
 }
 
 // egressFlag is --egress, the same for containers, sessions and pools.

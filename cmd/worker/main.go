@@ -55,6 +55,9 @@ func run() error {
 		cpu     = flag.Float64("cpu", capacity.CPU, "cpu cores to offer")
 		memory  = flag.Int64("memory", capacity.Memory, "memory to offer, MB")
 		pids    = flag.Int64("pids", capacity.Pids, "processes to offer")
+		gpus    = flag.Int64("gpus", 0, "GPUs to offer (placement counts them; the drivers here give none to containers)")
+		resCPU  = flag.Float64("reserve-cpu", 0, "cpu cores kept for the host's own processes: nothing is placed on them")
+		resMem  = flag.Int64("reserve-memory", 0, "memory kept for the host's own processes, MB")
 		reap    = flag.Duration("reap-after", 0, "remove containers the orchestrator has not known for this long (0: never)")
 		dryRun  = flag.Bool("reap-dry-run", false, "only log what the reaper would remove")
 		dataDir = flag.String("data-dir", defaultData, "where the local driver keeps its state")
@@ -73,6 +76,9 @@ func run() error {
 	}
 	if *cpu <= 0 || *memory <= 0 || *pids <= 0 {
 		return fmt.Errorf("--cpu, --memory and --pids must be positive")
+	}
+	if *gpus < 0 || *resCPU < 0 || *resMem < 0 || *resCPU >= *cpu || *resMem >= *memory {
+		return fmt.Errorf("--gpus, --reserve-cpu and --reserve-memory must not be negative, and what is reserved less than what is offered")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -113,7 +119,7 @@ func run() error {
 		return err
 	}
 	w, err := worker.New(ctx, worker.Config{NC: nc, JS: js, Validator: v, HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log,
-		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids}, ReapAfter: *reap, ReapDryRun: *dryRun, Protected: []string{*dataDir}})
+		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids, GPUs: *gpus}, Reserved: api.Resources{CPU: *resCPU, Memory: *resMem}, ReapAfter: *reap, ReapDryRun: *dryRun, Protected: []string{*dataDir}})
 	if err != nil {
 		return err
 	}

@@ -69,6 +69,7 @@ type Resources struct {
 	Memory int64   `json:"memory"`
 	Disk   int64   `json:"disk"`
 	Pids   int64   `json:"pids"`
+	GPUs   int64   `json:"gpus,omitempty"`
 }
 
 // Security settings of a container.
@@ -106,13 +107,37 @@ func nonNil(s []string) []string {
 // CreateRequest is the body of POST /v1/containers: the data of an
 // io.openagent.container.create.requested event.
 type CreateRequest struct {
-	ContainerID string                 `json:"containerId,omitempty"`
-	Name        string                 `json:"name,omitempty"`
-	Driver      string                 `json:"driver,omitempty"`
-	HostID      string                 `json:"hostId,omitempty"`
-	Constraints map[string]string      `json:"constraints,omitempty"`
-	Start       bool                   `json:"start,omitempty"`
-	Spec        driver.ContainerConfig `json:"spec"`
+	ContainerID string            `json:"containerId,omitempty"`
+	Name        string            `json:"name,omitempty"`
+	Driver      string            `json:"driver,omitempty"`
+	HostID      string            `json:"hostId,omitempty"`
+	Constraints map[string]string `json:"constraints,omitempty"`
+	// Placement says more of where the container may go.
+	Placement *Placement             `json:"placement,omitempty"`
+	Start     bool                   `json:"start,omitempty"`
+	Spec      driver.ContainerConfig `json:"spec"`
+}
+
+// Placement says where a container may go, beyond Constraints' labels.
+type Placement struct {
+	// Strategy chooses among fit hosts: binpack (the default: the host
+	// left fullest) or spread (the one left emptiest).
+	Strategy string `json:"strategy,omitempty"`
+	// Expressions are conditions on the host's labels, with operators.
+	Expressions []Expression `json:"expressions,omitempty"`
+	// AntiAffinity is a label key: no host runs two containers with the
+	// same value of it (a session group, an app's replicas).
+	AntiAffinity string `json:"antiAffinity,omitempty"`
+	// Capabilities the host must offer: "pause", "gpu".
+	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+// Expression is a condition on a host's label: Op is =, !=, in, notin or
+// exists.
+type Expression struct {
+	Key    string   `json:"key"`
+	Op     string   `json:"op"`
+	Values []string `json:"values,omitempty"`
 }
 
 // StopRequest is the body of POST /v1/containers/{id}/stop.
@@ -146,15 +171,18 @@ type ExecResult struct {
 
 // Host is a registered host.
 type Host struct {
-	ID         string            `json:"id"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	Drivers    []DriverInfo      `json:"drivers"`
-	Capacity   Resources         `json:"capacity"`
-	Allocated  Resources         `json:"allocated"`
-	Containers int               `json:"containers"`
-	LastSeen   time.Time         `json:"lastSeen"`
-	StartedAt  time.Time         `json:"startedAt,omitzero"`
-	Live       bool              `json:"live"`
+	ID        string            `json:"id"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Drivers   []DriverInfo      `json:"drivers"`
+	Capacity  Resources         `json:"capacity"`
+	Reserved  Resources         `json:"reserved,omitzero"` // kept for the host itself
+	Allocated Resources         `json:"allocated"`
+	// Capabilities the host offers beyond running containers.
+	Capabilities []string  `json:"capabilities,omitempty"`
+	Containers   int       `json:"containers"`
+	LastSeen     time.Time `json:"lastSeen"`
+	StartedAt    time.Time `json:"startedAt,omitzero"`
+	Live         bool      `json:"live"`
 }
 
 // DriverInfo names a driver and its version.

@@ -40,10 +40,11 @@ type ContainerConfig struct {
 
 // Resources are the limits of one container.
 type Resources struct {
-	CPU      float64 `json:"cpu"`      // cores, fractions allowed
-	MemoryMB int64   `json:"memoryMB"` // hard limit, no swap
-	DiskMB   int64   `json:"diskMB"`   // writable layer
-	Pids     int64   `json:"pids"`     // processes and threads
+	CPU      float64 `json:"cpu"`            // cores, fractions allowed
+	MemoryMB int64   `json:"memoryMB"`       // hard limit, no swap
+	DiskMB   int64   `json:"diskMB"`         // writable layer
+	Pids     int64   `json:"pids"`           // processes and threads
+	GPUs     int64   `json:"gpus,omitempty"` // devices; a driver without them refuses any
 }
 
 // VolumeMount mounts a host path (bind) or a named volume into the container.
@@ -198,6 +199,8 @@ func (c *ContainerConfig) Validate() error {
 		return bad("resources.diskMB", "must be > 0, got %d", r.DiskMB)
 	case r.Pids <= 0:
 		return bad("resources.pids", "must be > 0, got %d", r.Pids)
+	case r.GPUs < 0:
+		return bad("resources.gpus", "must not be negative, got %d", r.GPUs)
 	}
 	for k := range c.Secrets {
 		if !envKey.MatchString(k) {

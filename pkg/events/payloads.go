@@ -253,6 +253,7 @@ type Resources struct {
 	MemoryMB int64   `json:"memoryMB,omitempty"`
 	DiskMB   int64   `json:"diskMB,omitempty"`
 	Pids     int64   `json:"pids,omitempty"`
+	GPUs     int64   `json:"gpus,omitempty"`
 }
 
 // DriverInfo is a driver a host offers.
@@ -268,12 +269,17 @@ type DriverInfo struct {
 // HostRecord is what a worker keeps of its host in the hosts bucket,
 // refreshed on every heartbeat; the orchestrator places on what it says.
 type HostRecord struct {
-	ID        string            `json:"id"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Drivers   []DriverInfo      `json:"drivers"`
-	Capacity  Resources         `json:"capacity"`
-	LastSeen  time.Time         `json:"lastSeen"`
-	StartedAt time.Time         `json:"startedAt"`
+	ID       string            `json:"id"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Drivers  []DriverInfo      `json:"drivers"`
+	Capacity Resources         `json:"capacity"`
+	// Reserved is capacity the host keeps for itself: never placed on.
+	Reserved Resources `json:"reserved,omitzero"`
+	// Capabilities the host offers beyond running containers: "pause"
+	// (a driver that can pause), "gpu" (GPUs in its capacity).
+	Capabilities []string  `json:"capabilities,omitempty"`
+	LastSeen     time.Time `json:"lastSeen"`
+	StartedAt    time.Time `json:"startedAt"`
 }
 
 // HostRegisteredData is the data of io.openagent.host.registered.

@@ -14,6 +14,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
 	"github.com/openagent/orchestrator/pkg/policy"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 )
@@ -317,9 +318,11 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		return o.replace(ctx, req, prev, d)
 	}
 	api.FromSpec(&r.Container, d.Spec)
-	prev, taken, err := o.reserve(scheduler.Request{
-		Driver: d.Driver, HostID: d.HostID, Constraints: d.Constraints, Resources: demand(d.Spec),
-	}, r)
+	sreq, err := placementOf(d)
+	if err != nil {
+		return nil, err
+	}
+	prev, taken, err := o.reserve(sreq, r)
 	var rej *rejection
 	switch {
 	case errors.As(err, &rej):
@@ -329,7 +332,8 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		var pe *scheduler.PlacementError
 		if errors.As(err, &pe) {
 			for _, u := range pe.Hosts {
-				if strings.HasPrefix(u.Reason, "cpu:") || strings.HasPrefix(u.Reason, "memory:") || strings.HasPrefix(u.Reason, "pids:") {
+				switch u.Kind {
+				case scheduler.NoCPU, scheduler.NoMemory, scheduler.NoPids, scheduler.NoGPUs:
 					kind = api.KindResourceLimit
 				}
 			}
@@ -398,6 +402,37 @@ func checkDriverLimits(h *events.HostRecord, plan scheduler.Plan, spec driver.Co
 		}
 	}
 	return nil
+}
+
+// placementOf is what a create request asks of placement, checked.
+func placementOf(d api.CreateRequest) (scheduler.Request, error) {
+	req := scheduler.Request{Driver: d.Driver, HostID: d.HostID, Constraints: d.Constraints, Resources: demand(d.Spec)}
+	p := d.Placement
+	if p == nil {
+		return req, nil
+	}
+	switch scheduler.Strategy(p.Strategy) {
+	case "", scheduler.Binpack, scheduler.Spread:
+		req.Strategy = scheduler.Strategy(p.Strategy)
+	default:
+		return req, reject(api.KindInvalid, "placement.strategy", "", "placement.strategy: binpack or spread, not %q", p.Strategy)
+	}
+	for i, x := range p.Expressions {
+		c := scheduler.Constraint{Key: x.Key, Op: scheduler.Op(x.Op), Values: x.Values}
+		if err := c.Check(); err != nil {
+			return req, reject(api.KindInvalid, fmt.Sprintf("placement.expressions[%d]", i), "", "placement.expressions[%d]: %v", i, err)
+		}
+		req.Expressions = append(req.Expressions, c)
+	}
+	if k := p.AntiAffinity; k != "" {
+		v, ok := d.Spec.Labels[k]
+		if !ok {
+			return req, reject(api.KindInvalid, "placement.antiAffinity", "", "placement.antiAffinity: the container has no label %s to keep apart by", k)
+		}
+		req.AntiAffinity = projection.GroupOf(k, v)
+	}
+	req.Capabilities = p.Capabilities
+	return req, nil
 }
 
 // minCPU is the smallest cpu limit any host's driver of this name sets,

@@ -616,3 +616,67 @@ func TestCPUBelowTheDriversMinimumIsRefused(t *testing.T) {
 	}
 	h.mustAccept(events.ContainerCreateRequested, "/tests", "enough-cpu", createReq(func(r *api.CreateRequest) { r.Spec.Resources.CPU = 0.01 }))
 }
+
+// Placement as requests ask for it: label expressions, anti-affinity by a
+// label, capabilities, GPUs, the spread strategy and reserved capacity;
+// what cannot be evaluated is refused naming the field.
+func TestPlacementRequests(t *testing.T) {
+	gpu := host("gpu-1", 8)
+	gpu.Labels, gpu.Capacity.GPUs, gpu.Capabilities = map[string]string{"zone": "b", "accel": "h100"}, 4, []string{"pause", "gpu"}
+	plain := host("plain-1", 8)
+	plain.Labels, plain.Capabilities = map[string]string{"zone": "a"}, []string{"pause"}
+	tight := host("tight-1", 8)
+	tight.Labels, tight.Reserved = map[string]string{"zone": "c"}, events.Resources{CPU: 7.9}
+	h := newHarness(t, gpu, plain, tight)
+	placedOn := func(id string, mutate func(*api.CreateRequest)) string {
+		t.Helper()
+		acc := h.mustAccept(events.ContainerCreateRequested, "/tests", id, createReq(mutate))
+		c, ok := h.o.Container(acc.ContainerID)
+		if !ok {
+			t.Fatalf("%s: not known after acceptance", id)
+		}
+		return c.Host
+	}
+	if got := placedOn("gpus", func(r *api.CreateRequest) { r.Spec.Resources.GPUs = 2 }); got != "gpu-1" {
+		t.Errorf("a request for GPUs went to %s", got)
+	}
+	if got := placedOn("notin", func(r *api.CreateRequest) {
+		r.Placement = &api.Placement{Expressions: []api.Expression{{Key: "zone", Op: "notin", Values: []string{"b", "c"}}}}
+	}); got != "plain-1" {
+		t.Errorf("zone notin (b, c) went to %s", got)
+	}
+	if got := placedOn("exists", func(r *api.CreateRequest) {
+		r.Placement = &api.Placement{Expressions: []api.Expression{{Key: "accel", Op: "exists"}}, Capabilities: []string{"gpu"}}
+	}); got != "gpu-1" {
+		t.Errorf("accel exists with the gpu capability went to %s", got)
+	}
+	// Two replicas of one app, kept apart.
+	first := placedOn("app-1", func(r *api.CreateRequest) {
+		r.Spec.Labels = map[string]string{"app": "web"}
+		r.Placement = &api.Placement{AntiAffinity: "app"}
+	})
+	second := placedOn("app-2", func(r *api.CreateRequest) {
+		r.Spec.Labels = map[string]string{"app": "web"}
+		r.Placement = &api.Placement{AntiAffinity: "app"}
+	})
+	if first == second {
+		t.Errorf("two containers of app=web with anti-affinity on app share %s", first)
+	}
+	// The tight host's reserve leaves it room for nothing of 0.5 cores.
+	for i := range 6 {
+		if got := placedOn(fmt.Sprintf("spread-%d", i), func(r *api.CreateRequest) { r.Placement = &api.Placement{Strategy: "spread"} }); got == "tight-1" {
+			t.Fatalf("a container was placed on capacity the host reserves")
+		}
+	}
+	for field, p := range map[string]*api.Placement{
+		"data.placement.strategy":  {Strategy: "random"}, // the schema says so first
+		"placement.expressions[0]": {Expressions: []api.Expression{{Key: "zone", Op: "in"}}},
+		"placement.antiAffinity":   {AntiAffinity: "team"},
+	} {
+		h.mustReject(events.ContainerCreateRequested, "/tests", "bad-"+field, createReq(func(r *api.CreateRequest) { r.Placement = p }), api.KindInvalid, field)
+	}
+	rej := h.mustReject(events.ContainerCreateRequested, "/tests", "too-many-gpus", createReq(func(r *api.CreateRequest) { r.Spec.Resources.GPUs = 8 }), api.KindResourceLimit, "")
+	if !strings.Contains(rej.Message, "gpus: 8 requested, 2 free of 4") {
+		t.Errorf("refusal %q; want it to say the GPUs free", rej.Message)
+	}
+}

@@ -380,8 +380,9 @@ func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) erro
 			}
 			// What placement reads of a host, made once per heartbeat
 			// rather than once per request.
-			sh := scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen,
-				Capacity: scheduler.Resources{CPU: h.Capacity.CPU, MemoryMB: h.Capacity.MemoryMB, Pids: h.Capacity.Pids}}
+			sh := scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen, Capabilities: h.Capabilities,
+				Capacity: scheduler.Resources{CPU: h.Capacity.CPU, MemoryMB: h.Capacity.MemoryMB, Pids: h.Capacity.Pids, GPUs: h.Capacity.GPUs},
+				Reserved: scheduler.Resources{CPU: h.Reserved.CPU, MemoryMB: h.Reserved.MemoryMB, Pids: h.Reserved.Pids, GPUs: h.Reserved.GPUs}}
 			for _, d := range h.Drivers {
 				sh.Drivers = append(sh.Drivers, d.Name)
 			}
@@ -454,7 +455,7 @@ func (o *Orchestrator) snapshot(m *projection.Model) scheduler.Snapshot {
 	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.sched))}
 	hosts := make([]scheduler.Host, 0, len(o.state.sched))
 	for id, h := range o.state.sched {
-		h.Allocated = m.Allocated[id]
+		h.Allocated, h.Groups = m.Allocated[id], m.Groups[id]
 		hosts = append(hosts, h)
 		s.Hosts = append(s.Hosts, &hosts[len(hosts)-1])
 	}

@@ -212,8 +212,10 @@ func (o *Orchestrator) Hosts() []api.Host {
 	out := make([]api.Host, 0, len(o.state.hosts))
 	for _, h := range o.state.hosts {
 		a := allocated[h.ID]
-		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capacity: api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids},
-			Allocated: api.Resources{CPU: math.Round(a.CPU*1e6) / 1e6, Memory: a.MemoryMB, Pids: a.Pids}, Containers: count[h.ID], // no float residue
+		out = append(out, api.Host{ID: h.ID, Labels: h.Labels, Drivers: h.Drivers, Capabilities: h.Capabilities,
+			Capacity:  api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids, GPUs: h.Capacity.GPUs},
+			Reserved:  api.Resources{CPU: h.Reserved.CPU, Memory: h.Reserved.MemoryMB, Pids: h.Reserved.Pids, GPUs: h.Reserved.GPUs},
+			Allocated: api.Resources{CPU: math.Round(a.CPU*1e6) / 1e6, Memory: a.MemoryMB, Pids: a.Pids, GPUs: a.GPUs}, Containers: count[h.ID], // no float residue
 			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(h.LastSeen, time.Now(), o.liveness)})
 	}
 	return out

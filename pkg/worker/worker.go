@@ -34,6 +34,9 @@ type Config struct {
 	Labels    map[string]string
 	Drivers   []driver.Driver
 	Capacity  api.Resources
+	// Reserved is capacity kept for the host's own processes: the
+	// orchestrator places nothing on it.
+	Reserved api.Resources
 	// Heartbeat is how often the host record is refreshed; 2s when zero.
 	Heartbeat time.Duration
 	// Concurrency bounds the commands run at once; 32 when zero.
@@ -193,13 +196,30 @@ func (w *Worker) hostRecord(ctx context.Context) events.HostRecord {
 		cancel()
 		drivers = append(drivers, info)
 	}
-	return events.HostRecord{ID: w.cfg.HostID, Labels: w.cfg.Labels, Drivers: drivers, Capacity: w.capacity(),
+	r := w.cfg.Reserved
+	return events.HostRecord{ID: w.cfg.HostID, Labels: w.cfg.Labels, Drivers: drivers, Capacity: w.capacity(), Capabilities: w.capabilities(),
+		Reserved:  events.Resources{CPU: r.CPU, MemoryMB: r.Memory, DiskMB: r.Disk, Pids: r.Pids, GPUs: r.GPUs},
 		StartedAt: w.started, LastSeen: time.Now().UTC()}
 }
 
 func (w *Worker) capacity() events.Resources {
 	c := w.cfg.Capacity
-	return events.Resources{CPU: c.CPU, MemoryMB: c.Memory, DiskMB: c.Disk, Pids: c.Pids}
+	return events.Resources{CPU: c.CPU, MemoryMB: c.Memory, DiskMB: c.Disk, Pids: c.Pids, GPUs: c.GPUs}
+}
+
+// capabilities are what the host offers beyond running containers.
+func (w *Worker) capabilities() []string {
+	var out []string
+	for _, d := range w.cfg.Drivers {
+		if _, ok := d.(driver.Pauser); ok {
+			out = append(out, "pause")
+			break
+		}
+	}
+	if w.cfg.Capacity.GPUs > 0 {
+		out = append(out, "gpu")
+	}
+	return out
 }
 
 func (w *Worker) register(ctx context.Context) error {

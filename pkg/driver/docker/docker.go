@@ -183,6 +183,9 @@ func (d *Driver) Create(ctx context.Context, id string, c driver.ContainerConfig
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if c.Resources.GPUs > 0 {
+		return nil, driver.Errorf("create", id, driver.ErrNotSupported, "resources.gpus: the Docker driver does not ask the engine for GPU devices")
+	}
 	if len(c.Egress) > 0 {
 		return nil, driver.Errorf("create", id, driver.ErrNotSupported, "egress: the Docker driver has no per-container egress filter; run the container on a network of the engine's, or on the local driver")
 	}

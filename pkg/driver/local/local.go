@@ -176,6 +176,9 @@ func (d *Driver) admit(cfg *driver.ContainerConfig) (uid, gid int, err error) {
 	if len(cfg.Ports) > 0 {
 		return 0, 0, refuse(driver.ErrNotSupported, "ports: local containers share the host's network; listen on the port directly")
 	}
+	if cfg.Resources.GPUs > 0 {
+		return 0, 0, refuse(driver.ErrNotSupported, "resources.gpus: the local driver gives no GPU devices to containers")
+	}
 	if cfg.RestartPolicy != "" && cfg.RestartPolicy != driver.RestartNo {
 		return 0, 0, refuse(driver.ErrNotSupported, "restartPolicy: the local driver never restarts a container by itself")
 	}

@@ -48,18 +48,24 @@ type Model struct {
 	Names      map[string]string              // name → container id
 	Allocated  map[string]scheduler.Resources // host → what its active containers hold
 	Pending    map[string]struct{}            // ids of the containers pending
-	Seq        uint64                         // the last events-stream sequence applied
+	// Groups counts each host's active containers by label, as "key=value"
+	// (GroupOf): what anti-affinity asks of placement.
+	Groups map[string]map[string]int
+	Seq    uint64 // the last events-stream sequence applied
 }
+
+// GroupOf is the anti-affinity group of a label and its value.
+func GroupOf(key, value string) string { return key + "=" + value }
 
 // New returns an empty model.
 func New() *Model {
 	return &Model{Containers: map[string]*Record{}, Names: map[string]string{},
-		Allocated: map[string]scheduler.Resources{}, Pending: map[string]struct{}{}}
+		Allocated: map[string]scheduler.Resources{}, Pending: map[string]struct{}{}, Groups: map[string]map[string]int{}}
 }
 
 // Demand is what a container's spec holds on its host while it is active.
 func Demand(spec driver.ContainerConfig) scheduler.Resources {
-	return scheduler.Resources{CPU: spec.Resources.CPU, MemoryMB: spec.Resources.MemoryMB, Pids: spec.Resources.Pids}
+	return scheduler.Resources{CPU: spec.Resources.CPU, MemoryMB: spec.Resources.MemoryMB, Pids: spec.Resources.Pids, GPUs: spec.Resources.GPUs}
 }
 
 // SetStatus moves a record to a new status, keeping the allocations and
@@ -76,8 +82,31 @@ func (m *Model) SetStatus(r *Record, st api.Status) {
 	switch {
 	case was && !now:
 		m.Allocated[r.Host] = m.Allocated[r.Host].Sub(Demand(r.Spec))
+		m.group(r, -1)
 	case !was && now:
 		m.Allocated[r.Host] = m.Allocated[r.Host].Add(Demand(r.Spec))
+		m.group(r, 1)
+	}
+}
+
+// group counts an active container in, or out of, its host's groups.
+func (m *Model) group(r *Record, delta int) {
+	if len(r.Spec.Labels) == 0 {
+		return
+	}
+	if m.Groups == nil {
+		m.Groups = map[string]map[string]int{}
+	}
+	g := m.Groups[r.Host]
+	if g == nil {
+		g = map[string]int{}
+		m.Groups[r.Host] = g
+	}
+	for k, v := range r.Spec.Labels {
+		key := GroupOf(k, v)
+		if g[key] += delta; g[key] <= 0 {
+			delete(g, key)
+		}
 	}
 }
 
