@@ -183,6 +183,9 @@ type Host struct {
 	LastSeen     time.Time `json:"lastSeen"`
 	StartedAt    time.Time `json:"startedAt,omitzero"`
 	Live         bool      `json:"live"`
+	// QuarantinedUntil is set while placement passes the host by, its
+	// creates having kept failing.
+	QuarantinedUntil time.Time `json:"quarantinedUntil,omitzero"`
 }
 
 // DriverInfo names a driver and its version.

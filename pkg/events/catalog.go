@@ -73,6 +73,10 @@ const RequestPolicyViolated = Prefix + "request.policy.violated"
 // container not on its host); its hostid names the sender.
 const HostEventRefused = Prefix + "host.event.refused"
 
+// HostQuarantined: a host's creates kept failing; placement passes it by
+// until the time given.
+const HostQuarantined = Prefix + "host.quarantined"
+
 // Session events: the life of an agent's sandbox and the audit of the code
 // run in it.
 const (
@@ -141,6 +145,7 @@ var catalog = map[string]Kind{
 	HostReconciled:          KindState,
 	StreamDrifted:           KindState,
 	HostEventRefused:        KindState,
+	HostQuarantined:         KindState,
 	RequestPolicyViolated:   KindState,
 
 	SessionRequested:    KindState,

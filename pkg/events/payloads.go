@@ -316,6 +316,14 @@ type HostEventRefusedData struct {
 	Reason    string `json:"reason"`
 }
 
+// HostQuarantinedData is the data of io.openagent.host.quarantined.
+type HostQuarantinedData struct {
+	HostID    string    `json:"hostId"`
+	Until     time.Time `json:"until"`
+	Failures  int       `json:"failures"`  // creates failed in a row
+	LastError string    `json:"lastError"` // the last one's error
+}
+
 // StreamDriftedData is the data of io.openagent.stream.drifted.
 type StreamDriftedData struct {
 	Stream   string   `json:"stream"`
@@ -479,6 +487,8 @@ func Payload(eventType string) any {
 		return new(StreamDriftedData)
 	case HostEventRefused:
 		return new(HostEventRefusedData)
+	case HostQuarantined:
+		return new(HostQuarantinedData)
 	case RequestPolicyViolated:
 		return new(PolicyViolatedData)
 	case SessionRequested:

@@ -680,3 +680,41 @@ func TestPlacementRequests(t *testing.T) {
 		t.Errorf("refusal %q; want it to say the GPUs free", rej.Message)
 	}
 }
+
+// A host whose creates keep failing for reasons of its own is quarantined,
+// with an event, and placement passes it by; creates refused for their own
+// config do not count.
+func TestFailingHostIsQuarantined(t *testing.T) {
+	h := newHarness(t, host("host-a", 8), host("host-b", 8))
+	fail := func(id string, kind events.ErrorKind) {
+		h.report(events.ContainerFailed, id, "host-a", events.FailedData{ContainerID: id, HostID: "host-a", Operation: "create",
+			Error: events.Error{Kind: kind, Message: "create: the runtime does not answer"}})
+	}
+	for i := range QuarantineAfter + 2 {
+		fail(fmt.Sprintf("own-fault-%d", i), events.KindInvalid)
+	}
+	// Empty hosts tie, and the lower id wins: host-a, while it is healthy.
+	before := h.mustAccept(events.ContainerCreateRequested, "/tests", "before", createReq())
+	if c, _ := h.o.Container(before.ContainerID); c.Host != "host-a" {
+		t.Fatalf("with only invalid requests failing, the container went to %q; want host-a", c.Host)
+	}
+	for i := range QuarantineAfter {
+		fail(fmt.Sprintf("host-fault-%d", i), events.KindUnavailable)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.count(events.StreamEvents, events.EventsRoot+".host.host-a.>") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no host.quarantined event")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	acc := h.mustAccept(events.ContainerCreateRequested, "/tests", "after", createReq())
+	if c, _ := h.o.Container(acc.ContainerID); c.Host != "host-b" {
+		t.Fatalf("after the quarantine the container went to %q; want host-b", c.Host)
+	}
+	for _, hv := range h.o.Hosts() {
+		if hv.ID == "host-a" && hv.QuarantinedUntil.IsZero() {
+			t.Fatal("the hosts' view does not say host-a is quarantined")
+		}
+	}
+}

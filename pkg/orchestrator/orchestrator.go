@@ -59,6 +59,15 @@ type Config struct {
 	Resolver policy.Resolver
 }
 
+// A host whose creates fail QuarantineAfter times in a row, for reasons
+// of the host's (it is unavailable, times out, lacks the image), is passed
+// by for QuarantineFor: placement goes elsewhere while it mends. A create
+// refused for its own config (invalid, not supported) does not count.
+const (
+	QuarantineAfter = 5
+	QuarantineFor   = time.Minute
+)
+
 // DefaultDriftInterval is how often the orchestrator looks at the
 // streams' settings: someone who shortens the audit log's retention is
 // reported within it.
@@ -219,6 +228,7 @@ func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtU
 		if err == nil {
 			o.state.Apply(md.Sequence.Stream, e)
 			o.state.deliverExec(e)
+			o.hostHealth(ctx, e, caughtUp == nil)
 			// A host's inventory is acted on once: when it is new to this
 			// state (past the cursor it resumed from, or, rebuilding, once
 			// caught up).
@@ -423,6 +433,49 @@ func (o *Orchestrator) serveRequests(ctx context.Context) error {
 		}))
 }
 
+// hostHealth counts a host's creates that fail in a row and quarantines
+// it when they reach QuarantineAfter, with an event. Replaying history
+// counts without acting: only a live event quarantines.
+func (o *Orchestrator) hostHealth(ctx context.Context, e events.Event, live bool) {
+	var host string
+	switch e.Type() {
+	case events.ContainerCreated, events.ContainerStarted:
+		host = events.Ext(e, events.ExtHostID)
+		o.state.hostsMu.Lock()
+		delete(o.state.failures, host)
+		o.state.hostsMu.Unlock()
+		return
+	case events.ContainerFailed:
+		var d events.FailedData
+		if events.Data(e, &d) != nil || d.Operation != "create" || d.HostID == "" {
+			return
+		}
+		switch api.ErrorKind(d.Error.Kind) {
+		case api.KindUnavailable, api.KindTimeout, api.KindNotFound, api.KindInternal:
+		default:
+			return // the request's fault, not the host's
+		}
+		host = d.HostID
+		o.state.hostsMu.Lock()
+		o.state.failures[host]++
+		o.state.lastFailure[host] = d.Error.Message
+		n, now := o.state.failures[host], time.Now()
+		if n < QuarantineAfter || !live || o.state.quarantine[host].After(now) {
+			o.state.hostsMu.Unlock()
+			return
+		}
+		until := now.Add(QuarantineFor)
+		o.state.quarantine[host], o.state.failures[host] = until, 0
+		msg := o.state.lastFailure[host]
+		o.state.hostsMu.Unlock()
+		o.log.Warn("orchestrator: a host is quarantined: its creates keep failing", "host_id", host, "failures", n, "until", until, "last_error", msg)
+		if _, err := o.publish(ctx, events.HostQuarantined, events.HostQuarantinedData{HostID: host, Until: until.UTC(), Failures: n, LastError: msg},
+			events.WithHost(host), events.WithID(events.DeriveID(host, "quarantined "+until.UTC().Format(time.RFC3339Nano)))); err != nil {
+			o.log.Warn("orchestrator: publish a host's quarantine", "host_id", host, "err", err)
+		}
+	}
+}
+
 // reserve places a container and reserves what it holds on the chosen
 // host, in one step under the store's lock: concurrent placements each see
 // the others' reservations, and no host is given more than it has. what
@@ -455,7 +508,7 @@ func (o *Orchestrator) snapshot(m *projection.Model) scheduler.Snapshot {
 	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.sched))}
 	hosts := make([]scheduler.Host, 0, len(o.state.sched))
 	for id, h := range o.state.sched {
-		h.Allocated, h.Groups = m.Allocated[id], m.Groups[id]
+		h.Allocated, h.Groups, h.QuarantinedUntil = m.Allocated[id], m.Groups[id], o.state.quarantine[id]
 		hosts = append(hosts, h)
 		s.Hosts = append(s.Hosts, &hosts[len(hosts)-1])
 	}

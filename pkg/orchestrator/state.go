@@ -23,8 +23,13 @@ type state struct {
 	hostsMu sync.RWMutex
 	hosts   map[string]*events.HostRecord
 	sched   map[string]scheduler.Host // what placement reads of each host
-	execsMu sync.Mutex
-	execs   map[string]chan execOutcome
+	// Host health, under hostsMu: creates failed in a row on each host,
+	// the last one's error, and until when a host is quarantined.
+	failures    map[string]int
+	lastFailure map[string]string
+	quarantine  map[string]time.Time
+	execsMu     sync.Mutex
+	execs       map[string]chan execOutcome
 }
 
 // execOutcome is how an exec a caller waits for ended.
@@ -36,6 +41,7 @@ type execOutcome struct {
 
 func newState() *state {
 	return &state{Store: projection.NewStore(), hosts: map[string]*events.HostRecord{}, sched: map[string]scheduler.Host{},
+		failures: map[string]int{}, lastFailure: map[string]string{}, quarantine: map[string]time.Time{},
 		execs: map[string]chan execOutcome{}}
 }
 

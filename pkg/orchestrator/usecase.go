@@ -217,6 +217,9 @@ func (o *Orchestrator) Hosts() []api.Host {
 			Reserved:  api.Resources{CPU: h.Reserved.CPU, Memory: h.Reserved.MemoryMB, Pids: h.Reserved.Pids, GPUs: h.Reserved.GPUs},
 			Allocated: api.Resources{CPU: math.Round(a.CPU*1e6) / 1e6, Memory: a.MemoryMB, Pids: a.Pids, GPUs: a.GPUs}, Containers: count[h.ID], // no float residue
 			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(h.LastSeen, time.Now(), o.liveness)})
+		if until := o.state.quarantine[h.ID]; until.After(time.Now()) {
+			out[len(out)-1].QuarantinedUntil = until
+		}
 	}
 	return out
 }
