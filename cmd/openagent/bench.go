@@ -55,7 +55,37 @@ func (c *cli) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	f.IntVar(&cfg.Requests, "requests", 10000, "container starts in all")
 	f.StringVar(&sync, "sync", "interval", "the embedded server's fsync: always or interval")
-	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd(), c.benchDockerCmd(), c.benchSessionCmd(), c.benchScheduleCmd())
+	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd(), c.benchDockerCmd(), c.benchSessionCmd(), c.benchScheduleCmd(), c.benchFleetCmd())
+	return cmd
+}
+
+func (c *cli) benchFleetCmd() *cobra.Command {
+	var cfg bench.FleetConfig
+	cmd := &cobra.Command{
+		Use:   "fleet [--hosts N] [--containers N] [--clients C]",
+		Short: "A system in this process with N simulated hosts (fake driver), starting M containers: placements/s, time until all run, memory, cpu, heartbeat load",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.Fleet(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(res)
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "fleet\t%d hosts, live after %.1f s\n", res.Hosts, res.RegisterSeconds)
+			fmt.Fprintf(tw, "containers\t%d (%d errors), all running after %.1f s\n", res.Containers, res.Errors, res.AllRunningSec)
+			fmt.Fprintf(tw, "placements\t%.0f/s\trequest → running p50 %.1f ms, p99 %.1f ms\n", res.PlacementsPerSec, res.LatencyP50, res.LatencyP99)
+			fmt.Fprintf(tw, "process\t%.0f MB resident at peak\t%.1f cpu-s (%.2f cores)\n", res.RSSMB, res.CPUSeconds, res.CPUCores)
+			fmt.Fprintf(tw, "heartbeats\t%.0f/s\t%.0f KB/s\n", res.HeartbeatsPerSec, res.HeartbeatBytes/1024)
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Hosts, "hosts", 1000, "simulated hosts")
+	f.IntVar(&cfg.Containers, "containers", 50000, "containers started")
+	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	return cmd
 }
 

@@ -219,7 +219,8 @@ func addFakeHosts(ctx context.Context, sys *system.System, prefix string, n int)
 }
 
 func waitHosts(ctx context.Context, nc *nats.Conn, n int) error {
-	deadline := time.Now().Add(time.Minute)
+	wait := max(time.Minute, time.Duration(n)*200*time.Millisecond) // a large fleet takes a while to come up
+	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		m, err := nc.RequestWithContext(ctx, events.SubjectHosts, nil)
 		if err == nil && countHosts(m.Data) >= n {
@@ -227,7 +228,7 @@ func waitHosts(ctx context.Context, nc *nats.Conn, n int) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("bench: %d hosts did not register within a minute", n)
+	return fmt.Errorf("bench: %d hosts did not register within %s", n, wait)
 }
 
 // baselines measures, on the same server, a JetStream publish that waits

@@ -388,6 +388,22 @@ func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) erro
 			if json.Unmarshal(entry.Value(), &h) != nil {
 				continue
 			}
+			// A worker says what its drivers enforce now and then, not
+			// on every heartbeat: keep what it said last.
+			o.state.hostsMu.RLock()
+			if old := o.state.hosts[h.ID]; old != nil {
+				for i := range h.Drivers {
+					if h.Drivers[i].Enforcement != nil {
+						continue
+					}
+					for _, od := range old.Drivers {
+						if od.Name == h.Drivers[i].Name {
+							h.Drivers[i].Enforcement = od.Enforcement
+						}
+					}
+				}
+			}
+			o.state.hostsMu.RUnlock()
 			// What placement reads of a host, made once per heartbeat
 			// rather than once per request.
 			sh := scheduler.Host{ID: h.ID, Labels: h.Labels, LastSeen: h.LastSeen, Capabilities: h.Capabilities,

@@ -106,7 +106,7 @@ func (s *Server) Run(ctx context.Context) error {
 		events.SubjectSessions:  s.session,
 		events.SubjectContainer: s.container,
 		events.SubjectList:      s.list,
-		events.SubjectHosts:     func(_ context.Context, m *nats.Msg) { s.respondJSON(m, s.cfg.Orchestrator.Hosts()) },
+		events.SubjectHosts:     func(_ context.Context, m *nats.Msg) { s.respondJSON(m, brief(s.cfg.Orchestrator.Hosts())) },
 	} {
 		if err = add(subject, h); err != nil {
 			break
@@ -213,4 +213,19 @@ func (s *Server) respondJSON(m *nats.Msg, v any) {
 	if err := m.Respond(b); err != nil {
 		s.log.Warn("natsrpc: reply", "subject", m.Subject, "err", err)
 	}
+}
+
+// brief leaves out what the drivers enforce, setting by setting: a long
+// list per host that would take a large fleet's answer past the bus's
+// message size. The HTTP API's hosts carry it.
+func brief(hosts []api.Host) []api.Host {
+	for i := range hosts {
+		drivers := make([]api.DriverInfo, len(hosts[i].Drivers))
+		for j, d := range hosts[i].Drivers {
+			d.Enforcement = nil
+			drivers[j] = d
+		}
+		hosts[i].Drivers = drivers
+	}
+	return hosts
 }
