@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -381,6 +382,7 @@ func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) erro
 				o.state.hostsMu.Lock()
 				delete(o.state.hosts, entry.Key())
 				delete(o.state.sched, entry.Key())
+				o.state.hostList = nil // made again at the next placement
 				o.state.hostsMu.Unlock()
 				continue
 			}
@@ -414,6 +416,7 @@ func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) erro
 			}
 			o.state.hostsMu.Lock()
 			o.state.hosts[h.ID], o.state.sched[h.ID] = &h, sh
+			o.state.hostList = nil // made again at the next placement
 			o.state.hostsMu.Unlock()
 		}
 	}
@@ -518,15 +521,20 @@ func (o *Orchestrator) reserve(req scheduler.Request, r *record) (prev *record, 
 	return prev, what, err
 }
 
-// snapshot is what placement decides on: the hosts, with what the model
-// has allocated on each. The store's lock and hostsMu must be held.
+// snapshot is what placement decides on: the hosts (one list, sorted by
+// id, made again only when a host's record changed) and the maps of what
+// changes with every placement, which placement reads for the hosts it
+// looks at. The store's lock and hostsMu must be held: placements are one
+// at a time, so the list they share is made by one of them.
 func (o *Orchestrator) snapshot(m *projection.Model) scheduler.Snapshot {
-	s := scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: make([]*scheduler.Host, 0, len(o.state.sched))}
-	hosts := make([]scheduler.Host, 0, len(o.state.sched))
-	for id, h := range o.state.sched {
-		h.Allocated, h.Groups, h.QuarantinedUntil = m.Allocated[id], m.Groups[id], o.state.quarantine[id]
-		hosts = append(hosts, h)
-		s.Hosts = append(s.Hosts, &hosts[len(hosts)-1])
+	if o.state.hostList == nil {
+		list := make([]*scheduler.Host, 0, len(o.state.sched))
+		for _, h := range o.state.sched {
+			list = append(list, &h)
+		}
+		slices.SortFunc(list, func(a, b *scheduler.Host) int { return strings.Compare(a.ID, b.ID) })
+		o.state.hostList = list
 	}
-	return s
+	return scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: o.state.hostList,
+		Allocated: m.Allocated, Groups: m.Groups, Quarantined: o.state.quarantine}
 }

@@ -23,6 +23,9 @@ type state struct {
 	hostsMu sync.RWMutex
 	hosts   map[string]*events.HostRecord
 	sched   map[string]scheduler.Host // what placement reads of each host
+	// hostList is sched as placement takes it, made at the first placement
+	// after a change (under the store's lock, with hostsMu read-locked).
+	hostList []*scheduler.Host
 	// Host health, under hostsMu: creates failed in a row on each host,
 	// the last one's error, and until when a host is quarantined.
 	failures    map[string]int

@@ -161,6 +161,34 @@ type Snapshot struct {
 	// first Sample it meets from a random start. 0 means DefaultSample;
 	// below 0, every host.
 	Sample int
+	// Allocated, Groups and Quarantined, when set, hold what changes with
+	// every placement, by host id, in place of the hosts' own fields: a
+	// caller keeps one list of hosts and lends its maps, and placement
+	// reads only the hosts it looks at.
+	Allocated   map[string]Resources
+	Groups      map[string]map[string]int
+	Quarantined map[string]time.Time
+}
+
+func (s *Snapshot) allocated(h *Host) Resources {
+	if s.Allocated != nil {
+		return s.Allocated[h.ID]
+	}
+	return h.Allocated
+}
+
+func (s *Snapshot) groups(h *Host) map[string]int {
+	if s.Groups != nil {
+		return s.Groups[h.ID]
+	}
+	return h.Groups
+}
+
+func (s *Snapshot) quarantined(h *Host) time.Time {
+	if s.Quarantined != nil {
+		return s.Quarantined[h.ID]
+	}
+	return h.QuarantinedUntil
 }
 
 // DefaultSample is how many fit hosts a placement weighs by default.
@@ -312,7 +340,7 @@ func (p *placement) unfit(h *Host) ReasonKind {
 		return Draining
 	case p.s.Now.Sub(h.LastSeen) > p.within:
 		return NotLive
-	case h.QuarantinedUntil.After(p.s.Now):
+	case p.s.quarantined(h).After(p.s.Now):
 		return Quarantined
 	case len(h.Drivers) == 0 || req.Driver != "" && !slices.Contains(h.Drivers, req.Driver):
 		return NoDriver
@@ -327,10 +355,10 @@ func (p *placement) unfit(h *Host) ReasonKind {
 			return Constrained
 		}
 	}
-	if req.AntiAffinity != "" && h.Groups[req.AntiAffinity] > 0 {
+	if req.AntiAffinity != "" && p.s.groups(h)[req.AntiAffinity] > 0 {
 		return AntiAffinity
 	}
-	free := h.Capacity.Sub(h.Reserved).Sub(h.Allocated)
+	free := h.Capacity.Sub(h.Reserved).Sub(p.s.allocated(h))
 	switch {
 	case req.Resources.CPU > free.CPU+1e-9:
 		return NoCPU
@@ -347,7 +375,7 @@ func (p *placement) unfit(h *Host) ReasonKind {
 // score orders fit hosts, lowest best: binpack prefers the host left
 // fullest, spread the one left emptiest.
 func (p *placement) score(h *Host) float64 {
-	l := load(h.Allocated.Add(p.req.Resources), h.Capacity.Sub(h.Reserved))
+	l := load(p.s.allocated(h).Add(p.req.Resources), h.Capacity.Sub(h.Reserved))
 	if p.spread {
 		return l
 	}
@@ -368,7 +396,7 @@ func (p *placement) explain() *PlacementError {
 // describe says in words why h is unfit.
 func (p *placement) describe(h *Host, kind ReasonKind) string {
 	req := &p.req
-	free := h.Capacity.Sub(h.Reserved).Sub(h.Allocated)
+	free := h.Capacity.Sub(h.Reserved).Sub(p.s.allocated(h))
 	usable := h.Capacity.Sub(h.Reserved)
 	switch kind {
 	case NotRequested:
@@ -378,7 +406,7 @@ func (p *placement) describe(h *Host, kind ReasonKind) string {
 	case NotLive:
 		return fmt.Sprintf("not live: last heartbeat %s ago", p.s.Now.Sub(h.LastSeen).Round(time.Second))
 	case Quarantined:
-		return fmt.Sprintf("quarantined until %s: its creates kept failing", h.QuarantinedUntil.UTC().Format(time.RFC3339))
+		return fmt.Sprintf("quarantined until %s: its creates kept failing", p.s.quarantined(h).UTC().Format(time.RFC3339))
 	case NoDriver:
 		if len(h.Drivers) == 0 {
 			return "no drivers"
@@ -404,7 +432,7 @@ func (p *placement) describe(h *Host, kind ReasonKind) string {
 			}
 		}
 	case AntiAffinity:
-		return fmt.Sprintf("runs %d container(s) of group %s already", h.Groups[req.AntiAffinity], req.AntiAffinity)
+		return fmt.Sprintf("runs %d container(s) of group %s already", p.s.groups(h)[req.AntiAffinity], req.AntiAffinity)
 	case NoCPU:
 		return fmt.Sprintf("cpu: %g cores requested, %g free of %g", req.Resources.CPU, max(free.CPU, 0), usable.CPU)
 	case NoMemory:
