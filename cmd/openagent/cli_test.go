@@ -85,6 +85,17 @@ func run(t *testing.T, server string, args ...string) result {
 	return runIn(t, server, nil, args...)
 }
 
+// mustRun is run that fails the test unless the command succeeds, and
+// returns its standard output.
+func mustRun(t *testing.T, server string, args ...string) string {
+	t.Helper()
+	r := run(t, server, args...)
+	if r.code != 0 {
+		t.Fatalf("openagent %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r.stdout
+}
+
 // runIn is run with standard input.
 func runIn(t *testing.T, server string, stdin io.Reader, args ...string) result {
 	t.Helper()
@@ -109,14 +120,7 @@ func runIn(t *testing.T, server string, stdin io.Reader, args ...string) result 
 
 func TestCLI(t *testing.T) {
 	srv := startSystem(t)
-	must := func(args ...string) string {
-		t.Helper()
-		r := run(t, srv, args...)
-		if r.code != 0 {
-			t.Fatalf("openagent %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
-		}
-		return r.stdout
-	}
+	must := func(args ...string) string { t.Helper(); return mustRun(t, srv, args...) }
 	id := strings.TrimSpace(must("run", "--name", "greeter", "--label", "team=ml", "host", "--", "/bin/sh", "-c", "echo hello; echo oops >&2; exec sleep 600"))
 	if len(id) != 24 {
 		t.Fatalf("run printed %q; want the container id", id)
@@ -331,14 +335,7 @@ func TestCLISessions(t *testing.T) {
 // placement flags on run.
 func TestCLIHabits(t *testing.T) {
 	srv := startSystem(t)
-	must := func(args ...string) string {
-		t.Helper()
-		r := run(t, srv, args...)
-		if r.code != 0 {
-			t.Fatalf("openagent %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
-		}
-		return r.stdout
-	}
+	must := func(args ...string) string { t.Helper(); return mustRun(t, srv, args...) }
 	a := strings.TrimSpace(must("run", "--name", "alpha", "fake", "--", "fake", "--forever"))
 	b := strings.TrimSpace(must("run", "--name", "beta", "fake", "--", "fake", "--forever"))
 	if ids := strings.Fields(must("ps", "-q")); len(ids) != 2 || !slices.Contains(ids, a) || !slices.Contains(ids, b) {

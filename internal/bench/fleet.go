@@ -3,13 +3,10 @@ package bench
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,50 +89,13 @@ func Fleet(ctx context.Context, cfg FleetConfig) (*FleetResult, error) {
 		return nil, err
 	}
 
-	var waiting sync.Map
-	sub, err := nc.Subscribe(events.EventsRoot+".container.*."+events.Name(events.ContainerStarted), func(m *nats.Msg) {
-		if ch, ok := waiting.Load(m.Header.Get("ce-" + events.ExtContainerID)); ok {
-			select {
-			case ch.(chan time.Time) <- time.Now():
-			default:
-			}
-		}
-	})
+	cpu0 := cpuTime()
+	all, failures, elapsed, err := startMany(ctx, nc, cfg.Clients, cfg.Containers, "fleet")
 	if err != nil {
 		return nil, err
 	}
-	defer sub.Unsubscribe()
-	cpu0 := cpuTime()
-	var next, failures atomic.Int64
-	lat := make([][]time.Duration, cfg.Clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := range cfg.Clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				n := next.Add(1)
-				if n > int64(cfg.Containers) || ctx.Err() != nil {
-					return
-				}
-				d, err := startOne(ctx, nc, &waiting, fmt.Sprintf("fleet-%d", n))
-				if err != nil {
-					failures.Add(1)
-					continue
-				}
-				lat[c] = append(lat[c], d)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
 	p := percentiles(all)
-	res.Errors = int(failures.Load())
+	res.Errors = failures
 	res.AllRunningSec = elapsed.Seconds()
 	res.PlacementsPerSec = float64(len(all)) / elapsed.Seconds()
 	res.LatencyP50, res.LatencyP99 = p.P50, p.P99

@@ -114,13 +114,36 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 		return nil, err
 	}
 
+	prefix := fmt.Sprintf("b%x", time.Now().UnixNano()&0xffffffff)
+	all, failures, elapsed, err := startMany(ctx, nc, cfg.Clients, cfg.Requests, prefix)
+	if err != nil {
+		return nil, err
+	}
+	p := percentiles(all)
+	res.LatencyP50, res.LatencyP90, res.LatencyP99, res.LatencyMax = p.P50, p.P90, p.P99, p.Max
+	res.Errors = failures
+	res.Throughput = float64(len(all)) / elapsed.Seconds()
+	res.Seconds = elapsed.Seconds()
+	return res, nil
+}
+
+var spec = func() driver.ContainerConfig {
+	s := driver.DefaultConfig()
+	s.Image, s.Command = "fake", []string{"fake", "--forever"}
+	s.Resources = driver.Resources{CPU: 0.001, MemoryMB: 1, DiskMB: 1, Pids: 1}
+	return s
+}()
+
+// startMany starts n containers through the request door from clients
+// concurrent clients, each waiting for its container to run, and returns
+// each start's latency, the failures and the time it all took.
+func startMany(ctx context.Context, nc *nats.Conn, clients, n int, prefix string) ([]time.Duration, int, time.Duration, error) {
 	// Every started event is published on the container's subject; one
 	// subscription routes them to the waiting clients.
 	var waiting sync.Map // container id → chan time.Time
 	sub, err := nc.Subscribe(events.EventsRoot+".container.*."+events.Name(events.ContainerStarted), func(m *nats.Msg) {
 		at := time.Now()
-		id := m.Header.Get("ce-" + events.ExtContainerID)
-		if ch, ok := waiting.Load(id); ok {
+		if ch, ok := waiting.Load(m.Header.Get("ce-" + events.ExtContainerID)); ok {
 			select {
 			case ch.(chan time.Time) <- at:
 			default:
@@ -128,25 +151,23 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 		}
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
 	defer sub.Unsubscribe()
-
-	prefix := fmt.Sprintf("b%x", time.Now().UnixNano()&0xffffffff)
 	var next, failures atomic.Int64
-	lat := make([][]time.Duration, cfg.Clients)
+	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup
 	begin := time.Now()
-	for c := range cfg.Clients {
+	for c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				n := next.Add(1)
-				if n > int64(cfg.Requests) || ctx.Err() != nil {
+				i := next.Add(1)
+				if i > int64(n) || ctx.Err() != nil {
 					return
 				}
-				d, err := startOne(ctx, nc, &waiting, fmt.Sprintf("%s-%d", prefix, n))
+				d, err := startOne(ctx, nc, &waiting, fmt.Sprintf("%s-%d", prefix, i))
 				if err != nil {
 					failures.Add(1)
 					continue
@@ -161,20 +182,8 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 	for _, l := range lat {
 		all = append(all, l...)
 	}
-	p := percentiles(all)
-	res.LatencyP50, res.LatencyP90, res.LatencyP99, res.LatencyMax = p.P50, p.P90, p.P99, p.Max
-	res.Errors = int(failures.Load())
-	res.Throughput = float64(len(all)) / elapsed.Seconds()
-	res.Seconds = elapsed.Seconds()
-	return res, nil
+	return all, int(failures.Load()), elapsed, nil
 }
-
-var spec = func() driver.ContainerConfig {
-	s := driver.DefaultConfig()
-	s.Image, s.Command = "fake", []string{"fake", "--forever"}
-	s.Resources = driver.Resources{CPU: 0.001, MemoryMB: 1, DiskMB: 1, Pids: 1}
-	return s
-}()
 
 func startOne(ctx context.Context, nc *nats.Conn, waiting *sync.Map, id string) (time.Duration, error) {
 	ch := make(chan time.Time, 1)

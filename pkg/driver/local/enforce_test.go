@@ -3,8 +3,6 @@ package local_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -298,64 +296,16 @@ func TestNetworkIsLoopbackOnly(t *testing.T) {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Fatalf("python3 is needed to probe the network from inside (apt-get install python3-minimal): %v", err)
 	}
-	ln, err := net.Listen("tcp", "0.0.0.0:0") // as the control plane's ports would be
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("host"))
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	targets := []string{fmt.Sprintf("127.0.0.1:%d", port)}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if ip, ok := a.(*net.IPNet); ok && !ip.IP.IsLoopback() && ip.IP.To4() != nil {
-				targets = append(targets, fmt.Sprintf("%s:%d", ip.IP, port))
-			}
-		}
-	}
+	port := hostListener(t) // as the control plane's ports would be
 	d := newDriver(t)
-	server := `import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 7777))
-s.listen()
-while True:
-    c, _ = s.accept()
-    c.send(b"inside")
-    c.close()`
 	cfg := driver.DefaultConfig()
-	cfg.SessionID, cfg.Image, cfg.Command = "net", local.Image, []string{"python3", "-c", server}
+	cfg.SessionID, cfg.Image, cfg.Command = "net", local.Image, server(7777, "inside")
 	cfg.Network = local.NetworkNone // the default, named as Docker names it
 	run(t, d, "net", cfg)
-	probe := func(addr string) string {
-		host, p, _ := net.SplitHostPort(addr)
-		res := execSh(t, d, "net", fmt.Sprintf(`python3 -c 'import socket
-try:
-    c = socket.create_connection(("%s", %s), timeout=2)
-    print(c.recv(16).decode())
-except Exception as e:
-    print(type(e).__name__)'`, host, p))
-		return strings.TrimSpace(string(res.Stdout)) + strings.TrimSpace(string(res.Stderr))
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for got := probe("127.0.0.1:7777"); got != "inside"; got = probe("127.0.0.1:7777") {
-		if time.Now().After(deadline) {
-			t.Fatalf("an exec does not reach the container's own loopback server: %q", got)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	for _, addr := range targets {
-		if got := probe(addr); got == "host" {
-			t.Errorf("the container reached the host's listener on %s", addr)
+	waitFor(t, "an exec reaches the container's own loopback server", func() string { return dial(t, d, "net", "127.0.0.1", 7777, "") }, "inside")
+	for _, h := range hostAddresses(t) {
+		if got := dial(t, d, "net", h, port, ""); got == "host" {
+			t.Errorf("the container reached the host's listener on %s:%d", h, port)
 		}
 	}
 	if res := execSh(t, d, "net", "grep -c . /proc/net/route"); strings.TrimSpace(string(res.Stdout)) != "1" {
