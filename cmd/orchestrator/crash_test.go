@@ -144,24 +144,37 @@ func (p *process) kill() {
 
 // ledger is what the test sees on the events stream.
 type ledger struct {
-	mu       sync.Mutex
-	outcome  map[string]events.Event    // request id → accepted or rejected
-	placed   map[string]map[string]bool // request id → container ids placed
-	created  map[string]bool            // container ids a worker created
-	started  map[string]map[string]bool // container id → started event ids
-	ended    map[string]bool            // container ids that exited, stopped or failed
-	failures map[string]string          // container id → failure message
-	byType   map[string]int
+	mu          sync.Mutex
+	outcome     map[string]events.Event    // request id → accepted or rejected
+	placed      map[string]map[string]bool // request id → container ids placed
+	created     map[string]bool            // container ids a worker created
+	started     map[string]map[string]bool // container id → started event ids
+	ended       map[string]bool            // container ids that exited, stopped or failed
+	failures    map[string]string          // container id → failure message
+	byType      map[string]int
+	rescheduled map[string]int    // container id → its rescheduled events
+	replacement map[string]string // lost container id → the one placed in its stead
+	leader      uint64            // the token of the last leader.elected read
+	stale       int               // events a former leader wrote after it, which every reader refuses
 }
 
 func newLedger() *ledger {
 	return &ledger{outcome: map[string]events.Event{}, placed: map[string]map[string]bool{}, created: map[string]bool{},
-		started: map[string]map[string]bool{}, ended: map[string]bool{}, failures: map[string]string{}, byType: map[string]int{}}
+		started: map[string]map[string]bool{}, ended: map[string]bool{}, failures: map[string]string{}, byType: map[string]int{},
+		rescheduled: map[string]int{}, replacement: map[string]string{}}
 }
 
 func (l *ledger) add(e events.Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if t := events.LeaderToken(e); t != 0 {
+		if e.Type() == events.LeaderElected {
+			l.leader = max(l.leader, t)
+		} else if t < l.leader {
+			l.stale++
+			return
+		}
+	}
 	l.byType[e.Type()]++
 	id := events.Ext(e, events.ExtContainerID)
 	switch e.Type() {
@@ -175,6 +188,11 @@ func (l *ledger) add(e events.Event) {
 		l.placed[req][id] = true
 	case events.ContainerCreated:
 		l.created[id] = true
+	case events.ContainerRescheduled:
+		var d events.RescheduledData
+		_ = events.Data(e, &d)
+		l.rescheduled[id]++
+		l.replacement[id] = d.ReplacementID
 	case events.ContainerStarted:
 		if l.started[id] == nil {
 			l.started[id] = map[string]bool{}
@@ -214,6 +232,27 @@ func (l *ledger) undrained(ids []string) string {
 		return ""
 	}
 	return fmt.Sprintf("%d without an outcome %.300v; %d accepted and not ended %.600v", len(noOutcome), noOutcome, len(running), running)
+}
+
+// unstarted describes the requests without an outcome and the accepted
+// containers that never started; "" when there are none.
+func (l *ledger) unstarted(ids []string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var noOutcome, waiting []string
+	for _, id := range ids {
+		o, ok := l.outcome[id]
+		switch {
+		case !ok:
+			noOutcome = append(noOutcome, id)
+		case o.Type() == events.RequestAccepted && len(l.started[events.Ext(o, events.ExtContainerID)]) == 0:
+			waiting = append(waiting, id)
+		}
+	}
+	if len(noOutcome)+len(waiting) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d without an outcome %.300v; %d accepted and not started %.300v", len(noOutcome), noOutcome, len(waiting), waiting)
 }
 
 // follow feeds the whole events stream into l until ctx ends, across

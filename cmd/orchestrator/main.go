@@ -13,9 +13,12 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/openagent/orchestrator/pkg/coord"
 	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/orchestrator"
+	"github.com/openagent/orchestrator/pkg/scheduler"
 	"github.com/openagent/orchestrator/pkg/system"
 )
 
@@ -46,6 +49,11 @@ func run() error {
 		policyPar  = flag.String("policy-params", "", "a JSON file of the policies' params (image allowlist, allowRoot, maxima), over the defaults")
 		policyDry  = flag.Bool("policy-dry-run", false, "only report what the policies would refuse")
 		pending    = flag.Duration("pending-deadline", orchestrator.DefaultPendingDeadline, "how long a placed container may wait for its host to create it before it fails")
+		id         = flag.String("id", "", "this orchestrator's name in the control plane's election (default: hostname-pid)")
+		advertise  = flag.String("advertise", "", "the HTTP API's URL told to the other orchestrators, for callers they send to the leader (default: the address it listens on)")
+		leaseTTL   = flag.Duration("lease-ttl", coord.DefaultTTL, "the leader's lease: a leader that stops renewing it is replaced within it and a third more")
+		hostTTL    = flag.Duration("host-ttl", scheduler.DefaultLiveWithin, "how recent a host's heartbeat must be for it to take containers")
+		hostGrace  = flag.Duration("host-grace", orchestrator.DefaultHostGrace, "how much longer than --host-ttl a host may be silent before it is declared lost and its containers rescheduled")
 		verbose    = flag.Bool("v", false, "log debug messages")
 	)
 	flag.Parse()
@@ -69,6 +77,10 @@ func run() error {
 		Orchestrator: true, Worker: *withWorker, HostID: *hostID, Drivers: splitList(*drivers), Logger: log, KeepCode: *keepCode,
 		TLSCert: *tlsCert, TLSKey: *tlsKey, TLSCA: *tlsCA,
 		PendingDeadline: *pending, PolicyDir: *policyDir, PolicyParams: *policyPar, PolicyDryRun: *policyDry,
+		ID: *id, Advertise: *advertise, LeaseTTL: *leaseTTL, HostTTL: *hostTTL, HostGrace: *hostGrace,
+	}
+	if *leaseTTL < 300*time.Millisecond {
+		return fmt.Errorf("--lease-ttl %v: at least 300ms (the leader renews at a third of it)", *leaseTTL)
 	}
 	sys, err := system.Start(ctx, cfg)
 	if err != nil {

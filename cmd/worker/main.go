@@ -59,6 +59,7 @@ func run() error {
 		resCPU  = flag.Float64("reserve-cpu", 0, "cpu cores kept for the host's own processes: nothing is placed on them")
 		resMem  = flag.Int64("reserve-memory", 0, "memory kept for the host's own processes, MB")
 		reap    = flag.Duration("reap-after", 0, "remove containers the orchestrator has not known for this long (0: never)")
+		beat    = flag.Duration("heartbeat", 2*time.Second, "how often the host reports that it is alive; keep it well under the orchestrator's --host-ttl")
 		dryRun  = flag.Bool("reap-dry-run", false, "only log what the reaper would remove")
 		dataDir = flag.String("data-dir", defaultData, "where the local driver keeps its state")
 	)
@@ -119,7 +120,7 @@ func run() error {
 		return err
 	}
 	w, err := worker.New(ctx, worker.Config{NC: nc, JS: js, Validator: v, HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log,
-		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids, GPUs: *gpus}, Reserved: api.Resources{CPU: *resCPU, Memory: *resMem}, ReapAfter: *reap, ReapDryRun: *dryRun, Protected: []string{*dataDir}})
+		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids, GPUs: *gpus}, Reserved: api.Resources{CPU: *resCPU, Memory: *resMem}, ReapAfter: *reap, ReapDryRun: *dryRun, Protected: []string{*dataDir}, Heartbeat: *beat})
 	if err != nil {
 		return err
 	}

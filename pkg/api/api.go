@@ -61,6 +61,10 @@ type Container struct {
 	Egress    []driver.EgressRule `json:"egress,omitempty"`
 	Error     *Error              `json:"error,omitempty"` // why it failed, or why the last operation did
 	RequestID string              `json:"requestId,omitempty"`
+	// Replaces is the container, lost with its host, that this one was
+	// placed in stead of; ReplacedBy the one placed in stead of this one.
+	Replaces   string `json:"replaces,omitempty"`
+	ReplacedBy string `json:"replacedBy,omitempty"`
 }
 
 // Resources of a container: cpu in cores, memory and disk in MB.
@@ -113,32 +117,30 @@ type CreateRequest struct {
 	HostID      string            `json:"hostId,omitempty"`
 	Constraints map[string]string `json:"constraints,omitempty"`
 	// Placement says more of where the container may go.
-	Placement *Placement             `json:"placement,omitempty"`
-	Start     bool                   `json:"start,omitempty"`
-	Spec      driver.ContainerConfig `json:"spec"`
+	Placement *Placement `json:"placement,omitempty"`
+	// Reschedule says what becomes of the container when its host is
+	// lost; by default what its restart policy implies.
+	Reschedule *ReschedulePolicy      `json:"reschedule,omitempty"`
+	Start      bool                   `json:"start,omitempty"`
+	Spec       driver.ContainerConfig `json:"spec"`
 }
 
+// ReschedulePolicy says what becomes of a container whose host is lost.
+type ReschedulePolicy = events.ReschedulePolicy
+
+// Reschedule policies.
+const (
+	RescheduleNever     = events.RescheduleNever
+	RescheduleOnFailure = events.RescheduleOnFailure
+	RescheduleAlways    = events.RescheduleAlways
+)
+
 // Placement says where a container may go, beyond Constraints' labels.
-type Placement struct {
-	// Strategy chooses among fit hosts: binpack (the default: the host
-	// left fullest) or spread (the one left emptiest).
-	Strategy string `json:"strategy,omitempty"`
-	// Expressions are conditions on the host's labels, with operators.
-	Expressions []Expression `json:"expressions,omitempty"`
-	// AntiAffinity is a label key: no host runs two containers with the
-	// same value of it (a session group, an app's replicas).
-	AntiAffinity string `json:"antiAffinity,omitempty"`
-	// Capabilities the host must offer: "pause", "gpu".
-	Capabilities []string `json:"capabilities,omitempty"`
-}
+type Placement = events.Placement
 
 // Expression is a condition on a host's label: Op is =, !=, in, notin or
 // exists.
-type Expression struct {
-	Key    string   `json:"key"`
-	Op     string   `json:"op"`
-	Values []string `json:"values,omitempty"`
-}
+type Expression = events.Expression
 
 // StopRequest is the body of POST /v1/containers/{id}/stop.
 type StopRequest struct {
@@ -186,6 +188,9 @@ type Host struct {
 	// QuarantinedUntil is set while placement passes the host by, its
 	// creates having kept failing.
 	QuarantinedUntil time.Time `json:"quarantinedUntil,omitzero"`
+	// LostAt is set while the host is declared lost: not heard from for
+	// its liveness and the grace after.
+	LostAt time.Time `json:"lostAt,omitzero"`
 }
 
 // DriverInfo names a driver and its version.

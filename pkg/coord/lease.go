@@ -34,9 +34,10 @@ var ErrLost = errors.New("coord: the lease was lost")
 
 // Holding is what a lease's key says.
 type Holding struct {
-	Holder string    `json:"holder"`
-	Since  time.Time `json:"since"`
-	Token  uint64    `json:"token"` // the fencing token: the revision of the create
+	Holder  string    `json:"holder"`
+	Address string    `json:"address,omitempty"` // where the holder answers, for those who would forward to it
+	Since   time.Time `json:"since"`
+	Token   uint64    `json:"token"` // the fencing token: the revision of the create
 }
 
 // Leases is a bucket of leases.
@@ -64,17 +65,23 @@ func (l *Leases) TTL() time.Duration { return l.ttl }
 
 // Lease is one holder's lease on a key.
 type Lease struct {
-	leases *Leases
-	key    string
-	holder string
-	rev    uint64 // the revision this holder wrote last
-	token  uint64
-	since  time.Time
+	leases  *Leases
+	key     string
+	holder  string
+	address string
+	rev     uint64 // the revision this holder wrote last
+	token   uint64
+	since   time.Time
 }
 
 // Acquire takes the lease on key for holder, if nobody holds it. It
 // returns ErrHeld, with who holds it, when another does.
 func (l *Leases) Acquire(ctx context.Context, key, holder string) (*Lease, *Holding, error) {
+	return l.acquire(ctx, key, Holding{Holder: holder})
+}
+
+func (l *Leases) acquire(ctx context.Context, key string, me Holding) (*Lease, *Holding, error) {
+	holder := me.Holder
 	if cur, err := l.Current(ctx, key); err == nil {
 		return nil, cur, ErrHeld
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -84,7 +91,7 @@ func (l *Leases) Acquire(ctx context.Context, key, holder string) (*Lease, *Hold
 	// The token is the create's revision, known once it is stored: write
 	// the holding, then write it again with its token (a compare-and-set
 	// on the create's revision, so nobody can have taken it between).
-	b, _ := json.Marshal(Holding{Holder: holder, Since: now})
+	b, _ := json.Marshal(Holding{Holder: holder, Address: me.Address, Since: now})
 	rev, err := l.kv.Create(ctx, key, b)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		cur, _ := l.Current(ctx, key)
@@ -93,11 +100,11 @@ func (l *Leases) Acquire(ctx context.Context, key, holder string) (*Lease, *Hold
 	if err != nil {
 		return nil, nil, fmt.Errorf("coord: acquire %s: %w", key, err)
 	}
-	lease := &Lease{leases: l, key: key, holder: holder, rev: rev, token: rev, since: now}
+	lease := &Lease{leases: l, key: key, holder: holder, address: me.Address, rev: rev, token: rev, since: now}
 	if err := lease.Renew(ctx); err != nil {
 		return nil, nil, err
 	}
-	return lease, &Holding{Holder: holder, Since: now, Token: rev}, nil
+	return lease, &Holding{Holder: holder, Address: me.Address, Since: now, Token: rev}, nil
 }
 
 // Current says who holds the lease on key; jetstream.ErrKeyNotFound when
@@ -119,7 +126,7 @@ func (l *Leases) Current(ctx context.Context, key string) (*Holding, error) {
 
 // Renew keeps the lease for another TTL; ErrLost when another took it.
 func (le *Lease) Renew(ctx context.Context) error {
-	b, _ := json.Marshal(Holding{Holder: le.holder, Since: le.since, Token: le.token})
+	b, _ := json.Marshal(Holding{Holder: le.holder, Address: le.address, Since: le.since, Token: le.token})
 	rev, err := le.leases.kv.Update(ctx, le.key, b, le.rev)
 	if err != nil {
 		var apiErr *jetstream.APIError
@@ -160,11 +167,12 @@ func (l *Leases) Fenced(ctx context.Context, key string, token uint64) (bool, er
 // Lead campaigns for the lease on key until ctx ends: whenever it takes
 // the lease, lead runs with a context that ends when the lease is lost or
 // ctx ends, and the lease is renewed every third of its TTL meanwhile.
-// The token is the holding's fencing token.
-func (l *Leases) Lead(ctx context.Context, key, holder string, lead func(ctx context.Context, token uint64)) error {
+// The token is the holding's fencing token. A lead that returns by itself
+// gives the lease up, and the campaign goes on after a third of the TTL.
+func (l *Leases) Lead(ctx context.Context, key string, me Holding, lead func(ctx context.Context, token uint64)) error {
 	tick := l.ttl / 3
 	for ctx.Err() == nil {
-		lease, _, err := l.Acquire(ctx, key, holder)
+		lease, _, err := l.acquire(ctx, key, me)
 		if err != nil {
 			select {
 			case <-ctx.Done():
@@ -206,10 +214,14 @@ func (l *Leases) Lead(ctx context.Context, key, holder string, lead func(ctx con
 		t.Stop()
 		cancel()
 		<-done
-		if ctx.Err() != nil {
-			rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
-			_ = lease.Release(rctx) // a successor need not wait out the TTL
-			rcancel()
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+		_ = lease.Release(rctx) // a successor need not wait out the TTL; refused when no longer ours
+		rcancel()
+		if ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(tick):
+			}
 		}
 	}
 	return nil

@@ -81,7 +81,7 @@ func TestLeadFailsOver(t *testing.T) {
 	leading, active := map[string]int{}, map[string]bool{}
 	var overlaps int
 	run := func(ctx context.Context, name string) {
-		_ = l.Lead(ctx, "leader", name, func(lctx context.Context, token uint64) {
+		_ = l.Lead(ctx, "leader", Holding{Holder: name}, func(lctx context.Context, token uint64) {
 			mu.Lock()
 			leading[name]++
 			if len(active) > 0 {

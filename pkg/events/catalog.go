@@ -77,6 +77,24 @@ const HostEventRefused = Prefix + "host.event.refused"
 // until the time given.
 const HostQuarantined = Prefix + "host.quarantined"
 
+// Liveness and leadership, decided by the orchestrator.
+const (
+	// HostLost: a host was not heard from for its time to live and the
+	// grace after it; its containers are lost and, by their policy,
+	// rescheduled elsewhere.
+	HostLost = Prefix + "host.lost"
+	// HostReturned: a host declared lost reports again; what it still
+	// runs of containers replaced meanwhile it stops.
+	HostReturned = Prefix + "host.returned"
+	// ContainerRescheduled: a container lost with its host is replaced by
+	// another on a fit host, once; its data names both.
+	ContainerRescheduled = Prefix + "container.rescheduled"
+	// LeaderElected: an orchestrator took the control plane's lease; what
+	// earlier leaders write after it is refused (see Fence). Its CloudEvents
+	// subject names the election.
+	LeaderElected = Prefix + "leader.elected"
+)
+
 // Session events: the life of an agent's sandbox and the audit of the code
 // run in it.
 const (
@@ -146,6 +164,10 @@ var catalog = map[string]Kind{
 	StreamDrifted:           KindState,
 	HostEventRefused:        KindState,
 	HostQuarantined:         KindState,
+	HostLost:                KindState,
+	HostReturned:            KindState,
+	ContainerRescheduled:    KindState,
+	LeaderElected:           KindState,
 	RequestPolicyViolated:   KindState,
 
 	SessionRequested:    KindState,

@@ -32,6 +32,11 @@ const (
 	// generation of what caused it. A worker refuses a command older than
 	// what it has carried out. Decimal, increasing per container.
 	ExtGeneration = "generation"
+	// ExtLeaderToken fences leaders: the fencing token of the orchestrator
+	// that decided an event or command while it led. Readers of the log and
+	// workers refuse what carries a token older than the last
+	// leader.elected before it. Decimal.
+	ExtLeaderToken = "leadertoken"
 )
 
 // Option sets an attribute of an event being built by New.
@@ -75,6 +80,22 @@ func WithGeneration(g uint64) Option {
 func Generation(e Event) uint64 {
 	g, _ := strconv.ParseUint(Ext(e, ExtGeneration), 10, 64)
 	return g
+}
+
+// WithLeaderToken marks an event or command as decided by the leader
+// holding token.
+func WithLeaderToken(token uint64) Option {
+	return func(e *Event) {
+		if token != 0 {
+			e.SetExtension(ExtLeaderToken, strconv.FormatUint(token, 10))
+		}
+	}
+}
+
+// LeaderToken returns the leader token an event carries, 0 when none.
+func LeaderToken(e Event) uint64 {
+	t, _ := strconv.ParseUint(Ext(e, ExtLeaderToken), 10, 64)
+	return t
 }
 
 // WithTrace sets W3C trace context.

@@ -30,6 +30,9 @@ type ContainerRequestedData struct {
 	ContainerID string `json:"containerId"`
 	TimeoutMs   int64  `json:"timeoutMs,omitempty"` // stop
 	Force       bool   `json:"force,omitempty"`     // stop, remove
+	// Reason, of a remove the orchestrator decided itself, is what the
+	// removed event says: a stale copy on a host that was lost.
+	Reason string `json:"reason,omitempty"`
 }
 
 // ExecRequestedData is the data of io.openagent.container.exec.requested.
@@ -115,6 +118,9 @@ type ContainerCommandData struct {
 	HostID      string `json:"hostId"`
 	TimeoutMs   int64  `json:"timeoutMs,omitempty"` // stop
 	Force       bool   `json:"force,omitempty"`     // stop, remove
+	// Reason, of a remove the orchestrator decided itself, is what the
+	// removed event says: a stale copy on a host that was lost.
+	Reason string `json:"reason,omitempty"`
 }
 
 // ExecCommandData is the data of io.openagent.command.container.exec.
@@ -160,6 +166,72 @@ type PlacedData struct {
 	Spec          driver.ContainerConfig `json:"spec"`
 	RequestSource string                 `json:"requestSource,omitempty"`
 	RequestDigest string                 `json:"requestDigest,omitempty"`
+	// What the request asked of placement and of a host's loss, so that a
+	// replacement is placed as the original was.
+	Constraints map[string]string `json:"constraints,omitempty"`
+	Placement   *Placement        `json:"placement,omitempty"`
+	Reschedule  *ReschedulePolicy `json:"reschedule,omitempty"`
+	Start       bool              `json:"start,omitempty"`
+	// Replaces is the container lost with its host that this one
+	// replaces; Attempt counts the replacements of the original.
+	Replaces string `json:"replaces,omitempty"`
+	Attempt  int    `json:"attempt,omitempty"`
+}
+
+// Placement says where a container may go, beyond Constraints' labels.
+type Placement struct {
+	// Strategy chooses among fit hosts: binpack (the default: the host
+	// left fullest) or spread (the one left emptiest).
+	Strategy string `json:"strategy,omitempty"`
+	// Expressions are conditions on the host's labels, with operators.
+	Expressions []Expression `json:"expressions,omitempty"`
+	// AntiAffinity is a label key: no host runs two containers with the
+	// same value of it (a session group, an app's replicas).
+	AntiAffinity string `json:"antiAffinity,omitempty"`
+	// Capabilities the host must offer: "pause", "gpu".
+	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+// Expression is a condition on a host's label: Op is =, !=, in, notin or
+// exists.
+type Expression struct {
+	Key    string   `json:"key"`
+	Op     string   `json:"op"`
+	Values []string `json:"values,omitempty"`
+}
+
+// ReschedulePolicy says what becomes of a container whose host is lost.
+type ReschedulePolicy struct {
+	// Policy: never (it stays lost), on-failure (replaced if it was
+	// running: the loss ended its run) or always (replaced whatever it was
+	// doing: pending, created or running).
+	Policy string `json:"policy,omitempty"`
+	// LostAfterMs waits this long after the loss before replacing it, for
+	// the host to come back (like Nomad's disconnect.lost_after).
+	LostAfterMs int64 `json:"lostAfterMs,omitempty"`
+}
+
+// Reschedule policies.
+const (
+	RescheduleNever     = "never"
+	RescheduleOnFailure = "on-failure"
+	RescheduleAlways    = "always"
+)
+
+// EffectivePolicy is the reschedule policy that applies: the one given,
+// else what the restart policy implies (no restart: never; on-failure:
+// on-failure; always: always).
+func (r *ReschedulePolicy) EffectivePolicy(restart driver.RestartPolicy) string {
+	if r != nil && r.Policy != "" {
+		return r.Policy
+	}
+	switch restart {
+	case driver.RestartAlways:
+		return RescheduleAlways
+	case driver.RestartOnFailure:
+		return RescheduleOnFailure
+	}
+	return RescheduleNever
 }
 
 // CreatedData is the data of io.openagent.container.created.
@@ -322,6 +394,38 @@ type HostQuarantinedData struct {
 	Until     time.Time `json:"until"`
 	Failures  int       `json:"failures"`  // creates failed in a row
 	LastError string    `json:"lastError"` // the last one's error
+}
+
+// HostLostData is the data of io.openagent.host.lost.
+type HostLostData struct {
+	HostID     string    `json:"hostId"`
+	LastSeen   time.Time `json:"lastSeen"`
+	Reason     string    `json:"reason"`
+	Containers []string  `json:"containers"` // what it held, lost with it
+}
+
+// HostReturnedData is the data of io.openagent.host.returned.
+type HostReturnedData struct {
+	HostID   string    `json:"hostId"`
+	LostAt   time.Time `json:"lostAt"`
+	LastSeen time.Time `json:"lastSeen"` // the heartbeat that brought it back
+}
+
+// RescheduledData is the data of io.openagent.container.rescheduled.
+type RescheduledData struct {
+	ContainerID   string `json:"containerId"`   // the lost container
+	ReplacementID string `json:"replacementId"` // the one placed in its stead
+	FromHost      string `json:"fromHost"`
+	Reason        string `json:"reason"`
+	Attempt       int    `json:"attempt"` // 1 for the first replacement of the original
+}
+
+// LeaderElectedData is the data of io.openagent.leader.elected.
+type LeaderElectedData struct {
+	Holder  string    `json:"holder"`
+	Token   uint64    `json:"token"`
+	Address string    `json:"address,omitempty"` // where its HTTP API answers
+	Since   time.Time `json:"since"`
 }
 
 // StreamDriftedData is the data of io.openagent.stream.drifted.
@@ -489,6 +593,14 @@ func Payload(eventType string) any {
 		return new(HostEventRefusedData)
 	case HostQuarantined:
 		return new(HostQuarantinedData)
+	case HostLost:
+		return new(HostLostData)
+	case HostReturned:
+		return new(HostReturnedData)
+	case ContainerRescheduled:
+		return new(RescheduledData)
+	case LeaderElected:
+		return new(LeaderElectedData)
 	case RequestPolicyViolated:
 		return new(PolicyViolatedData)
 	case SessionRequested:

@@ -22,6 +22,9 @@ const (
 	BucketRequests   = "openagent-requests"
 	BucketSessions   = "openagent-sessions"
 	BucketPools      = "openagent-pools"
+	// BucketLeases holds the control plane's election (pkg/coord makes
+	// it, with the leases' time to live).
+	BucketLeases = "openagent-leases"
 	// BucketFiles is the object store files cross in, between the API and
 	// a sandbox, off the event path: a transfer's object is deleted once it
 	// is through, and any left behind (a crash) expires.

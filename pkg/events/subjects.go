@@ -62,9 +62,9 @@ func Subject(e Event) (string, error) {
 			attr = ExtSessionID
 		case "request":
 			id = RequestToken(CorrelationID(e))
-		case "stream":
+		case "stream", "leader":
 			if id = e.Subject(); !ValidToken(id) {
-				return "", &ValidationError{Type: e.Type(), Field: "subject", Rule: "subject-token", Message: fmt.Sprintf("%s needs the stream's name as its subject, got %q", e.Type(), id)}
+				return "", &ValidationError{Type: e.Type(), Field: "subject", Rule: "subject-token", Message: fmt.Sprintf("%s needs the stream's or election's name as its subject, got %q", e.Type(), id)}
 			}
 		}
 		if attr != "" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -34,7 +35,13 @@ func reject(kind api.ErrorKind, field, id, format string, args ...any) error {
 // published to the events stream. A request handled before gets the same
 // outcome again and causes nothing new. An error means the outcome could
 // not be recorded and the request should be retried.
+//
+// A follower hands the request to the leader and returns the outcome the
+// leader recorded.
 func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Event, error) {
+	if !o.Leading() {
+		return o.forward(ctx, req)
+	}
 	return o.handle(ctx, req, false)
 }
 
@@ -77,10 +84,19 @@ func (o *Orchestrator) handle(ctx context.Context, req events.Event, validated b
 	if err != nil {
 		return events.Event{}, events.Retry(err, 0)
 	}
-	if b, err := json.Marshal(outcomeRecord{Digest: digest, Event: reply}); err == nil {
-		if _, err := o.requests.Put(ctx, bucketKey, b); err != nil {
-			o.log.Warn("orchestrator: record outcome", "event_id", req.ID(), "err", err)
+	// The outcome is stored: it stands if this orchestrator still led
+	// then, which its proclamation being the last one proves.
+	if err := o.confirm(ctx); err != nil {
+		if accepted != nil {
+			o.state.release(accepted.ContainerID) // reserved here, refused by the log
 		}
+		return events.Event{}, events.Retry(err, 0)
+	}
+	// The record is what answers the request from now on, here and on the
+	// followers that handed it on: it must be written.
+	b, _ := json.Marshal(outcomeRecord{Digest: digest, Event: reply})
+	if _, err := o.requests.Put(ctx, bucketKey, b); err != nil {
+		return events.Event{}, events.Retry(fmt.Errorf("record the outcome: %w", err), 0)
 	}
 	return reply, nil
 }
@@ -124,15 +140,50 @@ func (o *Orchestrator) Reject(ctx context.Context, requestID, requestType string
 		events.WithExtension(events.ExtCorrelationID, requestID), events.WithID(events.DeriveID(requestID, "rejected")))
 }
 
+// publish stores an event or command this orchestrator decided, with its
+// term's token; only a leader decides.
 func (o *Orchestrator) publish(ctx context.Context, typ string, data any, opts ...events.Option) (events.Event, error) {
-	e, err := events.New(typ, o.source, data, opts...)
+	t := o.leading()
+	if t == nil {
+		return events.Event{}, errNotLeading
+	}
+	e, err := events.New(typ, o.source, data, append(opts, events.WithLeaderToken(t.token))...)
 	if err != nil {
 		return events.Event{}, err
 	}
-	if _, err := o.pub.Publish(ctx, e); err != nil {
+	ack, err := o.pub.Publish(ctx, e)
+	if err != nil {
 		return events.Event{}, err
 	}
+	if t.token != 0 && ack.Duplicate && ack.Stream == events.StreamEvents && ack.Sequence > t.seq {
+		// The id was stored after this term began, and not necessarily by
+		// this term: a former leader, paused past its lease, may have
+		// written the same decision under the same id, which every reader
+		// refuses. Then this term's decision goes under an id of its own.
+		stored, err := o.events.GetMsg(ctx, ack.Sequence)
+		if err != nil {
+			return events.Event{}, fmt.Errorf("orchestrator: read the event %s stored before: %w", e.ID(), err)
+		}
+		if token, _ := strconv.ParseUint(stored.Header.Get("ce-"+events.ExtLeaderToken), 10, 64); token < t.token {
+			e.SetID(events.DeriveID(e.ID(), fmt.Sprintf("leader %d", t.token)))
+			if _, err := o.pub.Publish(ctx, e); err != nil {
+				return events.Event{}, err
+			}
+		}
+	}
 	return e, nil
+}
+
+// commandID is the id of the command a request causes, in this term: a
+// command a former leader published under the request's id after this
+// term began was refused by its worker, and must not hide this term's
+// command as a duplicate. A worker recognises a command carried out
+// before by what it made, whatever the command's id.
+func (o *Orchestrator) commandID(key string) string {
+	if t := o.leading(); t != nil && t.token != 0 {
+		return events.DeriveID(key, fmt.Sprintf("command %d", t.token))
+	}
+	return events.DeriveID(key, "command")
 }
 
 func (o *Orchestrator) validate(req events.Event, validated bool) error {
@@ -181,7 +232,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 	gen := o.state.nextGeneration(r.ID)
 	acc := &accepted{Accepted: api.Accepted{RequestID: req.ID(), ContainerID: r.ID}, generation: gen}
 	cmdOpts := []events.Option{events.CausedBy(req), events.WithHost(r.Host), events.WithContainer(r.ID),
-		events.WithID(events.DeriveID(key, "command")), events.WithGeneration(gen)}
+		events.WithID(o.commandID(key)), events.WithGeneration(gen)}
 	live := o.Live(r.Host)
 	switch req.Type() {
 	case events.ContainerStartRequested:
@@ -311,7 +362,8 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	// The record, like the placed event, keeps the secrets' names only;
 	// the create command carries their values to the host.
 	r := &record{Container: api.Container{ID: d.ContainerID, Name: d.Name, RequestID: strings.Clone(req.ID())},
-		RequestSource: req.Source(), RequestDigest: events.RequestDigest(req), Spec: d.Spec.Redacted()}
+		RequestSource: req.Source(), RequestDigest: events.RequestDigest(req), Spec: d.Spec.Redacted(),
+		Constraints: d.Constraints, Placement: d.Placement, Reschedule: d.Reschedule, Start: d.Start}
 	// A request handled again, after a crash or redelivered while the first
 	// handling went on, finds its own container: it announces nothing new.
 	if prev, ok := o.state.Placed(r.ID); ok && prev.SameRequest(r) {
@@ -366,13 +418,14 @@ func (o *Orchestrator) announce(ctx context.Context, req events.Event, r *record
 	opts := []events.Option{events.CausedBy(req), events.WithContainer(r.ID), events.WithHost(r.Host),
 		events.WithSession(d.Spec.SessionID), events.WithGeneration(r.Generation)}
 	placed := events.PlacedData{ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Name: d.Name, Spec: d.Spec.Redacted(),
-		RequestSource: r.RequestSource, RequestDigest: r.RequestDigest}
+		RequestSource: r.RequestSource, RequestDigest: r.RequestDigest, Constraints: d.Constraints, Placement: d.Placement,
+		Reschedule: d.Reschedule, Start: d.Start}
 	if _, err := o.publish(ctx, events.ContainerPlaced, placed, append(opts, events.WithID(events.DeriveID(key, "placed")))...); err != nil {
 		return err
 	}
 	_, err := o.publish(ctx, events.CommandCreate, events.CreateCommandData{
 		ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Spec: d.Spec, Start: d.Start,
-	}, append(opts, events.WithID(events.DeriveID(key, "command")))...)
+	}, append(opts, events.WithID(o.commandID(key)))...)
 	return err
 }
 

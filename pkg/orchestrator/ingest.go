@@ -38,7 +38,7 @@ var workerEvents = map[string]bool{
 // event is stored. What was not stored is delivered again, and stored
 // once by its id.
 func (o *Orchestrator) relay(ctx context.Context) error {
-	cons, err := o.js.CreateOrUpdateConsumer(ctx, events.StreamIngest, events.ConsumerConfig("orchestrator-ingest", events.IngestRoot+".>"))
+	cons, err := o.js.CreateOrUpdateConsumer(ctx, events.StreamIngest, leaderConsumer("orchestrator-ingest", events.IngestRoot+".>"))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting

@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/coord"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
 	"github.com/openagent/orchestrator/pkg/policy"
@@ -37,6 +40,9 @@ type Config struct {
 	// HostLiveness is how recent a host's heartbeat must be for it to
 	// take containers; 10s when zero.
 	HostLiveness time.Duration
+	// HostGrace is how much longer than HostLiveness a host may be silent
+	// before it is declared lost; DefaultHostGrace when zero.
+	HostGrace time.Duration
 	// Protected host paths no container may mount, such as the data
 	// directory.
 	Protected []string
@@ -58,6 +64,19 @@ type Config struct {
 	// Resolver looks up the host names of egress rules at admission; the
 	// system's resolver when nil.
 	Resolver policy.Resolver
+	// Leases holds the control plane's election: orchestrators on one bus
+	// campaign for it and the holder leads. Nil runs this orchestrator as
+	// the only one: it always leads, unfenced.
+	Leases *coord.Leases
+	// ID names this orchestrator in the election; the hostname and process
+	// id when empty. Address is where its HTTP API answers, told to those
+	// who would reach the leader.
+	ID, Address string
+	// Lead runs for every term this orchestrator leads, beside its own
+	// leader-only loops (the sessions and the request/reply door are
+	// started there); its context ends with the term, and its error ends
+	// the term.
+	Lead func(ctx context.Context) error
 }
 
 // A host whose creates fail QuarantineAfter times in a row, for reasons
@@ -99,6 +118,27 @@ type Orchestrator struct {
 	driftEvery time.Duration
 	policy     *policy.Engine
 	resolver   policy.Resolver
+	leases     *coord.Leases
+	id         string
+	address    string
+	leadFn     func(ctx context.Context) error
+	term       atomic.Pointer[term]
+	events     jetstream.Stream
+	// followed keeps, per host, the last inventory a worker reported while
+	// this orchestrator followed: the next term acts on it.
+	followedMu sync.Mutex
+	followed   map[string]followedInventory
+	grace      time.Duration
+	heardSince atomic.Int64 // unix nanos: see heard
+	// unplaceable keeps why each lost container could not be replaced
+	// yet, so that it is logged once (the liveness loop's alone).
+	unplaceable map[string]string
+}
+
+// followedInventory is a host.reconciled event seen while following.
+type followedInventory struct {
+	seq uint64
+	e   events.Event
 }
 
 // New returns an orchestrator on provisioned streams and buckets.
@@ -122,10 +162,21 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		o.deadline = DefaultPendingDeadline
 	}
 	o.clustered, o.driftEvery, o.policy, o.resolver = cfg.Clustered, cfg.DriftInterval, cfg.Policy, cfg.Resolver
+	o.leases, o.id, o.address, o.leadFn, o.followed = cfg.Leases, cfg.ID, cfg.Address, cfg.Lead, map[string]followedInventory{}
+	if o.id == "" {
+		o.id = defaultID()
+	}
+	if o.grace = cfg.HostGrace; o.grace <= 0 {
+		o.grace = DefaultHostGrace
+	}
+	o.unplaceable = map[string]string{}
 	if o.driftEvery <= 0 {
 		o.driftEvery = DefaultDriftInterval
 	}
 	var err error
+	if o.events, err = cfg.JS.Stream(ctx, events.StreamEvents); err != nil {
+		return nil, fmt.Errorf("orchestrator: stream %s: %w", events.StreamEvents, err)
+	}
 	for name, kv := range map[string]*jetstream.KeyValue{events.BucketRequests: &o.requests, events.BucketContainers: &o.containers, events.BucketHosts: &o.hosts} {
 		if *kv, err = cfg.JS.KeyValue(ctx, name); err != nil {
 			return nil, fmt.Errorf("orchestrator: bucket %s: %w", name, err)
@@ -139,7 +190,8 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 // whole state, and the doors may take them.
 func (o *Orchestrator) Ready() <-chan struct{} { return o.ready }
 
-// Run keeps the projection and handles requests until ctx is cancelled.
+// Run keeps the projection and, while this orchestrator leads, handles
+// requests, until ctx is cancelled.
 func (o *Orchestrator) Run(ctx context.Context) error {
 	stream, err := o.js.Stream(ctx, events.StreamEvents)
 	if err != nil {
@@ -158,7 +210,6 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	caughtUp, hostsKnown := make(chan struct{}), make(chan struct{})
 	g.Go(func() error { return o.project(ctx, cursor, last, caughtUp) })
 	g.Go(func() error { return o.watchHosts(ctx, hostsKnown) })
-	g.Go(func() error { return o.flushLoop(ctx) })
 	// Requests are decided on the whole state: the log caught up with, and
 	// the hosts as they report.
 	ready := func() bool {
@@ -175,20 +226,11 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		if !ready() {
 			return nil
 		}
+		o.heard(time.Now())
 		close(o.ready)
-		g.Go(func() error { return o.failOverdue(ctx) })
-		g.Go(func() error { return o.watchStreams(ctx) })
-		g.Go(func() error { return o.relay(ctx) })
-		return o.serveRequests(ctx)
+		return o.campaign(ctx)
 	})
-	err = g.Wait()
-	// Write what the projection learnt last, for the next start.
-	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if ferr := o.state.Flush(fctx, o.js, o.containers); ferr != nil {
-		o.log.Warn("orchestrator: final flush", "err", ferr)
-	}
-	return err
+	return g.Wait()
 }
 
 // project applies the events stream from after cursor, in order, to the
@@ -232,9 +274,10 @@ func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtU
 			o.hostHealth(ctx, e, caughtUp == nil)
 			// A host's inventory is acted on once: when it is new to this
 			// state (past the cursor it resumed from, or, rebuilding, once
-			// caught up).
+			// caught up), by the leader; a follower keeps it for its next
+			// term.
 			if e.Type() == events.HostReconciled && md.Sequence.Stream > cursor && (cursor > 0 || caughtUp == nil) {
-				o.lostOnHost(ctx, md.Sequence.Stream, e)
+				o.inventory(ctx, md.Sequence.Stream, e)
 			}
 		}
 		if caughtUp != nil && md.Sequence.Stream >= last {
@@ -316,6 +359,32 @@ func (o *Orchestrator) watchStreams(ctx context.Context) error {
 	}
 }
 
+// inventory acts on a host's inventory while leading and keeps it for
+// the next term while following.
+func (o *Orchestrator) inventory(ctx context.Context, seq uint64, e events.Event) {
+	if o.Leading() {
+		o.lostOnHost(ctx, seq, e)
+		return
+	}
+	o.followedMu.Lock()
+	o.followed[events.Ext(e, events.ExtHostID)] = followedInventory{seq, e}
+	o.followedMu.Unlock()
+}
+
+// reconcileFollowed acts, at the start of a term, on the inventories the
+// workers reported while this orchestrator followed. What the former
+// leader reported of them already is stored once: the reports' ids are
+// derived from the inventory's.
+func (o *Orchestrator) reconcileFollowed(ctx context.Context) {
+	o.followedMu.Lock()
+	seen := o.followed
+	o.followed = map[string]followedInventory{}
+	o.followedMu.Unlock()
+	for _, f := range seen {
+		o.lostOnHost(ctx, f.seq, f.e)
+	}
+}
+
 // lostOnHost reports lost what the state has created or running on a host
 // whose worker, starting, did not find it.
 func (o *Orchestrator) lostOnHost(ctx context.Context, seq uint64, e events.Event) {
@@ -351,6 +420,15 @@ func (o *Orchestrator) flushLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			// A leader paused past its lease must not write over its
+			// successor's records: it writes only while its proclamation
+			// is the last.
+			if err := o.confirm(ctx); err != nil {
+				if ctx.Err() == nil {
+					o.log.Warn("orchestrator: not writing state", "err", err)
+				}
+				continue
+			}
 			if err := o.state.Flush(ctx, o.js, o.containers); err != nil && ctx.Err() == nil {
 				o.log.Warn("orchestrator: write state", "err", err)
 			}
@@ -422,10 +500,22 @@ func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) erro
 	}
 }
 
+// HandOverAckWait is the ack wait of the leader's consumers (requests,
+// workers' events): what a leader that died had in hand is delivered to
+// its successor this long after the last sign of progress, which the
+// consumer loop gives at a third of it while a handler works.
+const HandOverAckWait = 5 * time.Second
+
+func leaderConsumer(durable, filter string) jetstream.ConsumerConfig {
+	c := events.ConsumerConfig(durable, filter)
+	c.AckWait = HandOverAckWait
+	return c
+}
+
 // serveRequests consumes the durable requests stream: what services
 // published, even while the orchestrator was down.
 func (o *Orchestrator) serveRequests(ctx context.Context) error {
-	cons, err := o.js.CreateOrUpdateConsumer(ctx, events.StreamRequests, events.ConsumerConfig("orchestrator", events.RequestsRoot+".>"))
+	cons, err := o.js.CreateOrUpdateConsumer(ctx, events.StreamRequests, leaderConsumer("orchestrator", events.RequestsRoot+".>"))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
@@ -479,7 +569,7 @@ func (o *Orchestrator) hostHealth(ctx context.Context, e events.Event, live bool
 		o.state.failures[host]++
 		o.state.lastFailure[host] = d.Error.Message
 		n, now := o.state.failures[host], time.Now()
-		if n < QuarantineAfter || !live || o.state.quarantine[host].After(now) {
+		if n < QuarantineAfter || !live || !o.Leading() || o.state.quarantine[host].After(now) {
 			o.state.hostsMu.Unlock()
 			return
 		}
@@ -536,5 +626,5 @@ func (o *Orchestrator) snapshot(m *projection.Model) scheduler.Snapshot {
 		o.state.hostList = list
 	}
 	return scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: o.state.hostList,
-		Allocated: m.Allocated, Groups: m.Groups, Quarantined: o.state.quarantine}
+		Allocated: m.Allocated, Groups: m.Groups, Quarantined: o.state.quarantine, HeardSince: o.heardFrom(), Lost: m.LostHosts}
 }

@@ -151,6 +151,23 @@ func (s *state) release(id string) {
 	})
 }
 
+// dropReservations releases every reservation the log does not hold:
+// what a term placed and did not see stored before it ended. A follower's
+// state is the log's fold alone.
+func (s *state) dropReservations() {
+	var ids []string
+	s.Read(func(m *projection.Model) {
+		for id, r := range m.Containers {
+			if r.Seq == 0 {
+				ids = append(ids, id)
+			}
+		}
+	})
+	for _, id := range ids {
+		s.release(id)
+	}
+}
+
 // deliverExec hands an exec's outcome, completed or failed, to whoever
 // waits for it; it is not part of the projection.
 func (s *state) deliverExec(e events.Event) {

@@ -187,18 +187,29 @@ func (o *Orchestrator) List(q events.ListQuery) []api.Container {
 	return out
 }
 
-// Live reports whether a host has reported recently.
+// Live reports whether a host has reported recently, or could not have
+// since the control plane began to listen (see heard), and is not lost.
 func (o *Orchestrator) Live(host string) bool {
 	o.state.hostsMu.RLock()
 	h, ok := o.state.hosts[host]
 	o.state.hostsMu.RUnlock()
-	return ok && scheduler.Live(h.LastSeen, time.Now(), o.liveness)
+	if !ok {
+		return false
+	}
+	var lostAt time.Time
+	var lost bool
+	o.state.Read(func(m *projection.Model) { lostAt, lost = m.LostHosts[host] })
+	if lost && !h.LastSeen.After(lostAt) {
+		return false
+	}
+	return scheduler.Live(scheduler.LastHeard(h.LastSeen, o.heardFrom()), time.Now(), o.liveness)
 }
 
 // Hosts returns the registered hosts.
 func (o *Orchestrator) Hosts() []api.Host {
 	count := map[string]int{}
 	allocated := map[string]scheduler.Resources{}
+	var lostHosts map[string]time.Time
 	o.state.Read(func(m *projection.Model) {
 		for _, r := range m.Containers {
 			if r.Status.Active() {
@@ -206,6 +217,7 @@ func (o *Orchestrator) Hosts() []api.Host {
 			}
 		}
 		maps.Copy(allocated, m.Allocated)
+		lostHosts = maps.Clone(m.LostHosts)
 	})
 	o.state.hostsMu.RLock()
 	defer o.state.hostsMu.RUnlock()
@@ -216,7 +228,10 @@ func (o *Orchestrator) Hosts() []api.Host {
 			Capacity:  api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids, GPUs: h.Capacity.GPUs},
 			Reserved:  api.Resources{CPU: h.Reserved.CPU, Memory: h.Reserved.MemoryMB, Pids: h.Reserved.Pids, GPUs: h.Reserved.GPUs},
 			Allocated: api.Resources{CPU: math.Round(a.CPU*1e6) / 1e6, Memory: a.MemoryMB, Pids: a.Pids, GPUs: a.GPUs}, Containers: count[h.ID], // no float residue
-			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(h.LastSeen, time.Now(), o.liveness)})
+			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(scheduler.LastHeard(h.LastSeen, o.heardFrom()), time.Now(), o.liveness)})
+		if at, lost := lostHosts[h.ID]; lost && !h.LastSeen.After(at) {
+			out[len(out)-1].Live, out[len(out)-1].LostAt = false, at
+		}
 		if until := o.state.quarantine[h.ID]; until.After(time.Now()) {
 			out[len(out)-1].QuarantinedUntil = until
 		}

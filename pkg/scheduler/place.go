@@ -168,6 +168,30 @@ type Snapshot struct {
 	Allocated   map[string]Resources
 	Groups      map[string]map[string]int
 	Quarantined map[string]time.Time
+	// HeardSince is when the control plane could last have heard from
+	// every host (it started, reconnected to the bus, or took over as
+	// leader): a host's silence counts from then at the earliest, so that
+	// the control plane's own outage does not make hosts look dead.
+	HeardSince time.Time
+	// Lost are the hosts declared lost, with when: not live until they
+	// report after it.
+	Lost map[string]time.Time
+}
+
+// LastHeard is when the control plane last heard from a host, or could
+// have: its last heartbeat, or since when it has been listening.
+func LastHeard(lastSeen, heardSince time.Time) time.Time {
+	if heardSince.After(lastSeen) {
+		return heardSince
+	}
+	return lastSeen
+}
+
+func (s *Snapshot) live(h *Host, within time.Duration) bool {
+	if lost, ok := s.Lost[h.ID]; ok && !h.LastSeen.After(lost) {
+		return false
+	}
+	return Live(LastHeard(h.LastSeen, s.HeardSince), s.Now, within)
 }
 
 func (s *Snapshot) allocated(h *Host) Resources {
@@ -338,7 +362,7 @@ func (p *placement) unfit(h *Host) ReasonKind {
 		return NotRequested
 	case h.Draining:
 		return Draining
-	case p.s.Now.Sub(h.LastSeen) > p.within:
+	case !p.s.live(h, p.within):
 		return NotLive
 	case p.s.quarantined(h).After(p.s.Now):
 		return Quarantined
@@ -404,6 +428,9 @@ func (p *placement) describe(h *Host, kind ReasonKind) string {
 	case Draining:
 		return "draining"
 	case NotLive:
+		if _, lost := p.s.Lost[h.ID]; lost {
+			return fmt.Sprintf("lost: last heartbeat %s ago", p.s.Now.Sub(h.LastSeen).Round(time.Second))
+		}
 		return fmt.Sprintf("not live: last heartbeat %s ago", p.s.Now.Sub(h.LastSeen).Round(time.Second))
 	case Quarantined:
 		return fmt.Sprintf("quarantined until %s: its creates kept failing", p.s.quarantined(h).UTC().Format(time.RFC3339))

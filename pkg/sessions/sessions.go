@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -83,6 +84,10 @@ type Config struct {
 	// MaxFileBytes caps a file copied into or out of a session;
 	// MaxFileBytes (the constant) when zero.
 	MaxFileBytes int64
+	// Leader says the token of the control plane's term this process
+	// leads, if it leads: the sessions' events carry it. Nil when there is
+	// no election (one orchestrator, always leading).
+	Leader func() (token uint64, leading bool)
 }
 
 // Service keeps the sessions and pools. Run it; its methods serve the doors.
@@ -96,7 +101,9 @@ type Service struct {
 	files    jetstream.ObjectStore // files in transit
 	maxFile  int64
 	pools    pools
-	ready    chan struct{}
+	leader   func() (uint64, bool)
+	ready    chan struct{} // under mu: a term's Run makes a new one
+	serving  atomic.Bool
 
 	mu     sync.Mutex
 	m      map[string]*api.Session
@@ -109,7 +116,7 @@ type Service struct {
 // New returns the sessions service on provisioned buckets.
 func New(ctx context.Context, cfg Config) (*Service, error) {
 	s := &Service{nc: cfg.NC, pub: events.NewPublisher(cfg.JS, cfg.Validator), ctl: cfg.Containers, log: cfg.Logger,
-		keepCode: cfg.KeepCode, ready: make(chan struct{}), pools: pools{m: map[string]*pool{}},
+		keepCode: cfg.KeepCode, ready: make(chan struct{}), pools: pools{m: map[string]*pool{}}, leader: cfg.Leader,
 		m: map[string]*api.Session{}, warned: map[string]time.Time{}, firing: map[string]bool{}, wake: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -132,11 +139,37 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 
 // Ready is closed once the sessions and pools are loaded and the control
 // plane is ready: from then on the methods may be called.
-func (s *Service) Ready() <-chan struct{} { return s.ready }
+func (s *Service) Ready() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready
+}
+
+// Serving reports whether the sessions are served here: loaded, and Run
+// not ended. Only the leader of the control plane serves them.
+func (s *Service) Serving() bool { return s.serving.Load() }
+
+// Reset forgets what a former Run loaded, for a new one: a leader's term
+// serves the sessions as the buckets hold them at its start.
+func (s *Service) Reset() {
+	s.mu.Lock()
+	select {
+	case <-s.ready:
+		s.ready = make(chan struct{})
+	default:
+	}
+	s.m, s.warned, s.firing, s.timers = map[string]*api.Session{}, map[string]time.Time{}, map[string]bool{}, nil
+	s.mu.Unlock()
+	s.pools.mu.Lock()
+	s.pools.m = map[string]*pool{}
+	s.pools.mu.Unlock()
+}
 
 // Run loads the sessions and pools, then fires the sessions' timers and
-// keeps the pools filled until ctx ends.
+// keeps the pools filled until ctx ends. It may run again after it
+// returned (a new term of the leader), after Reset.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.serving.Store(false)
 	if err := s.load(ctx); err != nil {
 		return fmt.Errorf("sessions: load: %w", err)
 	}
@@ -149,7 +182,10 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	}
 	s.adoptWarm()
+	s.serving.Store(true)
+	s.mu.Lock()
 	close(s.ready)
+	s.mu.Unlock()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.runTimers(ctx) })
 	g.Go(func() error { return s.poolLoop(ctx) })
@@ -193,6 +229,13 @@ func (s *Service) save(ctx context.Context, sess *api.Session) error {
 
 // publish publishes an event and returns it as stored.
 func (s *Service) publish(ctx context.Context, typ string, data any, opts ...events.Option) (events.Event, error) {
+	if s.leader != nil {
+		token, leading := s.leader()
+		if !leading {
+			return events.Event{}, errors.New("sessions: this orchestrator no longer leads the control plane")
+		}
+		opts = append(opts, events.WithLeaderToken(token))
+	}
 	e, err := events.New(typ, source, data, opts...)
 	if err != nil {
 		return events.Event{}, err

@@ -25,8 +25,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/coord"
 	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/gateway/httpapi"
@@ -82,6 +84,18 @@ type Config struct {
 	// PendingDeadline is how long a placed container may wait for its host
 	// to create it; orchestrator.DefaultPendingDeadline when zero.
 	PendingDeadline time.Duration
+	// ID names this orchestrator in the control plane's election (the
+	// hostname and process id when empty); Advertise is the HTTP API's
+	// address told to the others (the one it listens on when empty).
+	ID, Advertise string
+	// LeaseTTL is the leader's lease; coord.DefaultTTL when zero. A
+	// leader that stops renewing is replaced within it and a third more.
+	LeaseTTL time.Duration
+	// HostTTL is how recent a host's heartbeat must be for it to be live
+	// (scheduler.DefaultLiveWithin when zero); HostGrace how much longer
+	// it may be silent before it is declared lost and its containers
+	// rescheduled (orchestrator.DefaultHostGrace when zero).
+	HostTTL, HostGrace time.Duration
 }
 
 // System is a running system.
@@ -159,37 +173,69 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if err != nil {
 			return nil, err
 		}
-		o, err := orchestrator.New(ctx, orchestrator.Config{Policy: engine, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected, PendingDeadline: cfg.PendingDeadline, Clustered: clustered})
+		replicas := 1
+		if clustered {
+			replicas = 3
+		}
+		leases, err := coord.Open(ctx, s.JS, events.BucketLeases, cfg.LeaseTTL, replicas)
 		if err != nil {
 			return nil, err
 		}
-		sess, err := sessions.New(ctx, sessions.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Containers: o, Logger: cfg.Logger, KeepCode: cfg.KeepCode, MaxFileBytes: cfg.MaxFileBytes})
+		var ln net.Listener
+		if cfg.HTTPAddr != "" {
+			if ln, err = s.listenHTTP(cfg.HTTPAddr); err != nil {
+				return nil, err
+			}
+		}
+		advertise := cfg.Advertise
+		if advertise == "" {
+			advertise = s.HTTPURL
+		}
+		// The sessions and the request/reply door are the leader's: each
+		// term serves them afresh, from the buckets as they then are.
+		var sess *sessions.Service
+		var o *orchestrator.Orchestrator
+		leading, firstTerm := make(chan struct{}), sync.Once{}
+		lead := func(ctx context.Context) error {
+			sess.Reset()
+			rpc := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger})
+			g, ctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return sess.Run(ctx) })
+			g.Go(func() error { return rpc.Run(ctx) })
+			g.Go(func() error {
+				select {
+				case <-rpc.Ready():
+					firstTerm.Do(func() { close(leading) })
+				case <-ctx.Done():
+				}
+				return nil
+			})
+			return g.Wait()
+		}
+		o, err = orchestrator.New(ctx, orchestrator.Config{Policy: engine, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected,
+			PendingDeadline: cfg.PendingDeadline, Clustered: clustered, Leases: leases, ID: cfg.ID, Address: advertise, Lead: lead,
+			HostLiveness: cfg.HostTTL, HostGrace: cfg.HostGrace})
 		if err != nil {
 			return nil, err
 		}
-		rpc := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger})
+		sess, err = sessions.New(ctx, sessions.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Containers: o, Logger: cfg.Logger, KeepCode: cfg.KeepCode,
+			MaxFileBytes: cfg.MaxFileBytes, Leader: o.Token})
+		if err != nil {
+			return nil, err
+		}
 		s.Orchestrator, s.Sessions = o, sess
 		s.run("orchestrator", func() error { return o.Run(runCtx) })
-		s.run("sessions", func() error { return sess.Run(runCtx) })
-		s.run("request/reply", func() error { return rpc.Run(runCtx) })
-		// Serving starts once the doors take requests: the orchestrator
-		// and the sessions are ready before the request/reply door is.
-		select {
-		case <-rpc.Ready():
-		case <-s.failed:
-			return nil, s.Wait(ctx)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Minute):
-			return nil, errors.New("system: orchestrator not ready after 2 minutes")
+		// Serving starts once the doors take requests: once this
+		// orchestrator leads with its request/reply door open, or, when
+		// another leads, once its projection caught up.
+		if err := s.awaitControlPlane(ctx, o, leading); err != nil {
+			return nil, err
 		}
-		if cfg.HTTPAddr != "" {
+		if ln != nil {
 			if err := s.openTokens(cfg); err != nil {
 				return nil, err
 			}
-			if err := s.serveHTTP(cfg.HTTPAddr); err != nil {
-				return nil, err
-			}
+			s.serveHTTP(ln)
 		}
 	}
 	if cfg.Worker {
@@ -440,17 +486,52 @@ func (s *System) Wait(ctx context.Context) error {
 	}
 }
 
-func (s *System) serveHTTP(addr string) error {
+// awaitControlPlane waits until this orchestrator leads with its doors
+// open, or another leads and this one's projection caught up.
+func (s *System) awaitControlPlane(ctx context.Context, o *orchestrator.Orchestrator, leading <-chan struct{}) error {
+	limit := time.After(2 * time.Minute)
+	for {
+		select {
+		case <-leading:
+			return nil
+		case <-s.failed:
+			return s.Wait(ctx)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-limit:
+			return errors.New("system: orchestrator not ready after 2 minutes")
+		case <-time.After(50 * time.Millisecond):
+		}
+		select {
+		case <-o.Ready():
+			if h := o.Leader(ctx); h != nil && h.Holder != o.ID() {
+				s.log.Info("system: following", "leader", h.Holder, "address", h.Address)
+				return nil
+			}
+		default:
+		}
+	}
+}
+
+// listenHTTP binds the HTTP API's address, so that its URL is known
+// before it serves.
+func (s *System) listenHTTP(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("system: http: %w", err)
+		return nil, fmt.Errorf("system: http: %w", err)
 	}
-	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions, Tokens: s.tokens})
-	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	s.HTTPURL = "http://" + ln.Addr().String()
-	serve := func() error { return s.http.Serve(ln) }
 	if s.tlsCert != "" {
 		s.HTTPURL = "https://" + ln.Addr().String()
+	}
+	return ln, nil
+}
+
+func (s *System) serveHTTP(ln net.Listener) {
+	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions, Tokens: s.tokens})
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	serve := func() error { return s.http.Serve(ln) }
+	if s.tlsCert != "" {
 		serve = func() error { return s.http.ServeTLS(ln, s.tlsCert, s.tlsKey) }
 	}
 	s.run("http", func() error {
@@ -459,7 +540,6 @@ func (s *System) serveHTTP(addr string) error {
 		}
 		return nil
 	})
-	return nil
 }
 
 // AddWorker runs a worker in this process. With an embedded server it

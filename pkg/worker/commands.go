@@ -44,6 +44,10 @@ type command struct {
 	Spec   driver.ContainerConfig `json:"spec"`
 	Start  bool                   `json:"start"`
 	Force  bool                   `json:"force"`
+	Reason string                 `json:"reason"`
+	// stored is when the commands stream stored it: what decides whether
+	// a former leader sent it before or after its successor took over.
+	stored time.Time
 }
 
 var opOf = map[string]string{
@@ -62,9 +66,12 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 	if err := events.Data(e, &c); err != nil {
 		return events.Permanent(err)
 	}
+	if md, err := d.Msg.Metadata(); err == nil {
+		c.stored = md.Timestamp
+	}
 	log := w.log.With("container_id", c.ContainerID, "event_id", e.ID())
 	if e.Type() != events.CommandCreate { // a create is fenced while the runtime makes it
-		refused, err := w.admitCommand(ctx, e, c.ContainerID)
+		refused, err := w.admitCommand(ctx, e, &c)
 		if err != nil {
 			return events.Retry(err, 0)
 		}
@@ -158,7 +165,10 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		w.mu.Lock()
 		delete(w.owner, c.ContainerID)
 		w.mu.Unlock()
-		return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), events.RemovedData{ContainerID: c.ContainerID, HostID: w.cfg.HostID}, &e)
+		if c.Reason != "" {
+			w.log.Info("worker: removed a container", "container_id", c.ContainerID, "reason", c.Reason)
+		}
+		return w.emit(ctx, events.ContainerRemoved, c.ContainerID, derive(e.ID(), "removed"), events.RemovedData{ContainerID: c.ContainerID, HostID: w.cfg.HostID, Reason: c.Reason}, &e)
 	case events.CommandExec:
 		return w.exec(ctx, drv, &e, c)
 	}
@@ -188,11 +198,11 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 	}
 	fenced := make(chan verdict, 1)
 	if w.remembers(c.ContainerID, events.Generation(e)) {
-		refused, err := w.admitCommand(ctx, e, c.ContainerID) // no read of the log
+		refused, err := w.admitCommand(ctx, e, c) // no read of the log
 		fenced <- verdict{refused, err}
 	} else {
 		go func() {
-			refused, err := w.admitCommand(ctx, e, c.ContainerID)
+			refused, err := w.admitCommand(ctx, e, c)
 			fenced <- verdict{refused, err}
 		}()
 	}

@@ -41,7 +41,11 @@ func (e *fenceError) Unwrap() error { return e.err }
 // admitCommand decides whether a command may be carried out; when it is
 // refused, the refusal is published. An error means the decision could
 // not be made and the command should be tried again.
-func (w *Worker) admitCommand(ctx context.Context, e events.Event, id string) (refused bool, err error) {
+func (w *Worker) admitCommand(ctx context.Context, e events.Event, c *command) (refused bool, err error) {
+	id := c.ContainerID
+	if refused, err := w.admitLeader(ctx, e, c); refused || err != nil {
+		return refused, err
+	}
 	g := events.Generation(e)
 	cur, err := w.generation(ctx, id, g)
 	if err != nil {
@@ -57,6 +61,33 @@ func (w *Worker) admitCommand(ctx context.Context, e events.Event, id string) (r
 	w.mu.Unlock()
 	data := events.CommandRefusedData{ContainerID: id, HostID: w.cfg.HostID, CommandID: e.ID(), CommandType: e.Type(), Generation: g, Current: cur,
 		Reason: fmt.Sprintf("the command's generation %d is older than %d, which this container's host carried out", g, cur)}
+	return true, w.emit(ctx, events.ContainerCommandRefused, id, derive(e.ID(), "refused"), data, &e)
+}
+
+// admitLeader refuses a command from a former leader: one whose token is
+// older than the last leader's proclamation in the events stream, read
+// now, and that was stored after it. A command stored before its leader
+// was superseded passes, as the decisions it followed from do: the log
+// holds them before the successor's proclamation, and the successor acts
+// on them. The two streams' store times are compared: one server's clock
+// on one machine, the stream leaders' (kept by NTP) in a cluster, where a
+// former leader's writes come a lease's time after its last renewal.
+func (w *Worker) admitLeader(ctx context.Context, e events.Event, c *command) (refused bool, err error) {
+	id := c.ContainerID
+	t := events.LeaderToken(e)
+	if t == 0 {
+		return false, nil
+	}
+	last, err := events.LastLeader(ctx, w.events, events.Election)
+	if err != nil {
+		return false, &fenceError{err}
+	}
+	if t >= last.Token || !c.stored.IsZero() && c.stored.Before(last.Time) {
+		return false, nil
+	}
+	data := events.CommandRefusedData{ContainerID: id, HostID: w.cfg.HostID, CommandID: e.ID(), CommandType: e.Type(), Generation: events.Generation(e),
+		Current: w.generationOf(id, nil), Reason: fmt.Sprintf("the command comes from a former leader (token %d); the control plane's leader is %d", t, last.Token)}
+	w.log.Warn("worker: refused a command from a former leader", "container_id", id, "command_id", e.ID(), "token", t, "leader", last.Token)
 	return true, w.emit(ctx, events.ContainerCommandRefused, id, derive(e.ID(), "refused"), data, &e)
 }
 

@@ -64,6 +64,9 @@ func New(cfg Config) http.Handler {
 		if !rawBody[rt.method+" "+rt.path] {
 			h = contentTypes(h)
 		}
+		if strings.HasPrefix(rt.path, "/v1/sessions") || strings.HasPrefix(rt.path, "/v1/pools") {
+			h = s.leaderOnly(h)
+		}
 		mux.HandleFunc(rt.method+" "+rt.path, s.guard(accessOf(rt), h))
 		allowed[rt.path] = append(allowed[rt.path], rt.method)
 	}
@@ -137,7 +140,14 @@ func (s *server) routes() []route {
 		{"GET", "/healthz", func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-s.o.Ready():
-				writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+				role, leader := "follower", ""
+				if s.o.Leading() {
+					role = "leader"
+				}
+				if h := s.o.Leader(r.Context()); h != nil {
+					leader = h.Holder
+				}
+				writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "role": role, "id": s.o.ID(), "leader": leader})
 			default:
 				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
 			}
@@ -161,6 +171,31 @@ func (s *server) routes() []route {
 		{"GET", "/v1/events", s.eventStream},
 		{"POST", "/v1/events", s.cloudEvent},
 	}, s.sessionRoutes()...)
+}
+
+// leaderOnly answers a request for the sessions or pools, which only the
+// leader serves, on a follower: 503, naming the leader and where its API
+// answers (in the body and the OpenAgent-Leader header), so that the
+// caller goes there. Containers' requests need no such answer: a follower
+// hands them to the leader itself.
+func (s *server) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.Sessions.Serving() {
+			h(w, r)
+			return
+		}
+		msg := "this orchestrator does not lead the control plane, and only the leader serves sessions and pools"
+		if l := s.o.Leader(r.Context()); l != nil && l.Holder != s.o.ID() {
+			msg += fmt.Sprintf("; the leader is %s", l.Holder)
+			if l.Address != "" {
+				msg += " at " + l.Address
+				w.Header().Set("OpenAgent-Leader", l.Address)
+			}
+		} else {
+			msg += "; no leader is elected yet, try again in a few seconds"
+		}
+		writeError(w, &api.Error{Kind: api.KindUnavailable, Message: msg})
+	}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -33,6 +33,17 @@ type Record struct {
 	// Generation is that of the last command published for the container
 	// (see events.ExtGeneration).
 	Generation uint64 `json:"generation,omitempty"`
+	// What placement and a host's loss need to place a replacement as the
+	// original was placed.
+	Constraints map[string]string        `json:"constraints,omitempty"`
+	Placement   *events.Placement        `json:"placement,omitempty"`
+	Reschedule  *events.ReschedulePolicy `json:"reschedule,omitempty"`
+	Start       bool                     `json:"start,omitempty"`
+	Attempt     int                      `json:"attempt,omitempty"` // replacements of the original up to this one
+	// LostAt is when the container was declared lost; WasRunning whether
+	// it ran then.
+	LostAt     time.Time `json:"lostAt,omitzero"`
+	WasRunning bool      `json:"wasRunning,omitempty"`
 }
 
 // SameRequest reports whether r was placed by the request that placed
@@ -52,6 +63,13 @@ type Model struct {
 	// (GroupOf): what anti-affinity asks of placement.
 	Groups map[string]map[string]int
 	Seq    uint64 // the last events-stream sequence applied
+	// Leader is the token of the last leader.elected applied: what a
+	// former leader decided after it (an older token) is not applied.
+	Leader uint64
+	// Stale counts the events not applied for their former leader's token.
+	Stale int
+	// LostHosts are the hosts declared lost and not returned, with when.
+	LostHosts map[string]time.Time
 }
 
 // GroupOf is the anti-affinity group of a label and its value.
@@ -60,7 +78,8 @@ func GroupOf(key, value string) string { return key + "=" + value }
 // New returns an empty model.
 func New() *Model {
 	return &Model{Containers: map[string]*Record{}, Names: map[string]string{},
-		Allocated: map[string]scheduler.Resources{}, Pending: map[string]struct{}{}, Groups: map[string]map[string]int{}}
+		Allocated: map[string]scheduler.Resources{}, Pending: map[string]struct{}{}, Groups: map[string]map[string]int{},
+		LostHosts: map[string]time.Time{}}
 }
 
 // Demand is what a container's spec holds on its host while it is active.
@@ -130,6 +149,16 @@ func Apply(m *Model, seq uint64, e events.Event) string {
 	if seq > m.Seq {
 		m.Seq = seq
 	}
+	if t := events.LeaderToken(e); t != 0 {
+		if e.Type() == events.LeaderElected {
+			m.Leader = max(m.Leader, t)
+			return ""
+		}
+		if t < m.Leader {
+			m.Stale++
+			return "" // a former leader's, written after its successor took over
+		}
+	}
 	switch e.Type() {
 	case events.ContainerPlaced:
 		var d events.PlacedData
@@ -152,6 +181,8 @@ func Apply(m *Model, seq uint64, e events.Event) string {
 		// the whole header block alive for as long as the record.
 		r.RequestID = strings.Clone(events.CorrelationID(e))
 		r.RequestSource, r.RequestDigest = d.RequestSource, d.RequestDigest
+		r.Constraints, r.Placement, r.Reschedule, r.Start = d.Constraints, d.Placement, d.Reschedule, d.Start
+		r.Replaces, r.Attempt = d.Replaces, d.Attempt
 		r.Generation = max(r.Generation, events.Generation(e))
 		api.FromSpec(&r.Container, d.Spec)
 		if r.Name != "" {
@@ -178,6 +209,25 @@ func Apply(m *Model, seq uint64, e events.Event) string {
 		r.Generation = max(r.Generation, events.Generation(e))
 		r.Seq = seq
 		return r.ID
+	case events.ContainerRescheduled:
+		var d events.RescheduledData
+		r, ok := m.Containers[events.Ext(e, events.ExtContainerID)]
+		if events.Data(e, &d) != nil || !ok || r.Seq >= seq {
+			return ""
+		}
+		r.ReplacedBy = d.ReplacementID
+		r.Seq = seq
+		return r.ID
+	case events.HostLost, events.HostReturned:
+		if m.LostHosts == nil {
+			m.LostHosts = map[string]time.Time{}
+		}
+		if h := events.Ext(e, events.ExtHostID); e.Type() == events.HostLost {
+			m.LostHosts[h] = e.Time()
+		} else {
+			delete(m.LostHosts, h)
+		}
+		return ""
 	case events.RequestAccepted:
 		// The generation of the command it published: kept so that a model
 		// rebuilt from the log goes on after it.
@@ -232,6 +282,7 @@ func (m *Model) applyContainer(r *Record, e events.Event) {
 	case events.ContainerLost:
 		var d events.LostData
 		_ = events.Data(e, &d)
+		r.WasRunning, r.LostAt = r.Status == api.StatusRunning, e.Time()
 		m.SetStatus(r, api.StatusLost)
 		r.Error = &api.Error{Kind: api.KindNotFound, ID: r.ID, Message: d.Reason}
 	case events.ContainerFailed:

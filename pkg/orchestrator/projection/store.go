@@ -59,6 +59,17 @@ func (s *Store) Apply(seq uint64, e events.Event) {
 	}
 }
 
+// MarkAllDirty marks every record to be written at the next flush: a new
+// leader writes its whole state over what a predecessor left.
+func (s *Store) MarkAllDirty() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.m.Containers {
+		s.changes++
+		s.dirty[id] = s.changes
+	}
+}
+
 // Read calls f with the model under the read lock; f must not keep it.
 func (s *Store) Read(f func(m *Model)) {
 	s.mu.RLock()
@@ -225,7 +236,8 @@ func (s *Store) Flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 		b, _ := json.Marshal(r)
 		puts = append(puts, put{id, b})
 	}
-	seq, stream := s.m.Seq, s.stream
+	seq, stream, leader := s.m.Seq, s.stream, s.m.Leader
+	lost, _ := json.Marshal(s.m.LostHosts)
 	s.mu.Unlock()
 	prefix := "$KV." + kv.Bucket() + "."
 	var futures []jetstream.PubAckFuture
@@ -263,9 +275,15 @@ func (s *Store) Flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 		}
 	}
 	s.mu.Unlock()
-	_, err := kv.Put(ctx, cursorKey, []byte(cursor{Seq: seq, Stream: stream}.String()))
+	if _, err := kv.Put(ctx, lostHostsKey, lost); err != nil {
+		return err
+	}
+	_, err := kv.Put(ctx, cursorKey, []byte(cursor{Seq: seq, Stream: stream, Leader: leader}.String()))
 	return err
 }
+
+// lostHostsKey keeps the hosts declared lost, with the records.
+const lostHostsKey = "_lost_hosts"
 
 func awaitAll(ctx context.Context, futures []jetstream.PubAckFuture) error {
 	for _, f := range futures {
@@ -283,20 +301,24 @@ func awaitAll(ctx context.Context, futures []jetstream.PubAckFuture) error {
 const cursorKey = "_cursor"
 
 // cursor is how far the bucket follows the events stream: the sequence of
-// the last event its records include, and the stream's creation time,
-// which tells the stream apart from one deleted and made again.
+// the last event its records include, the stream's creation time, which
+// tells the stream apart from one deleted and made again, and the token of
+// the last leader elected up to there.
 type cursor struct {
 	Seq    uint64
 	Stream time.Time
+	Leader uint64
 }
 
-func (c cursor) String() string { return fmt.Sprintf("%d %d", c.Seq, c.Stream.UnixNano()) }
+func (c cursor) String() string {
+	return fmt.Sprintf("%d %d %d", c.Seq, c.Stream.UnixNano(), c.Leader)
+}
 
 func parseCursor(s string) cursor {
-	var seq uint64
+	var seq, leader uint64
 	var created int64
-	if n, _ := fmt.Sscan(s, &seq, &created); n == 2 {
-		return cursor{Seq: seq, Stream: time.Unix(0, created)}
+	if n, _ := fmt.Sscan(s, &seq, &created, &leader); n >= 2 {
+		return cursor{Seq: seq, Stream: time.Unix(0, created), Leader: leader}
 	}
 	return cursor{Seq: seq} // written before streams were told apart
 }
@@ -353,7 +375,7 @@ func (s *Store) Load(ctx context.Context, kv jetstream.KeyValue, info *jetstream
 	}
 	var recs []*Record
 	for _, key := range keys {
-		if key == cursorKey {
+		if key == cursorKey || key == lostHostsKey {
 			continue
 		}
 		entry, err := kv.Get(ctx, key)
@@ -376,6 +398,12 @@ func (s *Store) Load(ctx context.Context, kv jetstream.KeyValue, info *jetstream
 			s.m.Names[r.Name] = r.ID
 		}
 	}
-	s.m.Seq = cur.Seq
+	s.m.Seq, s.m.Leader = cur.Seq, cur.Leader
+	if entry, err := kv.Get(ctx, lostHostsKey); err == nil {
+		_ = json.Unmarshal(entry.Value(), &s.m.LostHosts)
+	}
+	if s.m.LostHosts == nil {
+		s.m.LostHosts = map[string]time.Time{}
+	}
 	return cur.Seq, nil
 }

@@ -1,0 +1,340 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
+	"github.com/openagent/orchestrator/pkg/scheduler"
+)
+
+// Host loss. A host is live while it was heard from within the liveness
+// TTL; it is lost once silent for the TTL and the grace after it. Silence
+// counts from when the control plane could last have heard it at the
+// earliest: the leader's start, its term's start (the failover grace) or
+// its last reconnection to the bus, so that the control plane's own
+// outage neither rejects requests as "not live" nor declares hosts lost.
+// Losses are rate-limited: a burst of lossBurst hosts, then one per
+// lossEvery (or per TTL and grace, when shorter).
+//
+// The leader declares a host lost with a host.lost event and each
+// container it held with container.lost (a new generation: the host's old
+// commands are refused). Each lost container is then replaced, once, by
+// its reschedule policy: a replacement placed on a fit host, whose placed
+// event names the original, and a container.rescheduled event saying
+// why. The replacement's id is derived from the original's, so that a
+// leader doing it again (after a crash, or a successor) places the same
+// one. A host that reports again is returned (host.returned), and its
+// worker is told to remove what it still holds of the containers lost
+// with it: their generation is newer than anything the host carried out.
+//
+// When most hosts go silent at once the fault is more likely the control
+// plane's than theirs (a partition of the bus): nobody is declared lost
+// until some of them are heard again.
+
+// DefaultHostGrace is how long a host is waited for past its liveness TTL
+// before it is declared lost: with the 10s TTL, a host is lost after 30s
+// of silence (Nomad's heartbeat grace is 10s over its TTL; Kubernetes
+// marks a node unreachable after 40s).
+const DefaultHostGrace = 20 * time.Second
+
+const (
+	lossBurst = 3
+	lossEvery = 10 * time.Second
+)
+
+// heard records that from now on the control plane can hear every host.
+func (o *Orchestrator) heard(t time.Time) {
+	for {
+		old := o.heardSince.Load()
+		if t.UnixNano() <= old || o.heardSince.CompareAndSwap(old, t.UnixNano()) {
+			return
+		}
+	}
+}
+
+func (o *Orchestrator) heardFrom() time.Time { return time.Unix(0, o.heardSince.Load()) }
+
+// watchLiveness declares silent hosts lost, returns those that report
+// again, and replaces the containers lost, until ctx ends.
+func (o *Orchestrator) watchLiveness(ctx context.Context) error {
+	o.heard(time.Now()) // the failover grace: a new term hears every host afresh
+	t := time.NewTicker(min(max(o.grace/10, 50*time.Millisecond), time.Second))
+	defer t.Stop()
+	nc := o.js.Conn()
+	reconnects := nc.Stats().Reconnects
+	tokens, refilled := float64(lossBurst), time.Now()
+	partitioned := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now := time.Now()
+		if r := nc.Stats().Reconnects; r != reconnects {
+			reconnects = r
+			o.heard(now)
+		}
+		tokens = min(lossBurst, tokens+float64(now.Sub(refilled))/float64(min(lossEvery, o.liveness+o.grace)))
+		refilled = now
+		silent, returned, total := o.silentHosts(now)
+		for _, r := range returned {
+			o.hostReturned(ctx, r)
+		}
+		switch {
+		case total >= 3 && 2*len(silent) > total:
+			if !partitioned {
+				o.log.Error("orchestrator: most hosts are silent at once; taking it for a partition of the control plane, and declaring none lost",
+					"silent", len(silent), "hosts", total)
+				partitioned = true
+			}
+		default:
+			if partitioned {
+				o.log.Info("orchestrator: the hosts are heard again", "silent", len(silent), "hosts", total)
+				partitioned = false
+			}
+			for _, h := range silent {
+				if tokens < 1 {
+					break
+				}
+				if o.hostLost(ctx, h, now) {
+					tokens--
+				}
+			}
+		}
+		o.reschedule(ctx, now)
+	}
+}
+
+// silentHost is a host past its TTL and grace.
+type silentHost struct {
+	id       string
+	lastSeen time.Time
+	lostAt   time.Time // for a returned host
+}
+
+// silentHosts lists the hosts to declare lost and those lost that
+// reported again; total counts the hosts not lost.
+func (o *Orchestrator) silentHosts(now time.Time) (silent, returned []silentHost, total int) {
+	var lost map[string]time.Time
+	o.state.Read(func(m *projection.Model) { lost = maps.Clone(m.LostHosts) })
+	since, limit := o.heardFrom(), o.liveness+o.grace
+	o.state.hostsMu.RLock()
+	defer o.state.hostsMu.RUnlock()
+	for id, h := range o.state.hosts {
+		if at, ok := lost[id]; ok {
+			if h.LastSeen.After(at) {
+				returned = append(returned, silentHost{id: id, lastSeen: h.LastSeen, lostAt: at})
+			}
+			continue
+		}
+		total++
+		if now.Sub(scheduler.LastHeard(h.LastSeen, since)) > limit {
+			silent = append(silent, silentHost{id: id, lastSeen: h.LastSeen})
+		}
+	}
+	slices.SortFunc(silent, func(a, b silentHost) int { return a.lastSeen.Compare(b.lastSeen) })
+	return silent, returned, total
+}
+
+// hostLost declares a host lost, and every container it held; false when
+// the declaration could not be stored (it is tried again).
+func (o *Orchestrator) hostLost(ctx context.Context, h silentHost, now time.Time) bool {
+	var held []*record
+	o.state.Read(func(m *projection.Model) {
+		for _, r := range m.Containers {
+			if r.Host == h.id && r.Status.Active() && r.Seq != 0 {
+				cp := *r
+				held = append(held, &cp)
+			}
+		}
+	})
+	ids := make([]string, 0, len(held))
+	for _, r := range held {
+		ids = append(ids, r.ID)
+	}
+	slices.Sort(ids)
+	silence := now.Sub(scheduler.LastHeard(h.lastSeen, o.heardFrom())).Round(time.Second)
+	reason := fmt.Sprintf("host %s was not heard from for %v (liveness %v, grace %v)", h.id, silence, o.liveness, o.grace)
+	stamp := strconv.FormatInt(h.lastSeen.UnixNano(), 10)
+	if _, err := o.publish(ctx, events.HostLost, events.HostLostData{HostID: h.id, LastSeen: h.lastSeen.UTC(), Reason: reason, Containers: ids},
+		events.WithHost(h.id), events.WithID(events.DeriveID(h.id, "lost "+stamp))); err != nil {
+		o.log.Warn("orchestrator: declare a host lost", "host_id", h.id, "err", err)
+		return false
+	}
+	o.log.Warn("orchestrator: a host is lost", "host_id", h.id, "last_seen", h.lastSeen, "containers", len(ids))
+	for _, r := range held {
+		gen := o.state.nextGeneration(r.ID)
+		if _, err := o.publish(ctx, events.ContainerLost, events.LostData{ContainerID: r.ID, HostID: h.id, Reason: reason},
+			events.WithContainer(r.ID), events.WithHost(h.id), events.WithGeneration(gen),
+			events.WithID(events.DeriveID(r.ID, "lost with host "+stamp))); err != nil {
+			o.log.Warn("orchestrator: declare a container lost with its host", "container_id", r.ID, "err", err)
+		}
+	}
+	return true
+}
+
+// hostReturned says a lost host reports again, and has its worker remove
+// what it still holds of the containers lost with it.
+func (o *Orchestrator) hostReturned(ctx context.Context, h silentHost) {
+	stamp := strconv.FormatInt(h.lostAt.UnixNano(), 10)
+	var stale []*record
+	o.state.Read(func(m *projection.Model) {
+		for _, r := range m.Containers {
+			if r.Host == h.id && r.Status == api.StatusLost {
+				cp := *r
+				stale = append(stale, &cp)
+			}
+		}
+	})
+	for _, r := range stale {
+		reason := fmt.Sprintf("a stale copy: lost with host %s", h.id)
+		if r.ReplacedBy != "" {
+			reason += ", and replaced by " + r.ReplacedBy
+		}
+		gen := o.state.nextGeneration(r.ID)
+		if _, err := o.publish(ctx, events.CommandRemove, events.ContainerCommandData{ContainerID: r.ID, HostID: h.id, Force: true, Reason: reason},
+			events.WithContainer(r.ID), events.WithHost(h.id), events.WithGeneration(gen),
+			events.WithID(o.commandID(events.DeriveID(r.ID, "stale copy "+stamp)))); err != nil {
+			o.log.Warn("orchestrator: remove a stale copy", "container_id", r.ID, "err", err)
+			return // tried again at the next look: the host is returned last
+		}
+	}
+	if _, err := o.publish(ctx, events.HostReturned, events.HostReturnedData{HostID: h.id, LostAt: h.lostAt.UTC(), LastSeen: h.lastSeen.UTC()},
+		events.WithHost(h.id), events.WithID(events.DeriveID(h.id, "returned "+stamp))); err != nil {
+		o.log.Warn("orchestrator: return a host", "host_id", h.id, "err", err)
+		return
+	}
+	o.log.Info("orchestrator: a lost host is back", "host_id", h.id, "stale_copies", len(stale))
+}
+
+// reschedule replaces the lost containers whose policy asks for it.
+func (o *Orchestrator) reschedule(ctx context.Context, now time.Time) {
+	var due []*record
+	placed := map[string]*record{}
+	o.state.Read(func(m *projection.Model) {
+		for _, r := range m.Containers {
+			if r.Status != api.StatusLost || r.ReplacedBy != "" || r.Seq == 0 {
+				continue
+			}
+			switch r.Reschedule.EffectivePolicy(r.Spec.RestartPolicy) {
+			case api.RescheduleAlways:
+			case api.RescheduleOnFailure:
+				if !r.WasRunning {
+					continue
+				}
+			default:
+				continue
+			}
+			if r.Reschedule != nil && now.Before(r.LostAt.Add(time.Duration(r.Reschedule.LostAfterMs)*time.Millisecond)) {
+				continue
+			}
+			cp := *r
+			due = append(due, &cp)
+			if rep, ok := m.Containers[replacementID(r)]; ok {
+				rc := *rep
+				placed[r.ID] = &rc
+			}
+		}
+	})
+	for _, r := range due {
+		if err := o.replace1(ctx, r, placed[r.ID]); err != nil && ctx.Err() == nil {
+			if o.unplaceable[r.ID] != err.Error() {
+				o.log.Warn("orchestrator: a lost container could not be replaced yet", "container_id", r.ID, "err", err)
+				o.unplaceable[r.ID] = err.Error()
+			}
+		}
+	}
+}
+
+// replacementID is the id of the container that replaces r.
+func replacementID(r *record) string {
+	return events.ContainerIDFor(r.ID + " replacement " + strconv.Itoa(r.Attempt+1))
+}
+
+// replace1 places the replacement of a lost container, or finishes what an
+// earlier attempt began (prev, the replacement already placed).
+func (o *Orchestrator) replace1(ctx context.Context, orig, prev *record) error {
+	if len(orig.Spec.Secrets) > 0 {
+		return fmt.Errorf("it has secrets, whose values the control plane does not keep: send its create request again")
+	}
+	rep := prev
+	if rep == nil {
+		rep = &record{Container: api.Container{ID: replacementID(orig), Name: orig.Name, RequestID: orig.RequestID, Replaces: orig.ID},
+			RequestSource: orig.RequestSource, RequestDigest: orig.RequestDigest, Spec: orig.Spec,
+			Constraints: orig.Constraints, Placement: orig.Placement, Reschedule: orig.Reschedule, Start: orig.Start || orig.WasRunning,
+			Attempt: orig.Attempt + 1}
+		api.FromSpec(&rep.Container, orig.Spec)
+		sreq, err := placementOf(api.CreateRequest{Driver: orig.Driver, Constraints: orig.Constraints, Placement: orig.Placement, Spec: orig.Spec})
+		if err != nil {
+			return err
+		}
+		if err := o.reserveReplacement(sreq, rep, orig); err != nil {
+			return err
+		}
+	}
+	reason := fmt.Sprintf("container %s was lost with host %s; reschedule policy %s", orig.ID, orig.Host, orig.Reschedule.EffectivePolicy(orig.Spec.RestartPolicy))
+	cause := []events.Option{events.WithExtension(events.ExtCorrelationID, orig.RequestID)}
+	if prev == nil || prev.Status == api.StatusPending {
+		if err := o.announceReplacement(ctx, rep, cause); err != nil {
+			if prev == nil {
+				o.state.release(rep.ID)
+			}
+			return err
+		}
+	}
+	_, err := o.publish(ctx, events.ContainerRescheduled, events.RescheduledData{ContainerID: orig.ID, ReplacementID: rep.ID, FromHost: orig.Host,
+		Reason: reason, Attempt: rep.Attempt}, append(cause, events.WithContainer(orig.ID), events.WithHost(orig.Host),
+		events.WithID(events.DeriveID(orig.ID, "rescheduled")))...)
+	if err == nil {
+		delete(o.unplaceable, orig.ID)
+		o.log.Info("orchestrator: a lost container is replaced", "container_id", orig.ID, "replacement_id", rep.ID, "host_id", rep.Host)
+	}
+	return err
+}
+
+// reserveReplacement places a replacement and reserves what it holds, as
+// reserve does for a create; the original's name passes to it.
+func (o *Orchestrator) reserveReplacement(req scheduler.Request, rep, orig *record) (err error) {
+	o.state.Update(func(m *projection.Model) []string {
+		if rep.Name != "" && m.Names[rep.Name] == orig.ID {
+			delete(m.Names, rep.Name)
+		}
+		if _, what := taken(m, rep); what != "" {
+			err = fmt.Errorf("its %s is taken", what)
+			return nil
+		}
+		o.state.hostsMu.RLock()
+		defer o.state.hostsMu.RUnlock()
+		var plan scheduler.Plan
+		if plan, err = scheduler.Place(o.snapshot(m), req); err != nil {
+			return nil
+		}
+		rep.Host, rep.Driver = plan.HostID, plan.Driver
+		reserve(m, rep)
+		return []string{rep.ID}
+	})
+	return err
+}
+
+// announceReplacement publishes a replacement's placement and its create
+// command, with ids derived from its own.
+func (o *Orchestrator) announceReplacement(ctx context.Context, r *record, cause []events.Option) error {
+	opts := append(cause, events.WithContainer(r.ID), events.WithHost(r.Host), events.WithSession(r.Spec.SessionID), events.WithGeneration(r.Generation))
+	placed := events.PlacedData{ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Name: r.Name, Spec: r.Spec,
+		RequestSource: r.RequestSource, RequestDigest: r.RequestDigest, Constraints: r.Constraints, Placement: r.Placement,
+		Reschedule: r.Reschedule, Start: r.Start, Replaces: r.Replaces, Attempt: r.Attempt}
+	if _, err := o.publish(ctx, events.ContainerPlaced, placed, append(opts, events.WithID(events.DeriveID(r.ID, "placed")))...); err != nil {
+		return err
+	}
+	_, err := o.publish(ctx, events.CommandCreate, events.CreateCommandData{ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Spec: r.Spec, Start: r.Start},
+		append(opts, events.WithID(o.commandID(r.ID)))...)
+	return err
+}
