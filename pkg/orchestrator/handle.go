@@ -8,6 +8,7 @@ import (
 	"maps"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -233,7 +234,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 	acc := &accepted{Accepted: api.Accepted{RequestID: req.ID(), ContainerID: r.ID}, generation: gen}
 	cmdOpts := []events.Option{events.CausedBy(req), events.WithHost(r.Host), events.WithContainer(r.ID),
 		events.WithID(o.commandID(key)), events.WithGeneration(gen)}
-	live := o.Live(r.Host)
+	live := o.Live(r.Host) || o.awaitHost(ctx, r.Host)
 	switch req.Type() {
 	case events.ContainerStartRequested:
 		if r.Status == api.StatusFailed {
@@ -375,6 +376,17 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		return nil, err
 	}
 	prev, taken, err := o.reserve(sreq, r)
+	// Hosts silent but not lost may be the control plane's own fault (it
+	// was cut off from the bus) or a moment's: the request waits for them,
+	// a bounded time, before it is refused.
+	for wait := time.Now().Add(o.liveness + o.grace); err != nil && o.silentNotLost(err) && time.Now().Before(wait); {
+		select {
+		case <-ctx.Done():
+			return nil, events.Retry(ctx.Err(), 0)
+		case <-time.After(200 * time.Millisecond):
+		}
+		prev, taken, err = o.reserve(sreq, r)
+	}
 	var rej *rejection
 	switch {
 	case errors.As(err, &rej):

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -59,7 +60,16 @@ func (o *Orchestrator) heard(t time.Time) {
 	}
 }
 
-func (o *Orchestrator) heardFrom() time.Time { return time.Unix(0, o.heardSince.Load()) }
+// heardFrom is when the control plane could last have heard every host:
+// its start, its term's, or its last reconnection to the bus, noticed
+// here, at the first look after it.
+func (o *Orchestrator) heardFrom() time.Time {
+	if r := o.js.Conn().Stats().Reconnects; r != o.reconnects.Load() {
+		o.reconnects.Store(r)
+		o.heard(time.Now())
+	}
+	return time.Unix(0, o.heardSince.Load())
+}
 
 // watchLiveness declares silent hosts lost, returns those that report
 // again, and replaces the containers lost, until ctx ends.
@@ -67,8 +77,6 @@ func (o *Orchestrator) watchLiveness(ctx context.Context) error {
 	o.heard(time.Now()) // the failover grace: a new term hears every host afresh
 	t := time.NewTicker(min(max(o.grace/10, 50*time.Millisecond), time.Second))
 	defer t.Stop()
-	nc := o.js.Conn()
-	reconnects := nc.Stats().Reconnects
 	tokens, refilled := float64(lossBurst), time.Now()
 	partitioned := false
 	for {
@@ -78,12 +86,14 @@ func (o *Orchestrator) watchLiveness(ctx context.Context) error {
 		case <-t.C:
 		}
 		now := time.Now()
-		if r := nc.Stats().Reconnects; r != reconnects {
-			reconnects = r
-			o.heard(now)
-		}
 		tokens = min(lossBurst, tokens+float64(now.Sub(refilled))/float64(min(lossEvery, o.liveness+o.grace)))
 		refilled = now
+		if !o.js.Conn().IsConnected() {
+			// Cut off from the bus, the leader hears nobody: that says
+			// nothing of the hosts, and a declaration made now would be
+			// sent, out of date, once the connection is back.
+			continue
+		}
 		silent, returned, total := o.silentHosts(now)
 		for _, r := range returned {
 			o.hostReturned(ctx, r)
@@ -337,4 +347,45 @@ func (o *Orchestrator) announceReplacement(ctx context.Context, r *record, cause
 	_, err := o.publish(ctx, events.CommandCreate, events.CreateCommandData{ContainerID: r.ID, HostID: r.Host, Driver: r.Driver, Spec: r.Spec, Start: r.Start},
 		append(opts, events.WithID(o.commandID(r.ID)))...)
 	return err
+}
+
+// silentNotLost reports whether a placement failed with hosts that are
+// silent and not lost: they may yet be heard.
+func (o *Orchestrator) silentNotLost(err error) bool {
+	var pe *scheduler.PlacementError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	var lost map[string]time.Time
+	o.state.Read(func(m *projection.Model) { lost = maps.Clone(m.LostHosts) })
+	for _, u := range pe.Hosts {
+		if _, isLost := lost[u.HostID]; u.Kind == scheduler.NotLive && !isLost {
+			return true
+		}
+	}
+	return false
+}
+
+// awaitHost waits, for at most the liveness TTL and grace, for a host that
+// is silent and not lost to be heard again; false when it was not.
+func (o *Orchestrator) awaitHost(ctx context.Context, host string) bool {
+	for wait := time.Now().Add(o.liveness + o.grace); time.Now().Before(wait); {
+		var lost bool
+		o.state.Read(func(m *projection.Model) { _, lost = m.LostHosts[host] })
+		o.state.hostsMu.RLock()
+		_, known := o.state.hosts[host]
+		o.state.hostsMu.RUnlock()
+		if lost || !known {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+		if o.Live(host) {
+			return true
+		}
+	}
+	return false
 }

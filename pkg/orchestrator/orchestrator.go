@@ -129,7 +129,8 @@ type Orchestrator struct {
 	followedMu sync.Mutex
 	followed   map[string]followedInventory
 	grace      time.Duration
-	heardSince atomic.Int64 // unix nanos: see heard
+	heardSince atomic.Int64  // unix nanos: see heard
+	reconnects atomic.Uint64 // the bus connection's, when last looked at
 	// unplaceable keeps why each lost container could not be replaced
 	// yet, so that it is logged once (the liveness loop's alone).
 	unplaceable map[string]string
@@ -438,16 +439,36 @@ func (o *Orchestrator) flushLoop(ctx context.Context) error {
 
 // watchHosts keeps the hosts' records; known is closed once the records
 // there were at the start are in.
+//
+// The watch is made again whenever the connection to the bus was made
+// again: a watch's consumer may not have outlived a restart of the
+// server, and noticing that by its missed heartbeats takes seconds in
+// which every host would look silent.
 func (o *Orchestrator) watchHosts(ctx context.Context, known chan struct{}) error {
 	w, err := o.hosts.WatchAll(ctx)
 	if err != nil {
 		return err
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
+	nc := o.js.Conn()
+	reconnects := nc.Stats().Reconnects
+	look := time.NewTicker(250 * time.Millisecond)
+	defer look.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-look.C:
+			if r := nc.Stats().Reconnects; r != reconnects && nc.IsConnected() {
+				nw, err := o.hosts.WatchAll(ctx)
+				if err != nil {
+					o.log.Warn("orchestrator: watch the hosts again after a reconnection", "err", err)
+					continue
+				}
+				reconnects = r
+				_ = w.Stop()
+				w = nw
+			}
 		case entry := <-w.Updates():
 			if entry == nil {
 				if known != nil {

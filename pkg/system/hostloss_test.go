@@ -30,12 +30,16 @@ const (
 )
 
 func newLossEnv(t *testing.T, hosts ...string) *lossEnv {
+	return newLossEnvWith(t, lossTTL, lossGrace, hosts...)
+}
+
+func newLossEnvWith(t *testing.T, ttl, grace time.Duration, hosts ...string) *lossEnv {
 	t.Helper()
 	e := &lossEnv{env: &env{t: t, nats: natstest.Start(t), tokens: t.TempDir(), hosts: map[string]*system.System{}}, drivers: map[string]*fake.Driver{}}
 	e.ctx, e.cancel = context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(e.cancel)
 	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0", TokensDir: e.tokens,
-		HostTTL: lossTTL, HostGrace: lossGrace})
+		HostTTL: ttl, HostGrace: grace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,5 +253,30 @@ func TestHostFlapsLeaveNoDuplicates(t *testing.T) {
 		if len(ids) != 1 {
 			t.Fatalf("request %s has %d containers running: %v", req, len(ids), ids)
 		}
+	}
+}
+
+// The control plane's own outage is not the hosts' fault: after the bus
+// was down for longer than the hosts' TTL, no host is lost and creates
+// sent the moment it is back are placed, not refused as "not live" (the
+// workers take a few seconds to reconnect; the grace is for them).
+func TestBusOutageIsNotAHostLoss(t *testing.T) {
+	e := newLossEnvWith(t, 2*time.Second, 6*time.Second, "host-a", "host-b")
+	e.nats.Down()
+	time.Sleep(3 * time.Second)
+	e.nats.Up()
+	for i := range 20 {
+		req := fakeSpec("--forever")
+		req.Start, req.Spec.Resources.CPU = true, 0.1
+		if _, err := e.c.Create(e.ctx, req); err != nil {
+			t.Fatalf("create %d after the outage: %v", i, err)
+		}
+	}
+	time.Sleep(8 * time.Second) // past the TTL and grace, counted from the reconnection
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Type: "host.lost"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Fatalf("a host was declared lost for the bus's outage: %s", ev.Data())
 	}
 }
