@@ -44,9 +44,10 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 		memory, disk, pids                         int64
 		env, labels, volumes, capAdd, capDrop      []string
 		egress, constraints, capabilities          []string
-		host, strategy, antiAffinity               string
+		host, strategy, antiAffinity, reschedule   string
 		gpus                                       int64
 		readOnly                                   bool
+		lostAfter                                  time.Duration
 	)
 	use, short := "run [flags] IMAGE [-- CMD ARGS...]", "Create and start a container; prints its id"
 	if !start {
@@ -109,6 +110,9 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 			if len(exprs) > 0 || strategy != "" || antiAffinity != "" || len(capabilities) > 0 {
 				req.Placement = &api.Placement{Strategy: strategy, Expressions: exprs, AntiAffinity: antiAffinity, Capabilities: capabilities}
 			}
+			if reschedule != "" || lostAfter != 0 {
+				req.Reschedule = &api.ReschedulePolicy{Policy: reschedule, LostAfterMs: lostAfter.Milliseconds()}
+			}
 			ct, err := c.client().Create(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -137,6 +141,8 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 	f.StringVar(&antiAffinity, "anti-affinity", "", "a label KEY: no host runs two containers with the same value of it")
 	f.StringArrayVar(&capabilities, "require", nil, "a capability the host must offer: pause, gpu (repeatable)")
 	f.Int64Var(&gpus, "gpus", 0, "GPUs to reserve on the host")
+	f.StringVar(&reschedule, "reschedule", "", "when its host is lost: never, on-failure (replaced if it was running) or always (default: what the restart policy implies)")
+	f.DurationVar(&lostAfter, "lost-after", 0, "when its host is lost, wait this long for it to return before replacing the container")
 	_ = cmd.RegisterFlagCompletionFunc("driver", completeDrivers)
 	f.StringVar(&network, "network", "", "network")
 	egressFlag(f, &egress)
@@ -567,17 +573,31 @@ func (c *cli) hostsCmd() *cobra.Command {
 			return emitEach(c, hosts)
 		}
 		tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tDRIVERS\tCPU\tMEMORY MB\tCONTAINERS\tLIVE\tLAST SEEN")
+		fmt.Fprintln(tw, "ID\tDRIVERS\tCPU\tMEMORY MB\tCONTAINERS\tSTATE\tLAST SEEN")
 		for _, h := range hosts {
 			var names []string
 			for _, d := range h.Drivers {
 				names = append(names, d.Name)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d/%d\t%d\t%v\t%s\n", h.ID, strings.Join(names, ","), cores(h.Allocated.CPU), cores(h.Capacity.CPU),
-				h.Allocated.Memory, h.Capacity.Memory, h.Containers, h.Live, ago(h.LastSeen))
+			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d/%d\t%d\t%s\t%s\n", h.ID, strings.Join(names, ","), cores(h.Allocated.CPU), cores(h.Capacity.CPU),
+				h.Allocated.Memory, h.Capacity.Memory, h.Containers, hostState(h), ago(h.LastSeen))
 		}
 		return tw.Flush()
 	}}
+}
+
+// hostState says in a word how a host is: live, quarantined, silent (not
+// heard from within its TTL, not yet lost) or lost.
+func hostState(h api.Host) string {
+	switch {
+	case !h.LostAt.IsZero():
+		return "lost"
+	case !h.Live:
+		return "silent"
+	case h.QuarantinedUntil.After(time.Now()):
+		return "quarantined"
+	}
+	return "live"
 }
 
 func (c *cli) eventsCmd() *cobra.Command {
