@@ -127,6 +127,9 @@ func (p *process) start() {
 	p.t.Helper()
 	p.cmd = exec.Command(p.bin, p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	// Should the test binary die (a deadline's panic), its processes die
+	// with it rather than outlive it.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatalf("start %s: %v", p.name, err)
 	}
