@@ -45,6 +45,7 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 		env, labels, volumes, capAdd, capDrop      []string
 		egress, constraints, capabilities          []string
 		host, strategy, antiAffinity, reschedule   string
+		restart                                    string
 		gpus                                       int64
 		readOnly                                   bool
 		lostAfter                                  time.Duration
@@ -84,6 +85,9 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 			}
 			spec.Security.CapAdd = capAdd
 			spec.SessionID, spec.Network, spec.WorkingDir = session, network, workdir
+			if restart != "" {
+				spec.RestartPolicy = driver.RestartPolicy(restart)
+			}
 			var err error
 			if spec.Env, err = keyValues("env", env); err != nil {
 				return err
@@ -141,6 +145,7 @@ func (c *cli) runCmd(start bool) *cobra.Command {
 	f.StringVar(&antiAffinity, "anti-affinity", "", "a label KEY: no host runs two containers with the same value of it")
 	f.StringArrayVar(&capabilities, "require", nil, "a capability the host must offer: pause, gpu (repeatable)")
 	f.Int64Var(&gpus, "gpus", 0, "GPUs to reserve on the host")
+	f.StringVar(&restart, "restart", "", "restart policy, carried out by the host's worker: no, on-failure or always (with a doubling backoff)")
 	f.StringVar(&reschedule, "reschedule", "", "when its host is lost: never, on-failure (replaced if it was running) or always (default: what the restart policy implies)")
 	f.DurationVar(&lostAfter, "lost-after", 0, "when its host is lost, wait this long for it to return before replacing the container")
 	_ = cmd.RegisterFlagCompletionFunc("driver", completeDrivers)

@@ -65,6 +65,9 @@ type Container struct {
 	// placed in stead of; ReplacedBy the one placed in stead of this one.
 	Replaces   string `json:"replaces,omitempty"`
 	ReplacedBy string `json:"replacedBy,omitempty"`
+	// Restarts counts the times its host's worker restarted it by its
+	// restart policy.
+	Restarts int `json:"restarts,omitempty"`
 }
 
 // Resources of a container: cpu in cores, memory and disk in MB.

@@ -13,4 +13,5 @@ const (
 	LabelScope       = "io.openagent.driver-scope" // which of the drivers sharing a runtime made it
 	LabelImage       = "io.openagent.image"        // on the sandbox images built here
 	LabelName        = "io.openagent.name"         // the container's name, if it has one: docker ps --filter label=io.openagent.name=web
+	LabelRestart     = "io.openagent.restart"      // its restart policy, carried out by the worker, not the runtime
 )

@@ -249,6 +249,9 @@ type StartedData struct {
 	ContainerID string    `json:"containerId"`
 	HostID      string    `json:"hostId"`
 	StartedAt   time.Time `json:"startedAt"`
+	// Restarts counts the restarts in a row by the container's restart
+	// policy: 0 for a start asked for, n for the worker's nth restart.
+	Restarts int `json:"restarts,omitempty"`
 }
 
 // ExitedData is the data of io.openagent.container.exited.

@@ -145,6 +145,15 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		}
 		return err
 	}
+	w.mu.Lock()
+	switch e.Type() {
+	case events.CommandStart:
+		delete(w.held, c.ContainerID)
+		w.restarts[c.ContainerID] = 0
+	case events.CommandStop, events.CommandRemove:
+		w.held[c.ContainerID] = true
+	}
+	w.mu.Unlock()
 	switch e.Type() {
 	case events.CommandStart:
 		return w.start(ctx, drv, c.ContainerID, &e)
@@ -186,6 +195,13 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 		spec.Labels = map[string]string{}
 	}
 	spec.Labels[LabelContainerID], spec.Labels[LabelCommandID], spec.Labels[LabelSessionID] = c.ContainerID, e.ID(), spec.SessionID
+	// The worker restarts a container by its policy, for every driver:
+	// the runtime is told never to, so that each restart is the worker's,
+	// and an event.
+	if p := spec.RestartPolicy; p == driver.RestartAlways || p == driver.RestartOnFailure {
+		spec.Labels[driver.LabelRestart] = string(p)
+	}
+	spec.RestartPolicy = driver.RestartNo
 	var err error
 	if spec.Volumes, err = w.resolveMounts(c.ContainerID, spec.Volumes); err != nil {
 		return err
@@ -257,8 +273,11 @@ func (w *Worker) start(ctx context.Context, drv driver.Driver, id string, cause 
 // reportRun publishes a container's run, whose id comes from its start
 // time, and then watches it or says how it ended.
 func (w *Worker) reportRun(ctx context.Context, drv driver.Driver, ct *driver.Container, cause *events.Event) error {
+	w.mu.Lock()
+	restarts := w.restarts[ct.ID]
+	w.mu.Unlock()
 	if err := w.emit(ctx, events.ContainerStarted, ct.ID, derive(ct.ID, "started", ct.StartedAt.UnixNano()),
-		events.StartedData{ContainerID: ct.ID, HostID: w.cfg.HostID, StartedAt: ct.StartedAt}, cause); err != nil {
+		events.StartedData{ContainerID: ct.ID, HostID: w.cfg.HostID, StartedAt: ct.StartedAt, Restarts: restarts}, cause); err != nil {
 		return err
 	}
 	if ct.Status == driver.StatusRunning || ct.Status == driver.StatusPaused {
@@ -325,39 +344,107 @@ func (w *Worker) watchLoop(ctx context.Context) error {
 			watchers.Add(1)
 			go func() {
 				defer watchers.Done()
-				defer func() { w.mu.Lock(); delete(w.watching, r.id); w.mu.Unlock() }()
-				w.awaitEnd(ctx, r.drv, r.id)
+				ct := w.awaitEnd(ctx, r.drv, r.id)
+				w.mu.Lock()
+				delete(w.watching, r.id)
+				w.mu.Unlock()
+				if ct != nil {
+					w.restart(ctx, r.drv, ct)
+				}
 			}()
 		}
 	}
 }
 
-// awaitEnd waits for a container to end and reports how it did.
-func (w *Worker) awaitEnd(ctx context.Context, drv driver.Driver, id string) {
+// awaitEnd waits for a container to end and reports how it did; it
+// returns the container as it ended, nil when it is gone or the wait was
+// cut short.
+func (w *Worker) awaitEnd(ctx context.Context, drv driver.Driver, id string) *driver.Container {
 	_, err := drv.Wait(ctx, id)
 	if errors.Is(err, driver.ErrNotFound) {
 		w.vanished(ctx, drv, id)
-		return
+		return nil
 	}
 	if err != nil {
-		return
+		return nil
 	}
 	ct, err := drv.Get(ctx, id)
 	if errors.Is(err, driver.ErrNotFound) {
 		w.vanished(ctx, drv, id) // removed as it ended: docker rm -f
-		return
+		return nil
 	}
 	if err != nil {
-		return
+		return nil
 	}
 	for ctx.Err() == nil {
 		if err := w.ended(ctx, ct, nil); err == nil {
-			return
+			return ct
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
+	}
+	return nil
+}
+
+// Restart policies are the worker's, for every driver. A container that
+// exited by itself (not stopped or removed by a command) is started again
+// if its policy is always, or on-failure and it failed (a non-zero exit,
+// or killed for its memory), after a backoff that doubles with each
+// restart in a row up to a cap, and starts again from the first once a
+// run lasted restartResetAfter. Each restart is a started event counting
+// the restarts.
+
+// DefaultRestartBackoff and DefaultRestartBackoffMax bound the wait
+// before a restart (Docker waits 100 ms doubling, Kubernetes 10 s
+// doubling to 5 minutes).
+const (
+	DefaultRestartBackoff    = time.Second
+	DefaultRestartBackoffMax = 5 * time.Minute
+	restartResetAfter        = 10 * time.Second
+)
+
+// restart starts an exited container again if its policy says so.
+func (w *Worker) restart(ctx context.Context, drv driver.Driver, ct *driver.Container) {
+	policy := driver.RestartPolicy(ct.Labels[driver.LabelRestart])
+	failed := ct.ExitCode != 0 || ct.OOMKilled
+	if ct.Status != driver.StatusExited || !(policy == driver.RestartAlways || policy == driver.RestartOnFailure && failed) {
+		return
+	}
+	w.mu.Lock()
+	n := w.restarts[ct.ID]
+	if ct.FinishedAt.Sub(ct.StartedAt) >= restartResetAfter {
+		n = 0
+	}
+	held := w.held[ct.ID]
+	w.mu.Unlock()
+	if held {
+		return
+	}
+	wait := w.cfg.RestartBackoff << min(n, 30)
+	if wait <= 0 || wait > w.cfg.RestartBackoffMax {
+		wait = w.cfg.RestartBackoffMax
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(wait):
+	}
+	// A command may have stopped, removed or started it meanwhile.
+	now, err := drv.Get(ctx, ct.ID)
+	w.mu.Lock()
+	held = w.held[ct.ID]
+	_, owned := w.owner[ct.ID]
+	if err != nil || held || !owned || now.Status != driver.StatusExited || !now.StartedAt.Equal(ct.StartedAt) {
+		w.mu.Unlock()
+		return
+	}
+	w.restarts[ct.ID] = n + 1
+	w.mu.Unlock()
+	w.log.Info("worker: restarting a container by its policy", "container_id", ct.ID, "policy", policy, "exit_code", ct.ExitCode, "restarts", n+1, "after", wait)
+	if err := w.start(ctx, drv, ct.ID, nil); err != nil && ctx.Err() == nil {
+		w.log.Warn("worker: restart a container", "container_id", ct.ID, "err", err)
 	}
 }
 

@@ -51,6 +51,11 @@ type Config struct {
 	// Protected are host paths no container may mount, besides
 	// driver.SensitivePaths: the worker's data directory.
 	Protected []string
+	// RestartBackoff is the first wait before a container is restarted by
+	// its restart policy, doubled at each restart in a row up to
+	// RestartBackoffMax; DefaultRestartBackoff and DefaultRestartBackoffMax
+	// when zero.
+	RestartBackoff, RestartBackoffMax time.Duration
 }
 
 // Worker runs one host's commands.
@@ -68,6 +73,8 @@ type Worker struct {
 	mu        sync.Mutex
 	owner     map[string]driver.Driver // container id → its driver
 	watching  map[string]bool
+	restarts  map[string]int  // container id → restarts in a row, by its restart policy
+	held      map[string]bool // containers stopped or removed by command: not restarted
 	watches   chan watchRequest         // to the watch loop
 	health    map[string]api.DriverInfo // the last health each driver gave
 	fence     map[string]uint64         // container id → generation carried out
@@ -85,12 +92,18 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = 2 * time.Second
 	}
+	if cfg.RestartBackoff <= 0 {
+		cfg.RestartBackoff = DefaultRestartBackoff
+	}
+	if cfg.RestartBackoffMax <= 0 {
+		cfg.RestartBackoffMax = DefaultRestartBackoffMax
+	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 32
 	}
 	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID)), log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
-		owner: map[string]driver.Driver{}, watching: map[string]bool{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
 	if w.log == nil {
 		w.log = slog.Default()
 	}

@@ -258,6 +258,9 @@ func (m *Model) applyContainer(r *Record, e events.Event) {
 		}
 		m.SetStatus(r, api.StatusRunning)
 		r.StartedAt, r.FinishedAt, r.ExitCode, r.OOMKilled, r.Error = d.StartedAt, time.Time{}, 0, false, nil
+		if d.Restarts > 0 {
+			r.Restarts++ // by its policy: counted over its life
+		}
 	case events.ContainerExited:
 		var d events.ExitedData
 		_ = events.Data(e, &d)
