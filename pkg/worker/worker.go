@@ -73,8 +73,8 @@ type Worker struct {
 	mu        sync.Mutex
 	owner     map[string]driver.Driver // container id → its driver
 	watching  map[string]bool
-	restarts  map[string]int  // container id → restarts in a row, by its restart policy
-	held      map[string]bool // containers stopped or removed by command: not restarted
+	restarts  map[string]int            // container id → restarts in a row, by its restart policy
+	held      map[string]bool           // containers stopped or removed by command: not restarted
 	watches   chan watchRequest         // to the watch loop
 	health    map[string]api.DriverInfo // the last health each driver gave
 	fence     map[string]uint64         // container id → generation carried out
