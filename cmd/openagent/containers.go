@@ -445,8 +445,14 @@ func (c *cli) psCmd() *cobra.Command {
 			fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tDRIVER\tHOST\tSTATUS\tCREATED")
 			for _, ct := range list {
 				status := string(ct.Status)
-				if ct.Status == api.StatusExited || ct.Status == api.StatusStopped {
+				switch {
+				case ct.Status == api.StatusExited || ct.Status == api.StatusStopped:
 					status += fmt.Sprintf(" (%d)", ct.ExitCode)
+				case ct.Status == api.StatusRunning && !ct.Ready:
+					status += " (not ready)" // its readiness probe has not passed
+				}
+				if ct.Restarts > 0 {
+					status += fmt.Sprintf(", %d restarts", ct.Restarts)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", short(ct.ID), ct.Name, ct.Image, ct.Driver, ct.Host, status, ago(ct.CreatedAt))
 			}

@@ -68,6 +68,11 @@ type Container struct {
 	// Restarts counts the times its host's worker restarted it by its
 	// restart policy.
 	Restarts int `json:"restarts,omitempty"`
+	// Ready says a running container takes work: its readiness probe
+	// passes, or it has none. Health is its probes' last verdict on the
+	// run: started, ready, unready or unhealthy; empty without probes.
+	Ready  bool   `json:"ready"`
+	Health string `json:"health,omitempty"`
 }
 
 // Resources of a container: cpu in cores, memory and disk in MB.

@@ -36,6 +36,8 @@ type ContainerConfig struct {
 	WorkingDir    string        `json:"workingDir,omitempty"`
 	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 	HealthCheck   *HealthCheck  `json:"healthCheck,omitempty"`
+	// Probes are run by the host's worker while the container runs.
+	Probes *Probes `json:"probes,omitempty"`
 }
 
 // Resources are the limits of one container.
@@ -279,6 +281,11 @@ func (c *ContainerConfig) Validate() error {
 	case "", RestartNo, RestartOnFailure, RestartAlways:
 	default:
 		return bad("restartPolicy", "must be no, on-failure or always, got %q", c.RestartPolicy)
+	}
+	if c.Probes != nil {
+		if err := c.Probes.Validate(); err != nil {
+			return err
+		}
 	}
 	if h := c.HealthCheck; h != nil {
 		if len(h.Command) == 0 {

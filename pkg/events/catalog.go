@@ -77,6 +77,11 @@ const HostEventRefused = Prefix + "host.event.refused"
 // until the time given.
 const HostQuarantined = Prefix + "host.quarantined"
 
+// ContainerHealth: a worker's probe of a container changed its verdict:
+// started (the startup probe passed), ready or unready (readiness),
+// unhealthy (liveness, or startup, failed: the run is killed).
+const ContainerHealth = Prefix + "container.health"
+
 // Liveness and leadership, decided by the orchestrator.
 const (
 	// HostLost: a host was not heard from for its time to live and the
@@ -165,6 +170,7 @@ var catalog = map[string]Kind{
 	HostEventRefused:        KindState,
 	HostQuarantined:         KindState,
 	HostLost:                KindState,
+	ContainerHealth:         KindState,
 	HostReturned:            KindState,
 	ContainerRescheduled:    KindState,
 	LeaderElected:           KindState,

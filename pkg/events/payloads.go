@@ -399,6 +399,25 @@ type HostQuarantinedData struct {
 	LastError string    `json:"lastError"` // the last one's error
 }
 
+// HealthData is the data of io.openagent.container.health.
+type HealthData struct {
+	ContainerID string    `json:"containerId"`
+	HostID      string    `json:"hostId"`
+	Probe       string    `json:"probe"`  // startup, liveness or readiness
+	Status      string    `json:"status"` // started, ready, unready or unhealthy
+	Message     string    `json:"message,omitempty"`
+	Failures    int       `json:"failures,omitempty"` // in a row, when it failed
+	StartedAt   time.Time `json:"startedAt"`          // the run it is about
+}
+
+// Probe verdicts of a container.health event.
+const (
+	HealthStarted   = "started"
+	HealthReady     = "ready"
+	HealthUnready   = "unready"
+	HealthUnhealthy = "unhealthy"
+)
+
 // HostLostData is the data of io.openagent.host.lost.
 type HostLostData struct {
 	HostID     string    `json:"hostId"`
@@ -598,6 +617,8 @@ func Payload(eventType string) any {
 		return new(HostQuarantinedData)
 	case HostLost:
 		return new(HostLostData)
+	case ContainerHealth:
+		return new(HealthData)
 	case HostReturned:
 		return new(HostReturnedData)
 	case ContainerRescheduled:

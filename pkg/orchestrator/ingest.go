@@ -27,7 +27,7 @@ import (
 var workerEvents = map[string]bool{
 	events.ContainerCreated: true, events.ContainerStarted: true, events.ContainerExited: true,
 	events.ContainerStopped: true, events.ContainerRemoved: true, events.ContainerFailed: true,
-	events.ExecCompleted: true, events.ContainerCommandRefused: true,
+	events.ExecCompleted: true, events.ContainerCommandRefused: true, events.ContainerHealth: true,
 	events.HostRegistered: true, events.HostHeartbeat: true, events.HostReconciled: true,
 }
 

@@ -223,5 +223,6 @@ func view(r *record, live func(host string) bool) api.Container {
 	if c.Status.Active() && !live(c.Host) {
 		c.Status = api.StatusLost
 	}
+	c.Ready = c.Ready && c.Status == api.StatusRunning
 	return c
 }

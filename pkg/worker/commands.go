@@ -202,6 +202,25 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 		spec.Labels[driver.LabelRestart] = string(p)
 	}
 	spec.RestartPolicy = driver.RestartNo
+	// A health check is a liveness probe, acted on by the worker (the
+	// Docker engine only reports it).
+	if h := spec.HealthCheck; h != nil && (spec.Probes == nil || spec.Probes.Liveness == nil) {
+		ps := driver.Probes{}
+		if spec.Probes != nil {
+			ps = *spec.Probes
+		}
+		ps.Liveness = &driver.Probe{Exec: h.Command, IntervalMs: h.Interval().Milliseconds(), TimeoutMs: h.Timeout().Milliseconds(), FailureThreshold: h.Retries}
+		spec.Probes = &ps
+	}
+	if ps := spec.Probes; ps != nil {
+		for name, p := range map[string]*driver.Probe{"startup": ps.Startup, "liveness": ps.Liveness, "readiness": ps.Readiness} {
+			if _, ok := drv.(driver.Addresser); p != nil && len(p.Exec) == 0 && !ok {
+				return driver.Errorf("create", c.ContainerID, driver.ErrNotSupported, "spec.probes.%s: the %s driver does not say where a container listens; use an exec probe", name, drv.Name())
+			}
+		}
+		b, _ := json.Marshal(ps)
+		spec.Labels[LabelProbes] = string(b)
+	}
 	var err error
 	if spec.Volumes, err = w.resolveMounts(c.ContainerID, spec.Volumes); err != nil {
 		return err
@@ -344,7 +363,18 @@ func (w *Worker) watchLoop(ctx context.Context) error {
 			watchers.Add(1)
 			go func() {
 				defer watchers.Done()
+				// The run's supervisor lasts as long as the run.
+				run, stop := context.WithCancel(ctx)
+				var supervisor sync.WaitGroup
+				if ct, err := r.drv.Get(ctx, r.id); err == nil && ct.Status == driver.StatusRunning {
+					if probes := probesOf(ct); probes != nil {
+						supervisor.Add(1)
+						go func() { defer supervisor.Done(); w.supervise(run, r.drv, ct, probes) }()
+					}
+				}
 				ct := w.awaitEnd(ctx, r.drv, r.id)
+				stop()
+				supervisor.Wait()
 				w.mu.Lock()
 				delete(w.watching, r.id)
 				w.mu.Unlock()
@@ -408,8 +438,12 @@ const (
 // restart starts an exited container again if its policy says so.
 func (w *Worker) restart(ctx context.Context, drv driver.Driver, ct *driver.Container) {
 	policy := driver.RestartPolicy(ct.Labels[driver.LabelRestart])
-	failed := ct.ExitCode != 0 || ct.OOMKilled
-	if ct.Status != driver.StatusExited || !(policy == driver.RestartAlways || policy == driver.RestartOnFailure && failed) {
+	w.mu.Lock()
+	killed := w.probeKilled[ct.ID] // its probe failed: a failure, though the runtime says stopped
+	delete(w.probeKilled, ct.ID)
+	w.mu.Unlock()
+	failed := ct.ExitCode != 0 || ct.OOMKilled || killed
+	if ct.Status != driver.StatusExited && !killed || !(policy == driver.RestartAlways || policy == driver.RestartOnFailure && failed) {
 		return
 	}
 	w.mu.Lock()
@@ -436,7 +470,7 @@ func (w *Worker) restart(ctx context.Context, drv driver.Driver, ct *driver.Cont
 	w.mu.Lock()
 	held = w.held[ct.ID]
 	_, owned := w.owner[ct.ID]
-	if err != nil || held || !owned || now.Status != driver.StatusExited || !now.StartedAt.Equal(ct.StartedAt) {
+	if err != nil || held || !owned || (now.Status == driver.StatusRunning || now.Status == driver.StatusPaused) || !now.StartedAt.Equal(ct.StartedAt) {
 		w.mu.Unlock()
 		return
 	}

@@ -70,15 +70,16 @@ type Worker struct {
 	events  jetstream.Stream
 	started time.Time
 
-	mu        sync.Mutex
-	owner     map[string]driver.Driver // container id → its driver
-	watching  map[string]bool
-	restarts  map[string]int            // container id → restarts in a row, by its restart policy
-	held      map[string]bool           // containers stopped or removed by command: not restarted
-	watches   chan watchRequest         // to the watch loop
-	health    map[string]api.DriverInfo // the last health each driver gave
-	fence     map[string]uint64         // container id → generation carried out
-	watermark uint64                    // commands at or below it may be older than fence; see fence.go
+	mu          sync.Mutex
+	owner       map[string]driver.Driver // container id → its driver
+	watching    map[string]bool
+	restarts    map[string]int            // container id → restarts in a row, by its restart policy
+	held        map[string]bool           // containers stopped or removed by command: not restarted
+	probeKilled map[string]bool           // runs killed for a failed probe: failures, for the restart policy
+	watches     chan watchRequest         // to the watch loop
+	health      map[string]api.DriverInfo // the last health each driver gave
+	fence       map[string]uint64         // container id → generation carried out
+	watermark   uint64                    // commands at or below it may be older than fence; see fence.go
 }
 
 // New returns a worker; Run starts it.
@@ -103,7 +104,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID)), log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
-		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
 	if w.log == nil {
 		w.log = slog.Default()
 	}

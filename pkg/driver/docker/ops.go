@@ -245,3 +245,25 @@ func (d *Driver) ContainerHealth(ctx context.Context, id string) (driver.HealthS
 	}
 	return driver.HealthUnhealthy, nil
 }
+
+// Address implements driver.Addresser: the container's address on the
+// first of its networks that gives it one. A container on no network
+// (none, the default) has none, and takes exec probes only.
+func (d *Driver) Address(ctx context.Context, id string) (string, error) {
+	in, err := d.inspect(ctx, "address", id)
+	if err != nil {
+		return "", err
+	}
+	if in.NetworkSettings != nil {
+		for _, n := range in.NetworkSettings.Networks {
+			if n != nil && n.IPAddress != "" {
+				return n.IPAddress, nil
+			}
+		}
+	}
+	mode := ""
+	if in.HostConfig != nil {
+		mode = string(in.HostConfig.NetworkMode)
+	}
+	return "", driver.Errorf("address", id, driver.ErrNotSupported, "the container has no network address (network %q); http and tcp probes need one", mode)
+}

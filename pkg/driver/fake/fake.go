@@ -515,3 +515,14 @@ func (d *Driver) ContainerHealth(ctx context.Context, id string) (driver.HealthS
 	}
 	return driver.HealthUnhealthy, nil
 }
+
+// Address implements driver.Addresser: a fake container is in the
+// worker's process, so it listens where the test's listeners do.
+func (d *Driver) Address(ctx context.Context, id string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, err := d.lookup("address", id); err != nil {
+		return "", err
+	}
+	return "127.0.0.1", nil
+}

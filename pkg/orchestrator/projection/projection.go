@@ -194,7 +194,7 @@ func Apply(m *Model, seq uint64, e events.Event) string {
 		r.Seq = seq
 		return r.ID
 	case events.ContainerCreated, events.ContainerStarted, events.ContainerExited,
-		events.ContainerStopped, events.ContainerRemoved, events.ContainerFailed, events.ContainerLost:
+		events.ContainerStopped, events.ContainerRemoved, events.ContainerFailed, events.ContainerLost, events.ContainerHealth:
 		r, ok := m.Containers[events.Ext(e, events.ExtContainerID)]
 		if !ok || r.Seq >= seq {
 			return ""
@@ -260,6 +260,20 @@ func (m *Model) applyContainer(r *Record, e events.Event) {
 		r.StartedAt, r.FinishedAt, r.ExitCode, r.OOMKilled, r.Error = d.StartedAt, time.Time{}, 0, false, nil
 		if d.Restarts > 0 {
 			r.Restarts++ // by its policy: counted over its life
+		}
+		// A run with a readiness probe is ready once it passes.
+		r.Ready, r.Health = r.Spec.Probes == nil || r.Spec.Probes.Readiness == nil, ""
+	case events.ContainerHealth:
+		var d events.HealthData
+		if events.Data(e, &d) != nil || !d.StartedAt.Equal(r.StartedAt) || r.Status != api.StatusRunning {
+			return // about another run
+		}
+		r.Health = d.Status
+		switch d.Status {
+		case events.HealthReady:
+			r.Ready = true
+		case events.HealthUnready, events.HealthUnhealthy:
+			r.Ready = false
 		}
 	case events.ContainerExited:
 		var d events.ExitedData
