@@ -94,20 +94,20 @@ func (o *Orchestrator) watchLiveness(ctx context.Context) error {
 			// sent, out of date, once the connection is back.
 			continue
 		}
-		silent, returned, total := o.silentHosts(now)
+		silent, quiet, returned, total := o.silentHosts(now)
 		for _, r := range returned {
 			o.hostReturned(ctx, r)
 		}
 		switch {
-		case total >= 3 && 2*len(silent) > total:
+		case len(silent) > 0 && total >= 3 && 2*quiet > total:
 			if !partitioned {
 				o.log.Error("orchestrator: most hosts are silent at once; taking it for a partition of the control plane, and declaring none lost",
-					"silent", len(silent), "hosts", total)
+					"silent", quiet, "hosts", total)
 				partitioned = true
 			}
 		default:
 			if partitioned {
-				o.log.Info("orchestrator: the hosts are heard again", "silent", len(silent), "hosts", total)
+				o.log.Info("orchestrator: the hosts are heard again", "silent", quiet, "hosts", total)
 				partitioned = false
 			}
 			for _, h := range silent {
@@ -130,9 +130,12 @@ type silentHost struct {
 	lostAt   time.Time // for a returned host
 }
 
-// silentHosts lists the hosts to declare lost and those lost that
-// reported again; total counts the hosts not lost.
-func (o *Orchestrator) silentHosts(now time.Time) (silent, returned []silentHost, total int) {
+// silentHosts lists the hosts to declare lost (silent past the TTL and
+// grace) and those lost that reported again; quiet counts the hosts silent
+// past the TTL alone, which judges a partition (hosts cut off together go
+// quiet within moments of each other, not at one instant), and total the
+// hosts not lost.
+func (o *Orchestrator) silentHosts(now time.Time) (silent []silentHost, quiet int, returned []silentHost, total int) {
 	var lost map[string]time.Time
 	o.state.Read(func(m *projection.Model) { lost = maps.Clone(m.LostHosts) })
 	since, limit := o.heardFrom(), o.liveness+o.grace
@@ -146,12 +149,16 @@ func (o *Orchestrator) silentHosts(now time.Time) (silent, returned []silentHost
 			continue
 		}
 		total++
-		if now.Sub(scheduler.LastHeard(h.LastSeen, since)) > limit {
+		quietFor := now.Sub(scheduler.LastHeard(h.LastSeen, since))
+		if quietFor > o.liveness {
+			quiet++
+		}
+		if quietFor > limit {
 			silent = append(silent, silentHost{id: id, lastSeen: h.LastSeen})
 		}
 	}
 	slices.SortFunc(silent, func(a, b silentHost) int { return a.lastSeen.Compare(b.lastSeen) })
-	return silent, returned, total
+	return silent, quiet, returned, total
 }
 
 // hostLost declares a host lost, and every container it held; false when

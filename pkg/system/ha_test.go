@@ -175,3 +175,23 @@ func TestSupersededLeaderIsFenced(t *testing.T) {
 		t.Fatalf("the container started %d times, want once", n)
 	}
 }
+
+// Request/reply with a follower in the door's queue group: the requests
+// it gets it hands to the leader, and every one is accepted.
+func TestRequestReplyThroughFollower(t *testing.T) {
+	e := newEnv(t)
+	b, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, TokensDir: e.tokens, ID: "orch-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Stop() })
+	// Each door answers some of the requests: all of them must be accepted.
+	for range 6 {
+		req := fakeSpec("--forever")
+		req.Start = true
+		out := e.ask(createEvent(t, req))
+		if out.Type() != events.RequestAccepted {
+			t.Fatalf("a create by request/reply with a follower listening: %s %s", out.Type(), out.Data())
+		}
+	}
+}

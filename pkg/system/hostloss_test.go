@@ -280,3 +280,23 @@ func TestBusOutageIsNotAHostLoss(t *testing.T) {
 		t.Fatalf("a host was declared lost for the bus's outage: %s", ev.Data())
 	}
 }
+
+// Most hosts silent at once is taken for the control plane's partition,
+// not theirs: none is declared lost. One host of three going is lost.
+func TestMostHostsSilentIsAPartition(t *testing.T) {
+	e := newLossEnv(t, "host-a", "host-b", "host-c")
+	e.stopHost("host-b")
+	e.stopHost("host-c")
+	time.Sleep(4 * (lossTTL + lossGrace))
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Type: "host.lost"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Fatalf("two hosts of three silent at once, and one was declared lost: %s", ev.Data())
+	}
+	e.startHost("host-b")
+	e.eventually("host-c, alone silent now, lost", func() bool {
+		hosts, _ := e.c.Hosts(e.ctx)
+		return lostIn(hosts, "host-c") && !lostIn(hosts, "host-b")
+	})
+}

@@ -198,7 +198,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		leading, firstTerm := make(chan struct{}), sync.Once{}
 		lead := func(ctx context.Context) error {
 			sess.Reset()
-			rpc := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger})
+			rpc := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger, Serve: natsrpc.Sessions})
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return sess.Run(ctx) })
 			g.Go(func() error { return rpc.Run(ctx) })
@@ -225,11 +225,22 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		}
 		s.Orchestrator, s.Sessions = o, sess
 		s.run("orchestrator", func() error { return o.Run(runCtx) })
+		// Every orchestrator answers the containers' requests: a follower
+		// hands writes to the leader, so a failover is a wait, not a gap.
+		doors := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger, Serve: natsrpc.Containers})
+		s.run("request/reply", func() error { return doors.Run(runCtx) })
 		// Serving starts once the doors take requests: once this
 		// orchestrator leads with its request/reply door open, or, when
 		// another leads, once its projection caught up.
 		if err := s.awaitControlPlane(ctx, o, leading); err != nil {
 			return nil, err
+		}
+		select {
+		case <-doors.Ready():
+		case <-s.failed:
+			return nil, s.Wait(ctx)
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 		if ln != nil {
 			if err := s.openTokens(cfg); err != nil {

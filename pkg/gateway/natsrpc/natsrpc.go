@@ -43,6 +43,30 @@ type Config struct {
 	Logger       *slog.Logger
 	// Concurrency bounds the requests handled at once; 64 when zero.
 	Concurrency int
+	// Serve says which subjects this door answers; all when empty.
+	Serve Part
+}
+
+// Part is a part of the door's subjects.
+type Part int
+
+// Parts: every orchestrator answers the containers' subjects (a follower
+// hands writes to the leader), and only the leader the sessions', whose
+// state lives with its term.
+const (
+	All Part = iota
+	Containers
+	Sessions
+)
+
+func (p Part) serves(subject string) bool {
+	switch p {
+	case Containers:
+		return subject != events.SubjectSessions
+	case Sessions:
+		return subject == events.SubjectSessions
+	}
+	return true
 }
 
 // Server is the door. Run it.
@@ -72,7 +96,11 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // hand, for at most the grace: a shutdown lets answers already being made
 // go out.
 func (s *Server) Run(ctx context.Context) error {
-	for _, ready := range []<-chan struct{}{s.cfg.Orchestrator.Ready(), s.cfg.Sessions.Ready()} {
+	readies := []<-chan struct{}{s.cfg.Orchestrator.Ready()}
+	if s.cfg.Serve != Containers {
+		readies = append(readies, s.cfg.Sessions.Ready())
+	}
+	for _, ready := range readies {
 		select {
 		case <-ready:
 		case <-ctx.Done():
@@ -108,6 +136,9 @@ func (s *Server) Run(ctx context.Context) error {
 		events.SubjectList:      s.list,
 		events.SubjectHosts:     func(_ context.Context, m *nats.Msg) { s.respondJSON(m, brief(s.cfg.Orchestrator.Hosts())) },
 	} {
+		if !s.cfg.Serve.serves(subject) {
+			continue
+		}
 		if err = add(subject, h); err != nil {
 			break
 		}
