@@ -43,7 +43,13 @@ func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Eve
 	if !o.Leading() {
 		return o.forward(ctx, req)
 	}
-	return o.handle(ctx, req, false)
+	out, err := o.handle(ctx, req, false)
+	if errors.Is(err, errNotLeading) {
+		// The term ended while the request was in hand: whoever leads next
+		// carries it out (what this term stored of it is found again).
+		return o.forward(ctx, req)
+	}
+	return out, err
 }
 
 // handle is Handle for a request that may have been validated on receipt
@@ -234,19 +240,22 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 	acc := &accepted{Accepted: api.Accepted{RequestID: req.ID(), ContainerID: r.ID}, generation: gen}
 	cmdOpts := []events.Option{events.CausedBy(req), events.WithHost(r.Host), events.WithContainer(r.ID),
 		events.WithID(o.commandID(key)), events.WithGeneration(gen)}
-	live := o.Live(r.Host) || o.awaitHost(ctx, r.Host)
+	// Whether the host reports, asked only once the request's own checks
+	// passed: a host silent since the control plane began to listen is
+	// waited for (see awaitHost).
+	live := func() bool { return o.Live(r.Host) || o.awaitHost(ctx, r.Host) }
 	switch req.Type() {
 	case events.ContainerStartRequested:
 		if r.Status == api.StatusFailed {
 			return nil, reject(api.KindConflict, "", r.ID, "container %s failed to be created; remove it", r.ID)
 		}
-		if !live {
+		if !live() {
 			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
 		_, err := o.publish(ctx, events.CommandStart, events.ContainerCommandData{ContainerID: r.ID, HostID: r.Host}, cmdOpts...)
 		return acc, retry(err)
 	case events.ContainerStopRequested:
-		if !live {
+		if !live() {
 			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
 		_, err := o.publish(ctx, events.CommandStop, events.ContainerCommandData{ContainerID: r.ID, HostID: r.Host, TimeoutMs: d.TimeoutMs, Force: d.Force}, cmdOpts...)
@@ -258,13 +267,14 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 		// A container that failed on its host (its start, say) may be there
 		// still: the host removes it. Only one never placed, or on a host
 		// no longer reporting (forced), is forgotten here.
-		if !live || r.Status == api.StatusFailed && r.Host == "" {
-			if !live && !d.Force {
+		hostLive := live()
+		if !hostLive || r.Status == api.StatusFailed && r.Host == "" {
+			if !hostLive && !d.Force {
 				return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting; force to forget it", r.Host, r.ID)
 			}
 			// Nothing to remove on a host: forget the container.
 			reason := "failed before it existed on a host"
-			if !live {
+			if !hostLive {
 				reason = "forgotten: host " + r.Host + " stopped reporting"
 			}
 			_, err := o.publish(ctx, events.ContainerRemoved, events.RemovedData{ContainerID: r.ID, HostID: r.Host, Reason: reason},
@@ -277,7 +287,7 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 		if r.Status != api.StatusRunning {
 			return nil, reject(api.KindConflict, "", r.ID, "container %s is %s, not running", r.ID, r.Status)
 		}
-		if !live {
+		if !live() {
 			return nil, reject(api.KindUnavailable, "", r.ID, "host %s of container %s stopped reporting", r.Host, r.ID)
 		}
 		var x events.ExecRequestedData
@@ -379,7 +389,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 	// Hosts silent but not lost may be the control plane's own fault (it
 	// was cut off from the bus) or a moment's: the request waits for them,
 	// a bounded time, before it is refused.
-	for wait := time.Now().Add(o.liveness + o.grace); err != nil && o.silentNotLost(err) && time.Now().Before(wait); {
+	for err != nil && o.silentNotLost(err) {
 		select {
 		case <-ctx.Done():
 			return nil, events.Retry(ctx.Err(), 0)

@@ -51,13 +51,53 @@ const (
 )
 
 // heard records that from now on the control plane can hear every host.
+//
+// It also marks when the control plane went deaf, as far as it can tell:
+// the newest heartbeat it had then. A host heard last well before that
+// (more than its TTL) was silent on its own account, and gets no grace for
+// the control plane's deafness.
 func (o *Orchestrator) heard(t time.Time) {
+	var newest time.Time
+	o.state.hostsMu.RLock()
+	for _, h := range o.state.hosts {
+		if h.LastSeen.After(newest) {
+			newest = h.LastSeen
+		}
+	}
+	o.state.hostsMu.RUnlock()
 	for {
 		old := o.heardSince.Load()
-		if t.UnixNano() <= old || o.heardSince.CompareAndSwap(old, t.UnixNano()) {
+		if t.UnixNano() <= old {
+			return
+		}
+		if o.heardSince.CompareAndSwap(old, t.UnixNano()) {
+			o.deafSince.Store(newest.UnixNano())
 			return
 		}
 	}
+}
+
+// ownSilence reports whether a host heard last at lastSeen went silent on
+// its own account: before the control plane went deaf, by more than its
+// TTL.
+func (o *Orchestrator) ownSilence(lastSeen time.Time) bool {
+	return lastSeen.Before(time.Unix(0, o.deafSince.Load()).Add(-o.liveness))
+}
+
+// lastHeard is when a host was last heard, or could have been: its last
+// heartbeat, or, when its silence may be the control plane's, when the
+// control plane began to listen again.
+func (o *Orchestrator) lastHeard(lastSeen time.Time) time.Time {
+	return o.lastHeardSince(lastSeen, o.heardFrom())
+}
+
+// lastHeardSince is lastHeard for a caller that read heardFrom (which may
+// take hostsMu) before it took hostsMu.
+func (o *Orchestrator) lastHeardSince(lastSeen, since time.Time) time.Time {
+	if o.ownSilence(lastSeen) {
+		return lastSeen
+	}
+	return scheduler.LastHeard(lastSeen, since)
 }
 
 // heardFrom is when the control plane could last have heard every host:
@@ -149,7 +189,7 @@ func (o *Orchestrator) silentHosts(now time.Time) (silent []silentHost, quiet in
 			continue
 		}
 		total++
-		quietFor := now.Sub(scheduler.LastHeard(h.LastSeen, since))
+		quietFor := now.Sub(o.lastHeardSince(h.LastSeen, since))
 		if quietFor > o.liveness {
 			quiet++
 		}
@@ -178,7 +218,7 @@ func (o *Orchestrator) hostLost(ctx context.Context, h silentHost, now time.Time
 		ids = append(ids, r.ID)
 	}
 	slices.Sort(ids)
-	silence := now.Sub(scheduler.LastHeard(h.lastSeen, o.heardFrom())).Round(time.Second)
+	silence := now.Sub(o.lastHeard(h.lastSeen)).Round(time.Second)
 	reason := fmt.Sprintf("host %s was not heard from for %v (liveness %v, grace %v)", h.id, silence, o.liveness, o.grace)
 	stamp := strconv.FormatInt(h.lastSeen.UnixNano(), 10)
 	if _, err := o.publish(ctx, events.HostLost, events.HostLostData{HostID: h.id, LastSeen: h.lastSeen.UTC(), Reason: reason, Containers: ids},
@@ -357,32 +397,43 @@ func (o *Orchestrator) announceReplacement(ctx context.Context, r *record, cause
 }
 
 // silentNotLost reports whether a placement failed with hosts that are
-// silent and not lost: they may yet be heard.
+// silent and not lost while their silence may be the control plane's own:
+// they may yet be heard.
 func (o *Orchestrator) silentNotLost(err error) bool {
 	var pe *scheduler.PlacementError
-	if !errors.As(err, &pe) {
+	if !errors.As(err, &pe) || !time.Now().Before(o.deafUntil()) {
 		return false
 	}
 	var lost map[string]time.Time
 	o.state.Read(func(m *projection.Model) { lost = maps.Clone(m.LostHosts) })
+	o.state.hostsMu.RLock()
+	defer o.state.hostsMu.RUnlock()
 	for _, u := range pe.Hosts {
-		if _, isLost := lost[u.HostID]; u.Kind == scheduler.NotLive && !isLost {
+		h := o.state.hosts[u.HostID]
+		if _, isLost := lost[u.HostID]; u.Kind == scheduler.NotLive && !isLost && h != nil && !o.ownSilence(h.LastSeen) {
 			return true
 		}
 	}
 	return false
 }
 
-// awaitHost waits, for at most the liveness TTL and grace, for a host that
-// is silent and not lost to be heard again; false when it was not.
+// deafUntil is until when a host's silence may be the control plane's
+// own: the TTL and grace after it began to listen (started, took over,
+// reconnected). Within it a request that needs a silent host waits for
+// it; past it, a silent host is refused at once.
+func (o *Orchestrator) deafUntil() time.Time { return o.heardFrom().Add(o.liveness + o.grace) }
+
+// awaitHost waits, while the host's silence may be the control plane's
+// own (deafUntil), for a host that is silent and not lost to be heard
+// again; false when it was not.
 func (o *Orchestrator) awaitHost(ctx context.Context, host string) bool {
-	for wait := time.Now().Add(o.liveness + o.grace); time.Now().Before(wait); {
+	for time.Now().Before(o.deafUntil()) {
 		var lost bool
 		o.state.Read(func(m *projection.Model) { _, lost = m.LostHosts[host] })
 		o.state.hostsMu.RLock()
-		_, known := o.state.hosts[host]
+		h, known := o.state.hosts[host]
 		o.state.hostsMu.RUnlock()
-		if lost || !known {
+		if lost || !known || o.ownSilence(h.LastSeen) {
 			return false
 		}
 		select {

@@ -125,6 +125,9 @@ func (o *Orchestrator) serveTerm(runCtx, ctx context.Context, token uint64) erro
 	// What the projection learnt while following is written by this
 	// leader, all of it: a predecessor may have written older records.
 	o.state.MarkAllDirty()
+	if err := o.state.Sweep(ctx, o.containers); err != nil {
+		o.log.Warn("orchestrator: sweep the state's bucket of what it no longer holds", "err", err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	o.term.Store(&term{token: token, seq: p.Seq, since: since, cancel: cancel})

@@ -131,6 +131,7 @@ type Orchestrator struct {
 	grace      time.Duration
 	heardSince atomic.Int64  // unix nanos: see heard
 	reconnects atomic.Uint64 // the bus connection's, when last looked at
+	deafSince  atomic.Int64  // unix nanos: see heard
 	// unplaceable keeps why each lost container could not be replaced
 	// yet, so that it is logged once (the liveness loop's alone).
 	unplaceable map[string]string
@@ -211,6 +212,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	caughtUp, hostsKnown := make(chan struct{}), make(chan struct{})
 	g.Go(func() error { return o.project(ctx, cursor, last, caughtUp) })
 	g.Go(func() error { return o.watchHosts(ctx, hostsKnown) })
+	g.Go(func() error { return o.forgetWhileFollowing(ctx) })
 	// Requests are decided on the whole state: the log caught up with, and
 	// the hosts as they report.
 	ready := func() bool {
@@ -408,6 +410,23 @@ func (o *Orchestrator) lostOnHost(ctx context.Context, seq uint64, e events.Even
 			select {
 			case <-ctx.Done():
 			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// forgetWhileFollowing drops removed containers from a follower's memory
+// now and then; a leader's flushes drop them once written.
+func (o *Orchestrator) forgetWhileFollowing(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if !o.Leading() {
+				o.state.ForgetRemoved()
 			}
 		}
 	}
@@ -647,5 +666,5 @@ func (o *Orchestrator) snapshot(m *projection.Model) scheduler.Snapshot {
 		o.state.hostList = list
 	}
 	return scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: o.state.hostList,
-		Allocated: m.Allocated, Groups: m.Groups, Quarantined: o.state.quarantine, HeardSince: o.heardFrom(), Lost: m.LostHosts}
+		Allocated: m.Allocated, Groups: m.Groups, Quarantined: o.state.quarantine, Lost: m.LostHosts}
 }

@@ -187,8 +187,9 @@ func (o *Orchestrator) List(q events.ListQuery) []api.Container {
 	return out
 }
 
-// Live reports whether a host has reported recently, or could not have
-// since the control plane began to listen (see heard), and is not lost.
+// Live reports whether a host has reported recently and is not lost. A
+// host silent since the control plane began to listen is not live, but
+// requests wait for it a while (see awaitHost) rather than being refused.
 func (o *Orchestrator) Live(host string) bool {
 	o.state.hostsMu.RLock()
 	h, ok := o.state.hosts[host]
@@ -202,7 +203,7 @@ func (o *Orchestrator) Live(host string) bool {
 	if lost && !h.LastSeen.After(lostAt) {
 		return false
 	}
-	return scheduler.Live(scheduler.LastHeard(h.LastSeen, o.heardFrom()), time.Now(), o.liveness)
+	return scheduler.Live(h.LastSeen, time.Now(), o.liveness)
 }
 
 // Hosts returns the registered hosts.
@@ -228,7 +229,7 @@ func (o *Orchestrator) Hosts() []api.Host {
 			Capacity:  api.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.MemoryMB, Disk: h.Capacity.DiskMB, Pids: h.Capacity.Pids, GPUs: h.Capacity.GPUs},
 			Reserved:  api.Resources{CPU: h.Reserved.CPU, Memory: h.Reserved.MemoryMB, Pids: h.Reserved.Pids, GPUs: h.Reserved.GPUs},
 			Allocated: api.Resources{CPU: math.Round(a.CPU*1e6) / 1e6, Memory: a.MemoryMB, Pids: a.Pids, GPUs: a.GPUs}, Containers: count[h.ID], // no float residue
-			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(scheduler.LastHeard(h.LastSeen, o.heardFrom()), time.Now(), o.liveness)})
+			LastSeen: h.LastSeen, StartedAt: h.StartedAt, Live: scheduler.Live(h.LastSeen, time.Now(), o.liveness)})
 		if at, lost := lostHosts[h.ID]; lost && !h.LastSeen.After(at) {
 			out[len(out)-1].Live, out[len(out)-1].LostAt = false, at
 		}

@@ -168,11 +168,6 @@ type Snapshot struct {
 	Allocated   map[string]Resources
 	Groups      map[string]map[string]int
 	Quarantined map[string]time.Time
-	// HeardSince is when the control plane could last have heard from
-	// every host (it started, reconnected to the bus, or took over as
-	// leader): a host's silence counts from then at the earliest, so that
-	// the control plane's own outage does not make hosts look dead.
-	HeardSince time.Time
 	// Lost are the hosts declared lost, with when: not live until they
 	// report after it.
 	Lost map[string]time.Time
@@ -191,7 +186,7 @@ func (s *Snapshot) live(h *Host, within time.Duration) bool {
 	if lost, ok := s.Lost[h.ID]; ok && !h.LastSeen.After(lost) {
 		return false
 	}
-	return Live(LastHeard(h.LastSeen, s.HeardSince), s.Now, within)
+	return Live(h.LastSeen, s.Now, within)
 }
 
 func (s *Snapshot) allocated(h *Host) Resources {

@@ -59,6 +59,51 @@ func (s *Store) Apply(seq uint64, e events.Event) {
 	}
 }
 
+// ForgetRemoved drops the removed containers from memory without writing
+// anything: a follower's projection, which the leader writes, would keep
+// them for ever otherwise.
+func (s *Store) ForgetRemoved() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, r := range s.m.Containers {
+		if r.Status == api.StatusRemoved {
+			delete(s.m.Containers, id)
+			delete(s.dirty, id)
+		}
+	}
+}
+
+// Sweep deletes from the bucket the records of containers the state does
+// not hold (removed, and forgotten by a follower before the leader wrote
+// their removal): a new leader's state is the bucket's from then on.
+func (s *Store) Sweep(ctx context.Context, kv jetstream.KeyValue) error {
+	lister, err := kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var stale []string
+	for key := range lister.Keys() {
+		if key == cursorKey || key == lostHostsKey {
+			continue
+		}
+		s.mu.Lock()
+		_, held := s.m.Containers[key]
+		s.mu.Unlock()
+		if !held {
+			stale = append(stale, key)
+		}
+	}
+	for _, key := range stale {
+		if err := kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
 // MarkAllDirty marks every record to be written at the next flush: a new
 // leader writes its whole state over what a predecessor left.
 func (s *Store) MarkAllDirty() {
