@@ -80,6 +80,14 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 			return nil
 		}
 	}
+	if e.Type() == events.CommandCreate || e.Type() == events.CommandStart {
+		// A container's creates and starts run one at a time: two creates
+		// of one container (a new leader announces a pending container
+		// again, under its own command id) must not both start it, the
+		// second finding it created while the first is about to start it.
+		unlock := w.lockLifecycle(c.ContainerID)
+		defer unlock()
+	}
 	err := w.run(ctx, e, &c)
 	var fe *fenceError
 	switch {
@@ -98,6 +106,34 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 	}
 	log.Info("worker: command failed, will retry", "err", err)
 	return events.Retry(err, 0)
+}
+
+// lifecycleLock serialises one container's creates and starts.
+type lifecycleLock struct {
+	sync.Mutex
+	users int
+}
+
+// lockLifecycle takes a container's lifecycle lock; the returned function
+// gives it back.
+func (w *Worker) lockLifecycle(id string) func() {
+	w.mu.Lock()
+	l := w.lifecycle[id]
+	if l == nil {
+		l = &lifecycleLock{}
+		w.lifecycle[id] = l
+	}
+	l.users++
+	w.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		w.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(w.lifecycle, id)
+		}
+		w.mu.Unlock()
+	}
 }
 
 // permanent reports whether a command's error will be the same however

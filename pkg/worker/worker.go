@@ -76,6 +76,7 @@ type Worker struct {
 	restarts    map[string]int            // container id → restarts in a row, by its restart policy
 	held        map[string]bool           // containers stopped or removed by command: not restarted
 	probeKilled map[string]bool           // runs killed for a failed probe: failures, for the restart policy
+	lifecycle   map[string]*lifecycleLock // a container\'s creates and starts, one at a time
 	watches     chan watchRequest         // to the watch loop
 	health      map[string]api.DriverInfo // the last health each driver gave
 	fence       map[string]uint64         // container id → generation carried out
@@ -104,7 +105,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID)), log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
-		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, lifecycle: map[string]*lifecycleLock{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
