@@ -3,6 +3,7 @@ package docker_test
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -153,5 +154,41 @@ func TestReattach(t *testing.T) {
 	}
 	if s := got["stopped"]; s == nil || s.Status != driver.StatusStopped {
 		t.Fatalf("stopped: %+v; want stopped, remembered across the restart", s)
+	}
+}
+
+// Address says where the host reaches a container, for the worker's http
+// and tcp probes: its address on the network it is on, none on none.
+func TestAddress(t *testing.T) {
+	d := newDriver(t)
+	ctx := context.Background()
+	start(t, d, "no-net", shell(docker.ImageShell, "exec sleep 600"))
+	if _, err := d.Address(ctx, "no-net"); !errors.Is(err, driver.ErrNotSupported) {
+		t.Fatalf("the address of a container on network none: %v; want not supported", err)
+	}
+	cfg := shell(docker.ImagePython, `exec python3 -c "import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 8080))
+s.listen()
+while True:
+    s.accept()[0].close()"`)
+	cfg.Network = "bridge"
+	start(t, d, "on-bridge", cfg)
+	addr, err := d.Address(ctx, "on-bridge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "8080"), time.Second)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the container's address %s does not take a connection on 8080: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
