@@ -451,22 +451,28 @@ func crashRun(t *testing.T, bins binaries, syncAlways bool) {
 
 func publishUntilAcked(t *testing.T, js jetstream.JetStream, id, runs string) {
 	// As a service writes it: what it does not set takes the defaults.
-	req := map[string]any{"driver": "local", "start": true, "spec": map[string]any{
+	publishCreateUntilAcked(t, js, "/crash-test", id, map[string]any{"driver": "local", "start": true, "spec": map[string]any{
 		"image": "host", "command": []string{"/bin/sh", "-c", "echo run >> /runs/" + id},
 		"resources": map[string]any{"cpu": 0.1, "memoryMB": 64, "pids": 20},
 		"volumes":   []map[string]any{{"source": runs, "target": "/runs"}},
-	}}
-	e, err := events.New(events.ContainerCreateRequested, "/crash-test", req, events.WithID(id))
+	}})
+}
+
+// publishCreateUntilAcked publishes a create request to the requests
+// stream, again with the same id until the server acknowledges it, as a
+// careful service does.
+func publishCreateUntilAcked(t *testing.T, js jetstream.JetStream, source, id string, req map[string]any) {
+	e, err := events.New(events.ContainerCreateRequested, source, req, events.WithID(id))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	m, err := events.ToMsg(events.RequestsRoot+"."+events.Name(e.Type()), e)
 	if err != nil {
 		t.Error(err)
 		return
 	}
 	for {
-		m, err := events.ToMsg(events.RequestsRoot+"."+events.Name(e.Type()), e)
-		if err != nil {
-			t.Error(err)
-			return
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err = js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
 		cancel()

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openagent/orchestrator/internal/natstest"
@@ -76,17 +74,7 @@ func failoverRun(t *testing.T, bins binaries, pause bool) {
 		"--data-dir", t.TempDir(), "--cpu", "1000", "--memory", "10000000", "--pids", "10000000")
 	waitHost(t, orchs[0].url, host)
 
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	l := newLedger()
-	var following sync.WaitGroup
-	following.Add(1)
-	go func() { defer following.Done(); follow(ctx, t, nc, l) }()
-	defer func() { cancel(); following.Wait() }()
+	l, js := followOpenBus(t, natsURL)
 
 	ids := make([]string, haRequests)
 	for i := range ids {
@@ -94,7 +82,6 @@ func failoverRun(t *testing.T, bins binaries, pause bool) {
 	}
 	var acked atomic.Int64
 	var pubs sync.WaitGroup
-	js, _ := jetstream.New(nc)
 	work := make(chan string)
 	for range 8 {
 		pubs.Add(1)
@@ -189,26 +176,7 @@ func failoverRun(t *testing.T, bins binaries, pause bool) {
 // publishFakeUntilAcked publishes a create of a fake container that runs
 // until stopped, again with the same id until the server acknowledges it.
 func publishFakeUntilAcked(t *testing.T, js jetstream.JetStream, id string) {
-	req := map[string]any{"driver": "fake", "start": true, "spec": map[string]any{
+	publishCreateUntilAcked(t, js, "/ha-test", id, map[string]any{"driver": "fake", "start": true, "spec": map[string]any{
 		"image": "fake", "command": []string{"fake", "--forever"}, "resources": map[string]any{"cpu": 0.01, "memoryMB": 8, "pids": 5},
-	}}
-	e, err := events.New(events.ContainerCreateRequested, "/ha-test", req, events.WithID(id))
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	for {
-		m, err := events.ToMsg(events.RequestsRoot+"."+events.Name(e.Type()), e)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err = js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
-		cancel()
-		if err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	}})
 }

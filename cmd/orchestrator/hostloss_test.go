@@ -50,19 +50,7 @@ func hostLossRun(t *testing.T, bins binaries, pause bool) {
 		waitHost(t, base, h)
 	}
 
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	l := newLedger()
-	var following sync.WaitGroup
-	following.Add(1)
-	go func() { defer following.Done(); follow(ctx, t, nc, l) }()
-	defer func() { cancel(); following.Wait() }()
-
-	js, _ := jetstream.New(nc)
+	l, js := followOpenBus(t, natsURL)
 	const n = 20
 	ids := make([]string, n)
 	for i := range ids {
@@ -143,6 +131,25 @@ func hostLossRun(t *testing.T, bins binaries, pause bool) {
 	}
 }
 
+// followOpenBus connects to a bus without credentials and feeds its
+// events stream into a ledger until the test ends.
+func followOpenBus(t *testing.T, natsURL string) (*ledger, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	l := newLedger()
+	var following sync.WaitGroup
+	following.Add(1)
+	go func() { defer following.Done(); follow(ctx, t, nc, l) }()
+	t.Cleanup(func() { cancel(); following.Wait() })
+	js, _ := jetstream.New(nc)
+	return l, js
+}
+
 // hostOf is the host a container is on, as the orchestrator says.
 func hostOf(t *testing.T, base, id string) string {
 	t.Helper()
@@ -158,24 +165,7 @@ func hostOf(t *testing.T, base, id string) string {
 // publishRescheduledUntilAcked publishes a create of a fake container that
 // runs until stopped and is rescheduled when its host is lost.
 func publishRescheduledUntilAcked(t *testing.T, js jetstream.JetStream, id string) {
-	req := map[string]any{"driver": "fake", "start": true, "reschedule": map[string]any{"policy": "always"}, "spec": map[string]any{
+	publishCreateUntilAcked(t, js, "/loss-test", id, map[string]any{"driver": "fake", "start": true, "reschedule": map[string]any{"policy": "always"}, "spec": map[string]any{
 		"image": "fake", "command": []string{"fake", "--forever"}, "resources": map[string]any{"cpu": 0.01, "memoryMB": 8, "pids": 5},
-	}}
-	e, err := events.New(events.ContainerCreateRequested, "/loss-test", req, events.WithID(id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		m, err := events.ToMsg(events.RequestsRoot+"."+events.Name(e.Type()), e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err = js.PublishMsg(pctx, m, jetstream.WithMsgID(id))
-		cancel()
-		if err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	}})
 }
