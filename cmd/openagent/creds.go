@@ -107,7 +107,70 @@ func (c *cli) credsCmd() *cobra.Command {
 			return auth.ServerConfig(c.out)
 		},
 	}
-	cmd.AddCommand(issue, revoke, serverConfig)
+	var out string
+	var workers []string
+	initCmd := &cobra.Command{
+		Use:   "init --out DIR [--worker HOST]...",
+		Short: "Make the keys if there are none and write what a cluster needs: the servers' configuration and each role's credential",
+		Long: "Make the bus's keys in the data directory if there are none, and write into --out what a deployment hands out:\n" +
+			"nats/nats-auth.conf (include it in each NATS server's configuration), orchestrator.creds, admin.creds, service.creds,\n" +
+			"auditor.creds and workers/HOST/worker.creds for each --worker; and the HTTP API's admin.token in the data directory.\n" +
+			"Run again, it keeps the keys and every credential that is still current: it is safe at every start.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("--out: name the directory to write the configuration and credentials to")
+			}
+			dir := filepath.Join(dataDir, "credentials")
+			auth, err := creds.Open(dir)
+			if err != nil {
+				return err
+			}
+			tokens, err := creds.OpenTokens(dir)
+			if err != nil {
+				return err
+			}
+			if err := tokens.EnsureAdminToken(filepath.Join(dir, "admin.token")); err != nil {
+				return err
+			}
+			var conf strings.Builder
+			if err := auth.ServerConfig(&conf); err != nil {
+				return err
+			}
+			files := map[string]events.Role{"orchestrator.creds": events.RoleOrchestrator, "admin.creds": events.RoleAdmin,
+				"service.creds": events.RoleService, "auditor.creds": events.RoleAuditor}
+			for _, h := range workers {
+				if h == "" || strings.ContainsAny(h, "/ .*>") {
+					return fmt.Errorf("--worker %q: a host id is a name without '/', ' ', '.', '*' or '>'", h)
+				}
+			}
+			if err := os.MkdirAll(filepath.Join(out, "nats"), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(out, "nats", "nats-auth.conf"), []byte(conf.String()), 0o644); err != nil {
+				return err
+			}
+			for name, role := range files {
+				if err := auth.WriteCreds(filepath.Join(out, name), role, ""); err != nil {
+					return err
+				}
+			}
+			for _, h := range workers {
+				d := filepath.Join(out, "workers", h)
+				if err := os.MkdirAll(d, 0o700); err != nil {
+					return err
+				}
+				if err := auth.WriteCreds(filepath.Join(d, "worker.creds"), events.RoleWorker, h); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(c.errOut, "wrote the servers' configuration and %d credentials to %s\n", len(files)+len(workers), out)
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&out, "out", "", "the directory to write nats/nats-auth.conf and the credentials to")
+	initCmd.Flags().StringArrayVar(&workers, "worker", nil, "a worker's host id; repeat for each")
+	cmd.AddCommand(initCmd, issue, revoke, serverConfig)
 	return cmd
 }
 

@@ -68,3 +68,60 @@ func TestCreds(t *testing.T) {
 		t.Fatal("a revoked credential connects")
 	}
 }
+
+// creds init writes what a cluster hands out, each credential connecting
+// with its role's permissions, and keeps the keys and the credentials
+// when it runs again (every start of a deployment runs it).
+func TestCredsInit(t *testing.T) {
+	data, out := t.TempDir(), t.TempDir()
+	r := run(t, "", "creds", "init", "--data-dir", data, "--out", out, "--worker", "w-1", "--worker", "w-2")
+	if r.code != 0 {
+		t.Fatalf("init: exit %d: %s", r.code, r.stderr)
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	conf, worker := read("nats/nats-auth.conf"), read("workers/w-1/worker.creds")
+	if !strings.Contains(conf, "resolver_preload") || !strings.Contains(worker, "BEGIN NATS USER JWT") {
+		t.Fatalf("init wrote %q and %q", conf, worker)
+	}
+	for _, name := range []string{"orchestrator.creds", "admin.creds", "service.creds", "auditor.creds", "workers/w-2/worker.creds"} {
+		if fi, err := os.Stat(filepath.Join(out, name)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", name, fi, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(data, "credentials", "admin.token")); err != nil {
+		t.Fatalf("no admin token for the HTTP API: %v", err)
+	}
+	if r := run(t, "", "creds", "init", "--data-dir", data, "--out", out, "--worker", "w-1", "--worker", "w-2"); r.code != 0 {
+		t.Fatalf("init again: exit %d: %s", r.code, r.stderr)
+	}
+	if read("nats/nats-auth.conf") != conf || read("workers/w-1/worker.creds") != worker {
+		t.Fatal("init again changed the keys or a current credential")
+	}
+	// A server trusting the configuration takes the worker's credential.
+	sys, err := system.Start(context.Background(), system.Config{DataDir: data, Orchestrator: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Stop() })
+	nc, err := nats.Connect(sys.NATSURL, nats.UserCredentials(filepath.Join(out, "workers/w-1/worker.creds")))
+	if err != nil {
+		t.Fatalf("the worker's credential does not connect: %v", err)
+	}
+	nc.Close()
+
+	for _, bad := range [][]string{{"--worker", "a.b"}, {"--worker", ""}} {
+		args := append([]string{"creds", "init", "--data-dir", data, "--out", t.TempDir()}, bad...)
+		if r := run(t, "", args...); r.code == 0 || !strings.Contains(r.stderr, "--worker") {
+			t.Fatalf("%v: exit %d: %s", bad, r.code, r.stderr)
+		}
+	}
+	if r := run(t, "", "creds", "init", "--data-dir", data); r.code == 0 || !strings.Contains(r.stderr, "--out") {
+		t.Fatalf("no --out: exit %d: %s", r.code, r.stderr)
+	}
+}

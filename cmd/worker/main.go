@@ -103,7 +103,7 @@ func run() error {
 	if *tlsCA != "" {
 		opts = append(opts, nats.RootCAs(*tlsCA))
 	}
-	nc, err := nats.Connect(*natsURL, opts...)
+	nc, err := creds.Dial(*natsURL, time.Minute, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", *natsURL, err)
 	}

@@ -230,6 +230,20 @@ func (a *Authority) current(credsFile []byte, role events.Role, id string) (bool
 	return same, uc.Subject, nil
 }
 
+// Dial connects to url, trying again for up to wait while no server
+// answers (a deployment coming up all at once); a refusal, such as a
+// credential the server does not take, ends it at once.
+func Dial(url string, wait time.Duration, opts ...nats.Option) (*nats.Conn, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		nc, err := nats.Connect(url, opts...)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) {
+			return nc, err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // NATSOptions are the options that connect with a credential: the file,
 // and the credential's own inbox prefix, without which its requests,
 // consumers and watches get no answers.

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -63,6 +66,10 @@ type ProvisionConfig struct {
 	// The orchestrator's credential may not (only an admin may change the
 	// audit log): without it a difference is left as is and reported.
 	AuditLogAdmin bool
+	// Wait is how long to wait for JetStream to take the streams while it
+	// is not ready (a cluster still electing its leader or waiting for its
+	// servers); zero tries once.
+	Wait time.Duration
 }
 
 func (c ProvisionConfig) withDefaults() ProvisionConfig {
@@ -191,8 +198,41 @@ type Change struct {
 }
 
 // Provision creates or updates every stream and bucket of the system, then
-// checks the result. It is idempotent: a second run changes nothing.
+// checks the result. It is idempotent: a second run changes nothing. With
+// c.Wait it waits that long for JetStream to take the streams, trying
+// again while a cluster coming up has no leader or too few servers yet.
 func Provision(ctx context.Context, js jetstream.JetStream, c ProvisionConfig) ([]Change, error) {
+	if c.Wait <= 0 {
+		return provision(ctx, js, c)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Wait)
+	defer cancel()
+	retry := retrypolicy.NewBuilder[[]Change]().
+		HandleIf(func(_ []Change, err error) bool { return ctx.Err() == nil && Unready(err) }).
+		WithMaxRetries(-1).
+		WithBackoff(100*time.Millisecond, 2*time.Second).
+		ReturnLastFailure().
+		Build()
+	return failsafe.With(retry).WithContext(ctx).Get(func() ([]Change, error) { return provision(ctx, js, c) })
+}
+
+// Unready reports whether err is JetStream not being ready yet, rather than
+// refusing: no responders or a timeout (no server or no meta leader), a
+// 503 (the cluster unavailable for a moment, too few servers for the
+// replicas), or no peers to place a stream on yet.
+func Unready(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 || apiErr.ErrorCode == jsClusterNoPeers
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// jsClusterNoPeers is the server's "no suitable peers for placement".
+const jsClusterNoPeers jetstream.ErrorCode = 10005
+
+func provision(ctx context.Context, js jetstream.JetStream, c ProvisionConfig) ([]Change, error) {
 	c = c.withDefaults()
 	var changes []Change
 	for _, want := range StreamConfigs(c) {

@@ -150,7 +150,12 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		return nil, err
 	}
 	clustered := s.NC.ConnectedClusterName() != ""
-	changes, err := events.Provision(ctx, s.JS, events.ProvisionConfig{Clustered: clustered})
+	pc := events.ProvisionConfig{Clustered: clustered}
+	if cfg.NATSURL != "" {
+		// An external cluster may be coming up with this process.
+		pc.Wait = ClusterWait
+	}
+	changes, err := events.Provision(ctx, s.JS, pc)
 	if err != nil {
 		return nil, err
 	}
@@ -437,6 +442,11 @@ func (s *System) Revoked() error {
 
 // connect opens a connection that reconnects forever, with a credential
 // when one is named.
+// ClusterWait is how long the system waits for an external NATS to answer
+// and for its JetStream to take the streams, while a deployment comes up
+// all at once.
+const ClusterWait = 2 * time.Minute
+
 func (s *System) connect(url, credsFile, name string) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -452,7 +462,7 @@ func (s *System) connect(url, credsFile, name string) (*nats.Conn, error) {
 	if s.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(s.tlsCA))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := creds.Dial(url, ClusterWait, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("system: connect to %s as %s: %w", url, name, err)
 	}
