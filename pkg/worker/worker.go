@@ -162,12 +162,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
+// CommandAckWait is the ack wait of a host's commands: what a worker that
+// was killed had in hand comes back to it this long after the last sign
+// of progress, which the consumer loop gives at a third of it while a
+// command runs. A killed worker restarted at once takes up its creates
+// within it, not the default's 30s.
+const CommandAckWait = 5 * time.Second
+
 // consumeCommands runs the host's commands, creating its consumer again
 // whenever the server lost it.
 func (w *Worker) consumeCommands(ctx context.Context) error {
 	for {
-		cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.StreamCommands,
-			events.WorkQueueConsumerConfig("worker-"+w.cfg.HostID, events.CommandFilter(w.cfg.HostID)))
+		cc := events.WorkQueueConsumerConfig("worker-"+w.cfg.HostID, events.CommandFilter(w.cfg.HostID))
+		cc.AckWait = CommandAckWait
+		cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.StreamCommands, cc)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
