@@ -448,4 +448,20 @@ func TestCLISessionInput(t *testing.T) {
 	if out := run(t, srv, "hosts").stdout; !strings.Contains(out, "0.3/") || strings.Contains(out, "0000") {
 		t.Errorf("hosts:\n%s", out)
 	}
+	// Draining shows in the host's state, and ends.
+	if r := run(t, srv, "hosts", "drain", "cli-host"); r.code != 0 || r.stdout != "cli-host draining\n" {
+		t.Errorf("hosts drain: exit %d: %q %s", r.code, r.stdout, r.stderr)
+	}
+	if out := run(t, srv, "hosts").stdout; !strings.Contains(out, "draining") {
+		t.Errorf("hosts while draining:\n%s", out)
+	}
+	if r := run(t, srv, "run", "--host", "cli-host", "fake", "--", "fake", "--forever"); r.code != 1 || !strings.Contains(r.stderr, "draining") {
+		t.Errorf("run on a draining host: exit %d: %s", r.code, r.stderr)
+	}
+	if r := run(t, srv, "hosts", "drain", "--disable", "cli-host"); r.code != 0 || r.stdout != "cli-host live\n" {
+		t.Errorf("hosts drain --disable: exit %d: %q %s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, srv, "hosts", "drain", "nowhere"); r.code != 1 || !strings.Contains(r.stderr, "not found: no host nowhere") {
+		t.Errorf("draining an unknown host: exit %d: %s", r.code, r.stderr)
+	}
 }

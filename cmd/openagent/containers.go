@@ -575,7 +575,25 @@ func (c *cli) execCmd() *cobra.Command {
 }
 
 func (c *cli) hostsCmd() *cobra.Command {
-	return &cobra.Command{Use: "hosts", Short: "List registered hosts", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+	var disable bool
+	drain := &cobra.Command{Use: "drain [--disable] HOST", Short: "Drain a host: nothing new goes there, and its containers move elsewhere by their reschedule policy",
+		Long: "Drain a host (the admin's): placement passes it by at once, and each container on it whose reschedule policy is not\n" +
+			"never is replaced on another host, once, then removed from it when its replacement runs. What may not move stays:\n" +
+			"stop it, or wait for it. When `openagent ps --all` shows nothing active on the host, stop its worker.\n" +
+			"--disable ends the drain: placement uses the host again.",
+		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+			h, err := c.client().Drain(cmd.Context(), args[0], !disable)
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.emit(h)
+			}
+			fmt.Fprintf(c.out, "%s %s\n", h.ID, hostState(*h))
+			return nil
+		}}
+	drain.Flags().BoolVar(&disable, "disable", false, "end the drain")
+	hosts := &cobra.Command{Use: "hosts", Short: "List registered hosts; drain one", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 		hosts, err := c.client().Hosts(cmd.Context())
 		if err != nil {
 			return err
@@ -595,16 +613,20 @@ func (c *cli) hostsCmd() *cobra.Command {
 		}
 		return tw.Flush()
 	}}
+	hosts.AddCommand(drain)
+	return hosts
 }
 
-// hostState says in a word how a host is: live, quarantined, silent (not
-// heard from within its TTL, not yet lost) or lost.
+// hostState says in a word how a host is: live, draining, quarantined,
+// silent (not heard from within its TTL, not yet lost) or lost.
 func hostState(h api.Host) string {
 	switch {
 	case !h.LostAt.IsZero():
 		return "lost"
 	case !h.Live:
 		return "silent"
+	case !h.DrainingSince.IsZero():
+		return "draining"
 	case h.QuarantinedUntil.After(time.Now()):
 		return "quarantined"
 	}

@@ -199,6 +199,15 @@ type Host struct {
 	// LostAt is set while the host is declared lost: not heard from for
 	// its liveness and the grace after.
 	LostAt time.Time `json:"lostAt,omitzero"`
+	// DrainingSince is set while an operator drains the host: placement
+	// passes it by and its containers move elsewhere.
+	DrainingSince time.Time `json:"drainingSince,omitzero"`
+}
+
+// DrainRequest is the body of POST /v1/hosts/{id}/drain.
+type DrainRequest struct {
+	// Drain false ends a drain; absent, it is true.
+	Drain *bool `json:"drain,omitempty"`
 }
 
 // DriverInfo names a driver and its version.

@@ -231,6 +231,14 @@ func (c *Client) Hosts(ctx context.Context) ([]api.Host, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/hosts", nil, &out)
 }
 
+// Drain drains a host (the admin's): placement passes it by and its
+// containers move elsewhere, by their reschedule policy; drain false ends
+// it. It returns the host as it is then.
+func (c *Client) Drain(ctx context.Context, host string, drain bool) (*api.Host, error) {
+	var out api.Host
+	return &out, c.do(ctx, http.MethodPost, "/v1/hosts/"+url.PathEscape(host)+"/drain", api.DrainRequest{Drain: &drain}, &out)
+}
+
 // LogOptions select output.
 type LogOptions struct {
 	Follow     bool

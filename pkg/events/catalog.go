@@ -19,6 +19,10 @@ const (
 	ContainerExecRequested   = Prefix + "container.exec.requested"
 )
 
+// HostDrainRequested: an operator asks for a host to be drained (or no
+// longer): placement passes it by, and its containers move elsewhere.
+const HostDrainRequested = Prefix + "host.drain.requested"
+
 // Commands: what the orchestrator tells one host to do.
 const (
 	CommandCreate = Prefix + "command.container.create"
@@ -76,6 +80,11 @@ const HostEventRefused = Prefix + "host.event.refused"
 // HostQuarantined: a host's creates kept failing; placement passes it by
 // until the time given.
 const HostQuarantined = Prefix + "host.quarantined"
+
+// HostDraining: a host drains (or stopped draining): placement passes it
+// by, and each container its reschedule policy lets move is replaced
+// elsewhere, once, then removed from it; its data lists them.
+const HostDraining = Prefix + "host.draining"
 
 // ContainerHealth: a worker's probe of a container changed its verdict:
 // started (the startup probe passed), ready or unready (readiness),
@@ -143,6 +152,7 @@ var catalog = map[string]Kind{
 	ContainerStopRequested:   KindRequest,
 	ContainerRemoveRequested: KindRequest,
 	ContainerExecRequested:   KindRequest,
+	HostDrainRequested:       KindRequest,
 
 	CommandCreate: KindCommand,
 	CommandStart:  KindCommand,
@@ -169,6 +179,7 @@ var catalog = map[string]Kind{
 	StreamDrifted:           KindState,
 	HostEventRefused:        KindState,
 	HostQuarantined:         KindState,
+	HostDraining:            KindState,
 	HostLost:                KindState,
 	ContainerHealth:         KindState,
 	HostReturned:            KindState,

@@ -391,6 +391,23 @@ type HostEventRefusedData struct {
 	Reason    string `json:"reason"`
 }
 
+// HostDrainRequestedData is the data of io.openagent.host.drain.requested.
+type HostDrainRequestedData struct {
+	HostID string `json:"hostId"`
+	Drain  bool   `json:"drain"` // false ends a drain
+}
+
+// HostDrainingData is the data of io.openagent.host.draining.
+type HostDrainingData struct {
+	HostID   string `json:"hostId"`
+	Draining bool   `json:"draining"`
+	// Moving are the containers to be replaced elsewhere and then removed
+	// from the host; Staying, those whose reschedule policy keeps them
+	// where they are (never), for the operator to stop or wait for.
+	Moving  []string `json:"moving,omitempty"`
+	Staying []string `json:"staying,omitempty"`
+}
+
 // HostQuarantinedData is the data of io.openagent.host.quarantined.
 type HostQuarantinedData struct {
 	HostID    string    `json:"hostId"`
@@ -615,6 +632,10 @@ func Payload(eventType string) any {
 		return new(HostEventRefusedData)
 	case HostQuarantined:
 		return new(HostQuarantinedData)
+	case HostDrainRequested:
+		return new(HostDrainRequestedData)
+	case HostDraining:
+		return new(HostDrainingData)
 	case HostLost:
 		return new(HostLostData)
 	case ContainerHealth:

@@ -134,7 +134,9 @@ func PermissionsFor(role Role, id, user string) (Permissions, error) {
 		}, nil
 	case RoleService:
 		pub := []string{RequestsRoot + ".>", SubjectRequest, SubjectSessions, RPCRoot + ".containers.>", SubjectHosts}
-		return Permissions{PublishAllow: append(pub, readStream(StreamEvents)...), SubscribeAllow: []string{inbox}}, nil
+		// What is asked of hosts (draining them) is the operator's.
+		return Permissions{PublishAllow: append(pub, readStream(StreamEvents)...), PublishDeny: []string{RequestsRoot + ".host.>"},
+			SubscribeAllow: []string{inbox}}, nil
 	case RoleAuditor:
 		return Permissions{PublishAllow: readStream(StreamEvents), SubscribeAllow: []string{inbox}}, nil
 	case RoleAgent:

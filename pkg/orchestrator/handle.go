@@ -137,8 +137,12 @@ func (o *Orchestrator) conflict(ctx context.Context, req events.Event, digest st
 func (o *Orchestrator) Reject(ctx context.Context, requestID, requestType string, cause error) (events.Event, error) {
 	e := api.Error{Kind: api.KindInvalid, Message: cause.Error()}
 	var ve *events.ValidationError
-	if errors.As(cause, &ve) {
+	var ae *api.Error
+	switch {
+	case errors.As(cause, &ve):
 		e.Field = ve.Field
+	case errors.As(cause, &ae):
+		e = *ae
 	}
 	if requestID == "" {
 		requestID = uuid.NewString()
@@ -224,6 +228,8 @@ func (o *Orchestrator) decide(ctx context.Context, req events.Event, validated b
 	switch req.Type() {
 	case events.ContainerCreateRequested:
 		return o.create(ctx, req)
+	case events.HostDrainRequested:
+		return o.drainHost(ctx, req)
 	case events.SessionCreateRequested, events.SessionExecRequested, events.SessionExtendRequested, events.SessionCloseRequested:
 		return nil, reject(api.KindNotSupported, "type", "", "session requests are served by request/reply on %s", events.SubjectSessions)
 	}

@@ -115,6 +115,7 @@ func (o *Orchestrator) heardFrom() time.Time {
 // again, and replaces the containers lost, until ctx ends.
 func (o *Orchestrator) watchLiveness(ctx context.Context) error {
 	o.heard(time.Now()) // the failover grace: a new term hears every host afresh
+	o.drained = map[string]bool{}
 	t := time.NewTicker(min(max(o.grace/10, 50*time.Millisecond), time.Second))
 	defer t.Stop()
 	tokens, refilled := float64(lossBurst), time.Now()
@@ -160,6 +161,7 @@ func (o *Orchestrator) watchLiveness(ctx context.Context) error {
 			}
 		}
 		o.reschedule(ctx, now)
+		o.migrate(ctx)
 	}
 }
 
@@ -302,7 +304,8 @@ func (o *Orchestrator) reschedule(ctx context.Context, now time.Time) {
 		}
 	})
 	for _, r := range due {
-		if err := o.replace1(ctx, r, placed[r.ID]); err != nil && ctx.Err() == nil {
+		reason := fmt.Sprintf("container %s was lost with host %s; reschedule policy %s", r.ID, r.Host, r.Reschedule.EffectivePolicy(r.Spec.RestartPolicy))
+		if err := o.replace1(ctx, r, placed[r.ID], reason); err != nil && ctx.Err() == nil {
 			if o.unplaceable[r.ID] != err.Error() {
 				o.log.Warn("orchestrator: a lost container could not be replaced yet", "container_id", r.ID, "err", err)
 				o.unplaceable[r.ID] = err.Error()
@@ -316,9 +319,10 @@ func replacementID(r *record) string {
 	return events.ContainerIDFor(r.ID + " replacement " + strconv.Itoa(r.Attempt+1))
 }
 
-// replace1 places the replacement of a lost container, or finishes what an
-// earlier attempt began (prev, the replacement already placed).
-func (o *Orchestrator) replace1(ctx context.Context, orig, prev *record) error {
+// replace1 places the replacement of a lost (or drained) container, or
+// finishes what an earlier attempt began (prev, the replacement already
+// placed); reason says why, in its rescheduled event.
+func (o *Orchestrator) replace1(ctx context.Context, orig, prev *record, reason string) error {
 	if len(orig.Spec.Secrets) > 0 {
 		return fmt.Errorf("it has secrets, whose values the control plane does not keep: send its create request again")
 	}
@@ -337,7 +341,6 @@ func (o *Orchestrator) replace1(ctx context.Context, orig, prev *record) error {
 			return err
 		}
 	}
-	reason := fmt.Sprintf("container %s was lost with host %s; reschedule policy %s", orig.ID, orig.Host, orig.Reschedule.EffectivePolicy(orig.Spec.RestartPolicy))
 	cause := []events.Option{events.WithExtension(events.ExtCorrelationID, orig.RequestID)}
 	if prev == nil || prev.Status == api.StatusPending {
 		if err := o.announceReplacement(ctx, rep, cause); err != nil {
@@ -352,7 +355,7 @@ func (o *Orchestrator) replace1(ctx context.Context, orig, prev *record) error {
 		events.WithID(events.DeriveID(orig.ID, "rescheduled")))...)
 	if err == nil {
 		delete(o.unplaceable, orig.ID)
-		o.log.Info("orchestrator: a lost container is replaced", "container_id", orig.ID, "replacement_id", rep.ID, "host_id", rep.Host)
+		o.log.Info("orchestrator: a container is replaced", "container_id", orig.ID, "replacement_id", rep.ID, "host_id", rep.Host, "reason", reason)
 	}
 	return err
 }

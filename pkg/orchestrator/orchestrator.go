@@ -135,6 +135,9 @@ type Orchestrator struct {
 	// unplaceable keeps why each lost container could not be replaced
 	// yet, so that it is logged once (the liveness loop's alone).
 	unplaceable map[string]string
+	// drained keeps the containers moved off a draining host whose removal
+	// this orchestrator sent (the liveness loop's alone).
+	drained map[string]bool
 }
 
 // followedInventory is a host.reconciled event seen while following.
@@ -171,7 +174,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if o.grace = cfg.HostGrace; o.grace <= 0 {
 		o.grace = DefaultHostGrace
 	}
-	o.unplaceable = map[string]string{}
+	o.unplaceable, o.drained = map[string]string{}, map[string]bool{}
 	if o.driftEvery <= 0 {
 		o.driftEvery = DefaultDriftInterval
 	}
@@ -666,5 +669,5 @@ func (o *Orchestrator) snapshot(m *projection.Model) scheduler.Snapshot {
 		o.state.hostList = list
 	}
 	return scheduler.Snapshot{Now: time.Now(), LiveWithin: o.liveness, Hosts: o.state.hostList,
-		Allocated: m.Allocated, Groups: m.Groups, Quarantined: o.state.quarantine, Lost: m.LostHosts}
+		Allocated: m.Allocated, Groups: m.Groups, Quarantined: o.state.quarantine, Lost: m.LostHosts, Draining: m.DrainingHosts}
 }

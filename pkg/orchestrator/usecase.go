@@ -210,7 +210,7 @@ func (o *Orchestrator) Live(host string) bool {
 func (o *Orchestrator) Hosts() []api.Host {
 	count := map[string]int{}
 	allocated := map[string]scheduler.Resources{}
-	var lostHosts map[string]time.Time
+	var lostHosts, draining map[string]time.Time
 	o.state.Read(func(m *projection.Model) {
 		for _, r := range m.Containers {
 			if r.Status.Active() {
@@ -218,7 +218,7 @@ func (o *Orchestrator) Hosts() []api.Host {
 			}
 		}
 		maps.Copy(allocated, m.Allocated)
-		lostHosts = maps.Clone(m.LostHosts)
+		lostHosts, draining = maps.Clone(m.LostHosts), maps.Clone(m.DrainingHosts)
 	})
 	o.state.hostsMu.RLock()
 	defer o.state.hostsMu.RUnlock()
@@ -236,6 +236,7 @@ func (o *Orchestrator) Hosts() []api.Host {
 		if until := o.state.quarantine[h.ID]; until.After(time.Now()) {
 			out[len(out)-1].QuarantinedUntil = until
 		}
+		out[len(out)-1].DrainingSince = draining[h.ID]
 	}
 	return out
 }

@@ -171,6 +171,8 @@ type Snapshot struct {
 	// Lost are the hosts declared lost, with when: not live until they
 	// report after it.
 	Lost map[string]time.Time
+	// Draining are the hosts an operator drains: placement passes them by.
+	Draining map[string]time.Time
 }
 
 // LastHeard is when the control plane last heard from a host, or could
@@ -187,6 +189,11 @@ func (s *Snapshot) live(h *Host, within time.Duration) bool {
 		return false
 	}
 	return Live(h.LastSeen, s.Now, within)
+}
+
+func (s *Snapshot) draining(h *Host) bool {
+	_, ok := s.Draining[h.ID]
+	return ok
 }
 
 func (s *Snapshot) allocated(h *Host) Resources {
@@ -355,7 +362,7 @@ func (p *placement) unfit(h *Host) ReasonKind {
 	switch {
 	case req.HostID != "" && h.ID != req.HostID:
 		return NotRequested
-	case h.Draining:
+	case h.Draining || p.s.draining(h):
 		return Draining
 	case !p.s.live(h, p.within):
 		return NotLive

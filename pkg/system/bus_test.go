@@ -237,6 +237,24 @@ func TestClosedBusRoles(t *testing.T) {
 		if out, err := events.FromMsg(reply); err != nil || out.Type() != events.RequestAccepted {
 			t.Fatalf("a service's request answered %v (%v)", out.Type(), err)
 		}
+		// Draining a host is the operator's: not on the requests stream,
+		// not through the service's door.
+		drain, _ := events.New(events.HostDrainRequested, "/tests/service", events.HostDrainRequestedData{HostID: "bus-a", Drain: true}, events.WithID("svc-drain"))
+		dm, _ := events.ToMsg(events.RequestsRoot+".host.drain.requested", drain)
+		_ = nc.PublishMsg(dm)
+		v.waitFor(t, events.RequestsRoot+".host.drain.requested")
+		dm, _ = events.ToMsg(events.SubjectRequest, drain)
+		reply, err = nc.RequestMsg(dm, 10*time.Second)
+		if err != nil {
+			t.Fatalf("a service's drain: %v", err)
+		}
+		var rej events.RejectedData
+		if out, err := events.FromMsg(reply); err != nil || out.Type() != events.RequestRejected || events.Data(out, &rej) != nil || rej.Error.Kind != api.KindPermission {
+			t.Fatalf("a service's drain through its door answered %v %+v (%v); want it refused", out.Type(), rej, err)
+		}
+		if hosts := sys.Orchestrator.Hosts(); len(hosts) == 0 || !hosts[0].DrainingSince.IsZero() {
+			t.Fatalf("hosts after a service's drains: %+v", hosts)
+		}
 	})
 
 	t.Run("worker of another host", func(t *testing.T) {

@@ -122,7 +122,7 @@ func accessOf(rt route) access {
 		return public
 	case rt.method == http.MethodGet:
 		return read
-	case rt.path == "/v1/pools":
+	case rt.path == "/v1/pools" || strings.HasPrefix(rt.path, "/v1/hosts/"):
 		return adminOnly
 	}
 	return write
@@ -168,6 +168,7 @@ func (s *server) routes() []route {
 		{"POST", "/v1/containers/{id}/exec", s.exec},
 		{"GET", "/v1/containers/{id}/logs", s.logs},
 		{"GET", "/v1/hosts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.o.Hosts()) }},
+		{"POST", "/v1/hosts/{id}/drain", s.drain},
 		{"GET", "/v1/events", s.eventStream},
 		{"POST", "/v1/events", s.cloudEvent},
 	}, s.sessionRoutes()...)
@@ -422,6 +423,51 @@ func (s *server) operation(typ string) http.HandlerFunc {
 	}
 }
 
+// drain asks for a host to be drained (or no longer), and answers with the
+// host once the control plane shows it so.
+func (s *server) drain(w http.ResponseWriter, r *http.Request) {
+	var body api.DrainRequest
+	if r.ContentLength != 0 {
+		b, err := readBody(w, r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if len(bytes.TrimSpace(b)) > 0 {
+			if err := json.Unmarshal(b, &body); err != nil {
+				writeError(w, jsonError(err))
+				return
+			}
+		}
+	}
+	d := events.HostDrainRequestedData{HostID: r.PathValue("id"), Drain: body.Drain == nil || *body.Drain}
+	data, _ := json.Marshal(d)
+	e, err := newRequest(r, events.HostDrainRequested, data)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := s.o.Accept(r.Context(), e); err != nil {
+		writeError(w, err)
+		return
+	}
+	// A follower shows the drain once the event reaches it: moments.
+	ctx, cancel := context.WithTimeout(r.Context(), orchestrator.DefaultWait)
+	defer cancel()
+	for {
+		for _, h := range s.o.Hosts() {
+			if h.ID == d.HostID && (h.DrainingSince.IsZero() != d.Drain || ctx.Err() != nil) {
+				writeJSON(w, http.StatusOK, h)
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 func (s *server) exec(w http.ResponseWriter, r *http.Request) {
 	body, ok := s.idBody(w, r)
 	if !ok {
@@ -646,6 +692,10 @@ func (s *server) cloudEvent(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeCloudEvent(w, http.StatusBadRequest, reply)
+		return
+	}
+	if e.Type() == events.HostDrainRequested && !principal(r).Admin() {
+		writeError(w, &api.Error{Kind: api.KindPermission, Field: "type", Message: "draining a host is the admin's; role " + string(principal(r).Role) + " may not"})
 		return
 	}
 	reply, err := s.o.Handle(r.Context(), e)

@@ -166,7 +166,16 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) request(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	s.respondEvent(ctx, m, false, s.cfg.Orchestrator.Handle)
+	s.respondEvent(ctx, m, false, func(ctx context.Context, req events.Event) (events.Event, error) {
+		// This door takes a service's requests; what is asked of hosts is
+		// the operator's, whose credential alone may publish it on the
+		// requests stream.
+		if req.Type() == events.HostDrainRequested {
+			return s.cfg.Orchestrator.Reject(ctx, req.ID(), req.Type(), &api.Error{Kind: api.KindPermission, Field: "type",
+				Message: "draining a host is the operator's: publish it on the requests stream with an admin credential, or POST /v1/hosts/{id}/drain as the admin"})
+		}
+		return s.cfg.Orchestrator.Handle(ctx, req)
+	})
 }
 
 // session serves a session request: the answer is the event that carried

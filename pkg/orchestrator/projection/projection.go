@@ -70,6 +70,8 @@ type Model struct {
 	Stale int
 	// LostHosts are the hosts declared lost and not returned, with when.
 	LostHosts map[string]time.Time
+	// DrainingHosts are the hosts draining, with since when.
+	DrainingHosts map[string]time.Time
 }
 
 // GroupOf is the anti-affinity group of a label and its value.
@@ -79,7 +81,7 @@ func GroupOf(key, value string) string { return key + "=" + value }
 func New() *Model {
 	return &Model{Containers: map[string]*Record{}, Names: map[string]string{},
 		Allocated: map[string]scheduler.Resources{}, Pending: map[string]struct{}{}, Groups: map[string]map[string]int{},
-		LostHosts: map[string]time.Time{}}
+		LostHosts: map[string]time.Time{}, DrainingHosts: map[string]time.Time{}}
 }
 
 // Demand is what a container's spec holds on its host while it is active.
@@ -226,6 +228,20 @@ func Apply(m *Model, seq uint64, e events.Event) string {
 			m.LostHosts[h] = e.Time()
 		} else {
 			delete(m.LostHosts, h)
+		}
+		return ""
+	case events.HostDraining:
+		var d events.HostDrainingData
+		if events.Data(e, &d) != nil {
+			return ""
+		}
+		if m.DrainingHosts == nil {
+			m.DrainingHosts = map[string]time.Time{}
+		}
+		if _, already := m.DrainingHosts[d.HostID]; d.Draining && !already {
+			m.DrainingHosts[d.HostID] = e.Time()
+		} else if !d.Draining {
+			delete(m.DrainingHosts, d.HostID)
 		}
 		return ""
 	case events.RequestAccepted:

@@ -86,7 +86,7 @@ func (s *Store) Sweep(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 	var stale []string
 	for key := range lister.Keys() {
-		if key == cursorKey || key == lostHostsKey {
+		if key == cursorKey || key == lostHostsKey || key == drainingHostsKey {
 			continue
 		}
 		s.mu.Lock()
@@ -283,6 +283,7 @@ func (s *Store) Flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 	}
 	seq, stream, leader := s.m.Seq, s.stream, s.m.Leader
 	lost, _ := json.Marshal(s.m.LostHosts)
+	draining, _ := json.Marshal(s.m.DrainingHosts)
 	s.mu.Unlock()
 	prefix := "$KV." + kv.Bucket() + "."
 	var futures []jetstream.PubAckFuture
@@ -323,12 +324,19 @@ func (s *Store) Flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 	if _, err := kv.Put(ctx, lostHostsKey, lost); err != nil {
 		return err
 	}
+	if _, err := kv.Put(ctx, drainingHostsKey, draining); err != nil {
+		return err
+	}
 	_, err := kv.Put(ctx, cursorKey, []byte(cursor{Seq: seq, Stream: stream, Leader: leader}.String()))
 	return err
 }
 
-// lostHostsKey keeps the hosts declared lost, with the records.
-const lostHostsKey = "_lost_hosts"
+// lostHostsKey keeps the hosts declared lost, with the records;
+// drainingHostsKey, the hosts draining.
+const (
+	lostHostsKey     = "_lost_hosts"
+	drainingHostsKey = "_draining_hosts"
+)
 
 func awaitAll(ctx context.Context, futures []jetstream.PubAckFuture) error {
 	for _, f := range futures {
@@ -420,7 +428,7 @@ func (s *Store) Load(ctx context.Context, kv jetstream.KeyValue, info *jetstream
 	}
 	var recs []*Record
 	for _, key := range keys {
-		if key == cursorKey || key == lostHostsKey {
+		if key == cursorKey || key == lostHostsKey || key == drainingHostsKey {
 			continue
 		}
 		entry, err := kv.Get(ctx, key)
@@ -449,6 +457,12 @@ func (s *Store) Load(ctx context.Context, kv jetstream.KeyValue, info *jetstream
 	}
 	if s.m.LostHosts == nil {
 		s.m.LostHosts = map[string]time.Time{}
+	}
+	if entry, err := kv.Get(ctx, drainingHostsKey); err == nil {
+		_ = json.Unmarshal(entry.Value(), &s.m.DrainingHosts)
+	}
+	if s.m.DrainingHosts == nil {
+		s.m.DrainingHosts = map[string]time.Time{}
 	}
 	return cur.Seq, nil
 }

@@ -215,3 +215,41 @@ func TestResolve(t *testing.T) {
 		}
 	}
 }
+
+// A draining host is remembered across a flush and a load (a restarted
+// orchestrator goes on passing it by), and so is the end of its drain.
+func TestDrainingHostsSurviveALoad(t *testing.T) {
+	_, js, kv := provisioned(t)
+	ctx := context.Background()
+	info := streamInfo(t, js)
+	s := NewStore()
+	if _, err := s.Load(ctx, kv, info, slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	drain := func(seq uint64, host string, on bool) {
+		e, err := events.New(events.HostDraining, "/tests", events.HostDrainingData{HostID: host, Draining: on}, events.WithHost(host))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Apply(seq, e)
+	}
+	drain(1, "h1", true)
+	drain(2, "h2", true)
+	drain(3, "h2", false)
+	// A flush writes with the containers' records: what changed none is
+	// found again by replaying the stream past the cursor.
+	s.Apply(4, placedEvent(t, "c1"))
+	if err := s.Flush(ctx, js, kv); err != nil {
+		t.Fatal(err)
+	}
+	loaded := NewStore()
+	at := jetstream.StreamInfo{Created: info.Created, State: jetstream.StreamState{LastSeq: 4, FirstSeq: 1, Msgs: 4}}
+	if got, err := loaded.Load(ctx, kv, &at, slog.Default()); err != nil || got != 4 {
+		t.Fatalf("resumed after %d (%v); want 4", got, err)
+	}
+	var draining map[string]time.Time
+	loaded.Read(func(m *Model) { draining = m.DrainingHosts })
+	if _, ok := draining["h1"]; !ok || len(draining) != 1 {
+		t.Fatalf("draining after a load: %v; want h1 alone", draining)
+	}
+}
