@@ -41,7 +41,8 @@ func (t tally) String() string {
 //   - each accepted request (acknowledged or not) has exactly one running
 //     copy in all the runtimes, over its container and every replacement,
 //     and that copy is the last of them;
-//   - no container is created by two hosts;
+//   - no container is created by two hosts, and none is reported failed
+//     (nothing here should fail: a failure is a false outcome);
 //   - a container is rescheduled exactly once if the fault lost its host,
 //     never otherwise.
 func check(ops []op, l *ledger, runtimes []copyOf, want expect) (tally, []string) {
@@ -78,6 +79,9 @@ func check(ops []op, l *ledger, runtimes []copyOf, want expect) (tally, []string
 				if c.running {
 					running = append(running, c)
 				}
+			}
+			if why, ok := l.failed[id]; ok {
+				problems = append(problems, fmt.Sprintf("request %s: container %s reported failed: %s", o.id, id, why))
 			}
 			if hosts := l.createdOn[id]; len(hosts) > 1 {
 				problems = append(problems, fmt.Sprintf("request %s: container %s created on %d hosts %v", o.id, id, len(hosts), keys(hosts)))

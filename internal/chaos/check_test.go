@@ -93,6 +93,10 @@ func TestCheck(t *testing.T) {
 	twice.created("c1", "h2")
 	run("created on two hosts", acked("r1"), twice, running, expect{}, "created on 2 hosts")
 
+	failed := one()
+	failed.add(events.ContainerFailed, map[string]any{"containerId": "c1"}, map[string]string{events.ExtContainerID: "c1"}, 0)
+	run("reported failed", acked("r1"), failed, running, expect{}, "c1 reported failed")
+
 	refused := newStory(t)
 	refused.add(events.RequestRejected, map[string]any{"kind": "invalid", "message": "no"}, map[string]string{events.ExtCorrelationID: "r1"}, 1)
 	run("refused", acked("r1"), refused, nil, expect{}, "r1: refused")

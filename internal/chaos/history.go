@@ -61,6 +61,7 @@ type ledger struct {
 	createdOn   map[string]map[string]bool
 	started     map[string]int
 	startedAt   map[string]time.Time // container id → its first start
+	failed      map[string]string    // container id → what its failure said
 	rescheduled map[string]int       // container id → its rescheduled events
 	replacement map[string]string    // container id → the one placed in its stead
 	hostLost    map[string][]time.Time
@@ -80,7 +81,7 @@ type election struct {
 
 func newLedger() *ledger {
 	return &ledger{outcome: map[string]events.Event{}, placedOn: map[string]string{}, createdOn: map[string]map[string]bool{},
-		started: map[string]int{}, startedAt: map[string]time.Time{}, rescheduled: map[string]int{}, replacement: map[string]string{},
+		started: map[string]int{}, failed: map[string]string{}, startedAt: map[string]time.Time{}, rescheduled: map[string]int{}, replacement: map[string]string{},
 		hostLost: map[string][]time.Time{}, hostBack: map[string][]time.Time{}}
 }
 
@@ -115,6 +116,8 @@ func (l *ledger) add(e events.Event, seq uint64) {
 		if _, ok := l.startedAt[id]; !ok {
 			l.startedAt[id] = e.Time()
 		}
+	case events.ContainerFailed:
+		l.failed[id] = string(e.Data())
 	case events.ContainerRescheduled:
 		var d events.RescheduledData
 		_ = events.Data(e, &d)

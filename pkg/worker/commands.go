@@ -80,11 +80,15 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 			return nil
 		}
 	}
-	if e.Type() == events.CommandCreate || e.Type() == events.CommandStart {
-		// A container's creates and starts run one at a time: two creates
-		// of one container (a new leader announces a pending container
-		// again, under its own command id) must not both start it, the
-		// second finding it created while the first is about to start it.
+	if e.Type() == events.CommandCreate || e.Type() == events.CommandStart || e.Type() == events.CommandRemove {
+		// A container's creates, starts and removes run one at a time (a
+		// stop does not wait: a forced remove may cut a long one short).
+		// Two creates of one container (a new leader announces a pending
+		// container again, under its own command id) must not both start
+		// it, the second finding it created while the first is about to
+		// start it; a remove delivered twice at once (a pull renewed after
+		// a partition healed, while the old one's messages still came) is
+		// carried out once, the second finding nothing left to remove.
 		unlock := w.lockLifecycle(c.ContainerID)
 		defer unlock()
 	}
@@ -108,7 +112,7 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 	return events.Retry(err, 0)
 }
 
-// lifecycleLock serialises one container's creates and starts.
+// lifecycleLock serialises one container's creates, starts and removes.
 type lifecycleLock struct {
 	sync.Mutex
 	users int

@@ -76,7 +76,7 @@ type Worker struct {
 	restarts    map[string]int            // container id → restarts in a row, by its restart policy
 	held        map[string]bool           // containers stopped or removed by command: not restarted
 	probeKilled map[string]bool           // runs killed for a failed probe: failures, for the restart policy
-	lifecycle   map[string]*lifecycleLock // a container\'s creates and starts, one at a time
+	lifecycle   map[string]*lifecycleLock // a container's creates, starts and removes, one at a time
 	watches     chan watchRequest         // to the watch loop
 	health      map[string]api.DriverInfo // the last health each driver gave
 	fence       map[string]uint64         // container id → generation carried out
