@@ -30,6 +30,7 @@ var cases = []testCase{
 	{"nats-node-stop", 45 * time.Second, natsStop},
 	{"leader-kill", 30 * time.Second, leaderKill},
 	{"leader-pause", 30 * time.Second, leaderPause},
+	{"drain-leader-kill", 45 * time.Second, drainLeaderKill},
 }
 
 // caseRun is one case's run: its requests, and what it measured.
@@ -41,6 +42,7 @@ type caseRun struct {
 	n       int
 	healed  time.Time
 	timings []string
+	undo    []func() error // run once the case is checked
 	mu      sync.Mutex
 }
 
@@ -163,18 +165,7 @@ func workerPartition(ctx context.Context, r *caseRun) (expect, error) {
 		return expect{}, err
 	}
 	ids := r.containers()
-	r.l.mu.Lock()
-	on := map[string]int{}
-	for _, id := range ids {
-		on[r.l.placedOn[id]]++
-	}
-	r.l.mu.Unlock()
-	target := workers[0]
-	for _, w := range workers {
-		if on[w] > on[target] {
-			target = w
-		}
-	}
+	target := r.busiest()
 	t0 := time.Now()
 	if err := r.c.disconnect(ctx, target); err != nil {
 		return expect{}, err
@@ -218,9 +209,9 @@ func workerPartition(ctx context.Context, r *caseRun) (expect, error) {
 		return expect{}, err
 	}
 	r.healed = time.Now()
-	r.timings = append(r.timings, fmt.Sprintf("%d containers on %s", on[target], target))
+	r.timings = append(r.timings, fmt.Sprintf("%d containers on %s", r.placedOn(target), target))
 	wait()
-	return expect{lost: target}, nil
+	return expect{from: target}, nil
 }
 
 // Stop the NATS server that leads the events stream, under load, and
@@ -320,6 +311,93 @@ func leaderPause(ctx context.Context, r *caseRun) (expect, error) {
 	r.timing("stepped down after waking", time.Since(r.healed))
 	(<-done)()
 	return expect{}, nil
+}
+
+// Drain the host of running containers and kill -9 the leader as soon as
+// it accepted the drain: the next leader makes or finishes the moves, each container moved once
+// and removed from the drained host; then the drain ends.
+func drainLeaderKill(ctx context.Context, r *caseRun) (expect, error) {
+	r.load(ctx, 8, 50*time.Millisecond, "")()
+	if err := r.settled(ctx, 30*time.Second); err != nil {
+		return expect{}, err
+	}
+	target := r.busiest()
+	leader := r.c.leader(ctx)
+	if leader == "" {
+		return expect{}, fmt.Errorf("no leader")
+	}
+	t0 := time.Now()
+	if _, err := r.c.api(leader).Drain(ctx, target, true); err != nil {
+		return expect{}, fmt.Errorf("drain %s: %w", target, err)
+	}
+	// At once: the moves are the leader's next look at its hosts, within
+	// a second, and the kill lands before, among or after them.
+	if err := r.c.kill(ctx, leader, "KILL"); err != nil {
+		return expect{}, err
+	}
+	r.timings = append(r.timings, fmt.Sprintf("leader killed after %d moves", r.rescheduledCount()))
+	if err := r.failover(ctx, leader, t0); err != nil {
+		return expect{}, err
+	}
+	if err := r.c.start(ctx, leader); err != nil {
+		return expect{}, err
+	}
+	r.healed = time.Now()
+	// Once checked, the host takes containers again for the next cases.
+	r.undo = append(r.undo, func() error {
+		var err error
+		for name := range orchestrators {
+			if _, err = r.c.api(name).Drain(ctx, target, false); err == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("end the drain of %s: %w", target, err)
+	})
+	return expect{from: target}, nil
+}
+
+// busiest is the worker this case's containers were placed on most.
+func (r *caseRun) busiest() string {
+	ids := r.containers()
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	on := map[string]int{}
+	for _, id := range ids {
+		on[r.l.placedOn[id]]++
+	}
+	target := workers[0]
+	for _, w := range workers {
+		if on[w] > on[target] {
+			target = w
+		}
+	}
+	return target
+}
+
+// placedOn counts this case's containers placed on host.
+func (r *caseRun) placedOn(host string) int {
+	ids := r.containers()
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if r.l.placedOn[id] == host {
+			n++
+		}
+	}
+	return n
+}
+
+// rescheduledCount counts the rescheduled events of this case's containers.
+func (r *caseRun) rescheduledCount() int {
+	ids := r.containers()
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		n += r.l.rescheduled[id]
+	}
+	return n
 }
 
 func first(s []string, n int) []string {

@@ -18,10 +18,11 @@ type copyOf struct {
 
 // expect is what a case's fault should bring about.
 type expect struct {
-	// lost is the host the fault cut off past its grace: the containers
-	// placed there are each rescheduled exactly once, the others never.
-	// "": no host is lost, and nothing is rescheduled.
-	lost string
+	// from is the host the case empties (the fault cut it off past its
+	// grace, or it was drained): the containers placed there are each
+	// rescheduled exactly once, the others never. "": nothing is
+	// rescheduled.
+	from string
 }
 
 // tally is what a check counted, for the report.
@@ -43,8 +44,8 @@ func (t tally) String() string {
 //     and that copy is the last of them;
 //   - no container is created by two hosts, and none is reported failed
 //     (nothing here should fail: a failure is a false outcome);
-//   - a container is rescheduled exactly once if the fault lost its host,
-//     never otherwise.
+//   - a container is rescheduled exactly once if the case emptied its host
+//     (lost or drained), never otherwise.
 func check(ops []op, l *ledger, runtimes []copyOf, want expect) (tally, []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -104,11 +105,11 @@ func check(ops []op, l *ledger, runtimes []copyOf, want expect) (tally, []string
 			n += l.rescheduled[id]
 		}
 		t.rescheduled += n
-		switch wantOnce := want.lost != "" && l.placedOn[first] == want.lost; {
+		switch wantOnce := want.from != "" && l.placedOn[first] == want.from; {
 		case wantOnce && n != 1:
-			problems = append(problems, fmt.Sprintf("request %s: its host %s was lost and it was rescheduled %d times, not once (%v)", o.id, want.lost, n, chain))
+			problems = append(problems, fmt.Sprintf("request %s: its host %s was emptied and it was rescheduled %d times, not once (%v)", o.id, want.from, n, chain))
 		case !wantOnce && n != 0:
-			problems = append(problems, fmt.Sprintf("request %s: rescheduled %d times from %s, whose host was not lost (%v)", o.id, n, l.placedOn[first], chain))
+			problems = append(problems, fmt.Sprintf("request %s: rescheduled %d times from %s, which was not emptied (%v)", o.id, n, l.placedOn[first], chain))
 		}
 	}
 	t.stale = l.stale

@@ -105,18 +105,18 @@ func TestCheck(t *testing.T) {
 	moved.rescheduled("c1", "c2")
 	moved.created("c2", "h2")
 	replaced := []copyOf{{id: "c1", host: "h1"}, {id: "c2", host: "h2", running: true}}
-	run("rescheduled once from the lost host", acked("r1"), moved, replaced, expect{lost: "h1"}, "")
-	run("rescheduled with no host lost", acked("r1"), moved, replaced, expect{}, "rescheduled 1 times")
-	run("the stale copy still runs", acked("r1"), moved, append(replaced, copyOf{id: "c1", host: "h1", running: true}), expect{lost: "h1"}, "2 copies run")
-	run("not rescheduled from the lost host", acked("r1"), one(), running, expect{lost: "h1"}, "rescheduled 0 times, not once")
-	run("the original runs, not its replacement", acked("r1"), moved, []copyOf{{id: "c1", host: "h1", running: true}}, expect{lost: "h1"}, "not its last replacement c2")
+	run("rescheduled once from the lost host", acked("r1"), moved, replaced, expect{from: "h1"}, "")
+	run("rescheduled with no host lost", acked("r1"), moved, replaced, expect{}, "rescheduled 1 times from h1, which was not emptied")
+	run("the stale copy still runs", acked("r1"), moved, append(replaced, copyOf{id: "c1", host: "h1", running: true}), expect{from: "h1"}, "2 copies run")
+	run("not rescheduled from the lost host", acked("r1"), one(), running, expect{from: "h1"}, "rescheduled 0 times, not once")
+	run("the original runs, not its replacement", acked("r1"), moved, []copyOf{{id: "c1", host: "h1", running: true}}, expect{from: "h1"}, "not its last replacement c2")
 
 	again := one()
 	again.rescheduled("c1", "c2")
 	again.created("c2", "h2")
 	again.rescheduled("c2", "c3")
 	again.created("c3", "h1")
-	run("rescheduled twice", acked("r1"), again, []copyOf{{id: "c3", host: "h1", running: true}}, expect{lost: "h1"}, "rescheduled 2 times")
+	run("rescheduled twice", acked("r1"), again, []copyOf{{id: "c3", host: "h1", running: true}}, expect{from: "h1"}, "rescheduled 2 times")
 
 	// A superseded leader's event is refused, as every reader refuses it.
 	stale := one()

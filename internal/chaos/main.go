@@ -138,9 +138,15 @@ func runCase(ctx context.Context, c *cluster, l *ledger, tc testCase) bool {
 	return true
 }
 
-// cleanup removes the case's containers, so that the next case starts
-// with none, and waits for the runtimes to let them go.
+// cleanup undoes what the case changed and removes its containers, so
+// that the next case starts with none, and waits for the runtimes to let
+// them go.
 func (r *caseRun) cleanup(ctx context.Context) {
+	for _, undo := range r.undo {
+		if err := undo(); err != nil {
+			fmt.Printf("chaos: warning: cleaning up: %v\n", err)
+		}
+	}
 	ids := r.containers()
 	if err := r.c.remove(ctx, ids); err != nil {
 		fmt.Printf("chaos: warning: cleaning up: %v\n", err)
