@@ -75,18 +75,46 @@ func Open(dir string) (*Authority, error) {
 	}
 	opPub, _ := a.operator.PublicKey()
 	sysPub, _ := a.system.PublicKey()
-	oc := jwt.NewOperatorClaims(opPub)
-	oc.Name = "openagent"
-	oc.SystemAccount = sysPub
-	if a.operatorJWT, err = oc.Encode(a.operator); err != nil {
+	// The operator's and the system account's JWTs are kept as first
+	// signed: a server reloading its configuration refuses a trusted
+	// operator that changed, and one signed again (a new issue time) has.
+	a.operatorJWT, err = keptJWT(filepath.Join(dir, "operator.jwt"), func(token string) bool {
+		oc, err := jwt.DecodeOperatorClaims(token)
+		return err == nil && oc.Subject == opPub && oc.SystemAccount == sysPub
+	}, func() (string, error) {
+		oc := jwt.NewOperatorClaims(opPub)
+		oc.Name = "openagent"
+		oc.SystemAccount = sysPub
+		return oc.Encode(a.operator)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("creds: operator: %w", err)
 	}
-	sc := jwt.NewAccountClaims(sysPub)
-	sc.Name = SystemName
-	if a.systemJWT, err = sc.Encode(a.operator); err != nil {
+	a.systemJWT, err = keptJWT(filepath.Join(dir, "system.jwt"), func(token string) bool {
+		sc, err := jwt.DecodeAccountClaims(token)
+		return err == nil && sc.Subject == sysPub && sc.Issuer == opPub
+	}, func() (string, error) {
+		sc := jwt.NewAccountClaims(sysPub)
+		sc.Name = SystemName
+		return sc.Encode(a.operator)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("creds: system account: %w", err)
 	}
 	return a, nil
+}
+
+// keptJWT reads a JWT from path if it is there and still right (ok), or
+// signs one with make and keeps it there.
+func keptJWT(path string, ok func(string) bool, make func() (string, error)) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && ok(strings.TrimSpace(string(b))) {
+		return strings.TrimSpace(string(b)), nil
+	}
+	token, err := make()
+	if err != nil {
+		return "", err
+	}
+	return token, writeFile(path, []byte(token+"\n"))
 }
 
 // key reads an nkey seed from path, or makes one and writes it there.
@@ -194,7 +222,7 @@ func (a *Authority) Issue(role events.Role, id, name string) ([]byte, string, er
 // WriteCreds writes a credential for a role to path, mode 0600, unless a
 // credential is there already with the permissions the role has now; one
 // with other permissions (issued by an older version) is replaced and
-// revoked.
+// revoked, and a revoked one replaced.
 func (a *Authority) WriteCreds(path string, role events.Role, id string) error {
 	if old, err := os.ReadFile(path); err == nil {
 		current, user, err := a.current(old, role, id)
@@ -219,6 +247,12 @@ func (a *Authority) current(credsFile []byte, role events.Role, id string) (bool
 	uc, err := jwt.DecodeUserClaims(token)
 	if err != nil {
 		return false, "", fmt.Errorf("creds: not a user's credential: %w", err)
+	}
+	a.mu.Lock()
+	before, revoked := a.revoked[uc.Subject]
+	a.mu.Unlock()
+	if revoked && uc.IssuedAt <= before {
+		return false, uc.Subject, nil // revoked: issue another
 	}
 	want, err := events.PermissionsFor(role, id, uc.Subject)
 	if err != nil {
