@@ -578,7 +578,7 @@ func (c *cli) hostsCmd() *cobra.Command {
 	var disable bool
 	drain := &cobra.Command{Use: "drain [--disable] HOST", Short: "Drain a host: nothing new goes there, and its containers move elsewhere by their reschedule policy",
 		Long: "Drain a host (the admin's): placement passes it by at once, and each container on it whose reschedule policy is not\n" +
-			"never is replaced on another host, once, then removed from it when its replacement runs. What may not move stays:\n" +
+			"never is replaced on another host, once, then stopped and removed on it when its replacement runs. What may not move stays:\n" +
 			"stop it, or wait for it. When `openagent ps --all` shows nothing active on the host, stop its worker.\n" +
 			"--disable ends the drain: placement uses the host again.",
 		Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {

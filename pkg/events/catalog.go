@@ -83,7 +83,7 @@ const HostQuarantined = Prefix + "host.quarantined"
 
 // HostDraining: a host drains (or stopped draining): placement passes it
 // by, and each container its reschedule policy lets move is replaced
-// elsewhere, once, then removed from it; its data lists them.
+// elsewhere, once, then stopped and removed on it; its data lists them.
 const HostDraining = Prefix + "host.draining"
 
 // ContainerHealth: a worker's probe of a container changed its verdict:

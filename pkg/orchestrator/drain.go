@@ -16,8 +16,8 @@ import (
 // placement passes it by at once (host.draining), and each container on it
 // whose reschedule policy lets it move (anything but never) is replaced
 // elsewhere, once, by the path a lost host's containers take
-// (container.rescheduled, reason "draining"); the original is removed from
-// the host once its replacement runs. What may not move stays for the
+// (container.rescheduled, reason "draining"); once its replacement runs the
+// original is stopped (with its stop timeout) and removed from the host. What may not move stays for the
 // operator. Ending the drain lets placement use the host again; what was
 // already replaced still moves.
 
@@ -75,16 +75,17 @@ func movable(r *record) bool {
 	return r.Reschedule.EffectivePolicy(r.Spec.RestartPolicy) != api.RescheduleNever
 }
 
-// migrate replaces the movable containers of draining hosts, and removes
+// migrate replaces the movable containers of draining hosts, and ends
 // each original whose replacement runs (or is created, for one not to be
-// started).
+// started): a running one is stopped first, with its stop timeout, as a
+// drain should let it go; a stopped one, or one that never ran, removed.
 func (o *Orchestrator) migrate(ctx context.Context) {
 	type move struct{ orig, prev *record }
 	var due []move
-	var done []*record
+	var ending []*record
 	o.state.Read(func(m *projection.Model) {
 		for _, r := range m.Containers {
-			if !r.Status.Active() || r.Seq == 0 {
+			if r.Seq == 0 || r.Status == api.StatusLost || r.Status == api.StatusRemoved {
 				continue
 			}
 			if r.ReplacedBy != "" {
@@ -92,11 +93,11 @@ func (o *Orchestrator) migrate(ctx context.Context) {
 				rep := m.Containers[r.ReplacedBy]
 				if rep != nil && (rep.Status == api.StatusRunning || rep.Status == api.StatusCreated && !rep.Start) {
 					cp := *r
-					done = append(done, &cp)
+					ending = append(ending, &cp)
 				}
 				continue
 			}
-			if _, draining := m.DrainingHosts[r.Host]; !draining || !movable(r) {
+			if _, draining := m.DrainingHosts[r.Host]; !draining || !r.Status.Active() || !movable(r) {
 				continue
 			}
 			cp := *r
@@ -118,18 +119,22 @@ func (o *Orchestrator) migrate(ctx context.Context) {
 			}
 		}
 	}
-	for _, r := range done {
-		if o.drained[r.ID] {
+	for _, r := range ending {
+		typ, step := events.CommandRemove, "drained"
+		if r.Status == api.StatusRunning {
+			typ, step = events.CommandStop, "drained: stop"
+		}
+		if o.drained[step+" "+r.ID] {
 			continue
 		}
 		gen := o.state.nextGeneration(r.ID)
 		reason := fmt.Sprintf("moved off host %s, which drains: replaced by %s", r.Host, r.ReplacedBy)
-		if _, err := o.publish(ctx, events.CommandRemove, events.ContainerCommandData{ContainerID: r.ID, HostID: r.Host, Force: true, Reason: reason},
+		if _, err := o.publish(ctx, typ, events.ContainerCommandData{ContainerID: r.ID, HostID: r.Host, Force: typ == events.CommandRemove, Reason: reason},
 			events.WithContainer(r.ID), events.WithHost(r.Host), events.WithGeneration(gen),
-			events.WithID(o.commandID(events.DeriveID(r.ID, "drained")))); err != nil {
-			o.log.Warn("orchestrator: remove a drained container", "container_id", r.ID, "err", err)
+			events.WithID(o.commandID(events.DeriveID(r.ID, step)))); err != nil {
+			o.log.Warn("orchestrator: end a drained container", "container_id", r.ID, "step", step, "err", err)
 			continue
 		}
-		o.drained[r.ID] = true
+		o.drained[step+" "+r.ID] = true
 	}
 }

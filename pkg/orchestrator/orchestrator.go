@@ -135,8 +135,8 @@ type Orchestrator struct {
 	// unplaceable keeps why each lost container could not be replaced
 	// yet, so that it is logged once (the liveness loop's alone).
 	unplaceable map[string]string
-	// drained keeps the containers moved off a draining host whose removal
-	// this orchestrator sent (the liveness loop's alone).
+	// drained keeps the steps (stop, remove) this term sent to end the
+	// containers moved off draining hosts (the liveness loop's alone).
 	drained map[string]bool
 }
 

@@ -14,8 +14,8 @@ import (
 )
 
 // Draining a host: nothing new is placed there, each container that may
-// move is replaced on the other host once and then removed from the
-// drained one, what may not move stays running, and ending the drain lets
+// move is replaced on the other host once and then stopped and removed on
+// the drained one, what may not move stays running, and ending the drain lets
 // placement use the host again. Only the admin may drain.
 func TestDrainMovesContainersOnce(t *testing.T) {
 	e := newLossEnvWith(t, 10*time.Second, 10*time.Second, "host-a", "host-b")
@@ -76,6 +76,9 @@ func TestDrainMovesContainersOnce(t *testing.T) {
 		}
 		if _, err := e.drivers[drained].Get(e.ctx, c.ID); err == nil {
 			t.Fatalf("%s is still on the drained host's runtime", c.ID)
+		}
+		if len(e.eventsOf(c.ID, events.ContainerStopped)) == 0 {
+			t.Fatalf("%s was removed without being stopped first", c.ID)
 		}
 	}
 	if got, err := e.c.Get(e.ctx, never.ID); err != nil || got.Status != api.StatusRunning || got.Host != drained || got.ReplacedBy != "" {

@@ -202,6 +202,9 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		if err := drv.Stop(ctx, c.ContainerID, opts); err != nil {
 			return err
 		}
+		if c.Reason != "" {
+			w.log.Info("worker: stopped a container", "container_id", c.ContainerID, "reason", c.Reason)
+		}
 		ct, err := drv.Get(ctx, c.ContainerID)
 		if err != nil {
 			return err
