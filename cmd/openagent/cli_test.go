@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -368,6 +369,24 @@ func TestCLIHabits(t *testing.T) {
 	}
 	if out := must("events", "--container", "alpha", "--since", "1h"); !strings.Contains(out, "container.started") {
 		t.Fatalf("events --container NAME: %q", out)
+	}
+	// Each line starts with its sequence in the events stream: the cursor
+	// a reader resumes from with --from, after the last it read.
+	firstSeq, err := strconv.ParseUint(strings.Fields(lines[0])[0], 10, 64)
+	if err != nil {
+		t.Fatalf("events: no sequence first on %q", lines[0])
+	}
+	resumed := strings.Split(strings.TrimSpace(must("events", "--container", a[:12], "--from", strconv.FormatUint(firstSeq+1, 10))), "\n")
+	if len(resumed) == 0 || strings.Contains(resumed[0], "container.placed") {
+		t.Fatalf("events --from after the placement: %q", resumed)
+	}
+	for _, l := range resumed {
+		if n, err := strconv.ParseUint(strings.Fields(l)[0], 10, 64); err != nil || n <= firstSeq {
+			t.Fatalf("events --from %d printed %q", firstSeq+1, l)
+		}
+	}
+	if r := run(t, srv, "events", "--from", "yesterday"); r.code != 1 || !strings.Contains(r.stderr, "--from") {
+		t.Fatalf("events --from yesterday: exit %d %q", r.code, r.stderr)
 	}
 	// Placement flags reach the scheduler.
 	if r := run(t, srv, "run", "--constraint", "zone=mars", "fake", "--", "fake"); r.code == 0 || !strings.Contains(r.stderr, "zone") {

@@ -19,6 +19,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/driver"
+	"github.com/openagent/orchestrator/pkg/events"
 )
 
 // keyValues parses repeated K=V flags.
@@ -635,11 +636,25 @@ func hostState(h api.Host) string {
 
 func (c *cli) eventsCmd() *cobra.Command {
 	var follow bool
-	var typ, container, session, since string
+	var typ, container, session, since, from string
 	var limit int
-	cmd := &cobra.Command{Use: "events [--follow] [--type PREFIX] [--container ID] [--session ID] [--since DURATION|TIME] [--limit N]", Short: "Print events of the audit log",
+	cmd := &cobra.Command{Use: "events [--follow] [--type PREFIX] [--container ID] [--session ID] [--since DURATION|TIME | --from SEQ|TIME] [--limit N]", Short: "Print events of the audit log",
+		Long: "Print events of the audit log, oldest first, each with its sequence number in the events stream (first on the line;\n" +
+			"\"streamseq\" with -o json): --from SEQ resumes after a reader's last one, --from TIME starts at a time.",
 		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
 			f := client.EventFilter{Follow: follow, Type: typ, Container: container, Session: session}
+			if from != "" {
+				if since != "" {
+					return fmt.Errorf("invalid: --from and --since: give one cursor")
+				}
+				if seq, err := strconv.ParseUint(from, 10, 64); err == nil && seq > 0 {
+					f.From = seq
+				} else if t, err := time.Parse(time.RFC3339Nano, from); err == nil {
+					f.Since = t
+				} else {
+					return fmt.Errorf("invalid: --from %q: neither a sequence number (1 or more) nor a time (RFC 3339)", from)
+				}
+			}
 			if since != "" {
 				t, err := parseSince(since)
 				if err != nil {
@@ -670,7 +685,7 @@ func (c *cli) eventsCmd() *cobra.Command {
 						about += fmt.Sprintf(" %s=%v", strings.TrimSuffix(ext, "id"), v)
 					}
 				}
-				fmt.Fprintf(c.out, "%s  %s%s\n", e.Time().Format(time.RFC3339Nano), strings.TrimPrefix(e.Type(), "io.openagent."), about)
+				fmt.Fprintf(c.out, "%d  %s  %s%s\n", events.StreamSeq(e), e.Time().Format(time.RFC3339Nano), strings.TrimPrefix(e.Type(), "io.openagent."), about)
 			}
 			return nil
 		}}
@@ -680,6 +695,7 @@ func (c *cli) eventsCmd() *cobra.Command {
 	f.StringVar(&container, "container", "", "only this container's")
 	f.StringVar(&session, "session", "", "only this session's")
 	f.StringVar(&since, "since", "", "only events of the last DURATION (10m), or since TIME (RFC 3339)")
+	f.StringVar(&from, "from", "", "start at this sequence number of the events stream (a reader's last plus one), or at TIME (RFC 3339)")
 	f.IntVar(&limit, "limit", 0, "print at most N events, oldest first from --since")
 	_ = cmd.RegisterFlagCompletionFunc("container", c.completeContainers)
 	return cmd

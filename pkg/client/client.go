@@ -272,6 +272,10 @@ type EventFilter struct {
 	Container string
 	Session   string
 	Since     time.Time // the cursor: events at or after it
+	// From is the cursor as the events stream's sequence: events from it
+	// on. Each event served carries its own (events.StreamSeq): the next
+	// reader resumes from the last one's plus one.
+	From uint64
 }
 
 // Events returns events of the audit log, oldest first. With Follow it
@@ -286,6 +290,9 @@ func (c *Client) Events(ctx context.Context, f EventFilter) iter.Seq2[events.Eve
 	}
 	if !f.Since.IsZero() {
 		q.Set("since", f.Since.Format(time.RFC3339Nano))
+	}
+	if f.From > 0 {
+		q.Set("from", strconv.FormatUint(f.From, 10))
 	}
 	return lines(c, ctx, "/v1/events?"+q.Encode(), func(b []byte) (events.Event, error) {
 		var e events.Event

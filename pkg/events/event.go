@@ -37,6 +37,10 @@ const (
 	// workers refuse what carries a token older than the last
 	// leader.elected before it. Decimal.
 	ExtLeaderToken = "leadertoken"
+	// ExtStreamSeq is the events stream's sequence number of an event, set
+	// on the copies the API serves (never stored): the cursor a reader
+	// resumes from (GET /v1/events?from=SEQ, openagent events --from).
+	ExtStreamSeq = "streamseq"
 )
 
 // Option sets an attribute of an event being built by New.
@@ -179,4 +183,11 @@ func newID() string {
 		return uuid.NewString()
 	}
 	return id.String()
+}
+
+// StreamSeq is the events stream's sequence number the API served an
+// event with (ExtStreamSeq); 0 when it carries none.
+func StreamSeq(e Event) uint64 {
+	n, _ := strconv.ParseUint(Ext(e, ExtStreamSeq), 10, 64)
+	return n
 }

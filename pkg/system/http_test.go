@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/events"
 )
 
@@ -137,5 +139,43 @@ func TestCloudEventsSDKOverHTTP(t *testing.T) {
 	var rej events.RejectedData
 	if err := reply.DataAs(&rej); err != nil || rej.RequestID != "sdk-invalid-1" {
 		t.Fatalf("the rejection is for %q (%v); want the sender's id sdk-invalid-1", rej.RequestID, err)
+	}
+}
+
+// The events' cursor: from a sequence number, each event served with its
+// own; a bad cursor, or two, is refused naming from.
+func TestEventsFromCursor(t *testing.T) {
+	e := newEnv(t)
+	req := fakeSpec("--forever")
+	req.Start = true
+	c, err := e.c.Create(e.ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Container: c.ID}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, events.StreamSeq(ev))
+	}
+	if len(seqs) < 3 || seqs[0] == 0 || !slices.IsSorted(seqs) {
+		t.Fatalf("the container's events came with sequences %v; want rising, from 1 on", seqs)
+	}
+	var resumed []uint64
+	for ev, err := range e.c.Events(e.ctx, client.EventFilter{Container: c.ID, From: seqs[1]}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		resumed = append(resumed, events.StreamSeq(ev))
+	}
+	if !slices.Equal(resumed, seqs[1:]) {
+		t.Fatalf("from %d: %v; want %v", seqs[1], resumed, seqs[1:])
+	}
+	for _, q := range []string{"from=0", "from=yesterday", "from=3&since=1h"} {
+		code, _, body := e.call("GET", "/v1/events?"+q, "", nil)
+		if code != http.StatusBadRequest || !strings.Contains(string(body), `"from"`) {
+			t.Errorf("GET /v1/events?%s: %d %s; want 400 naming from", q, code, body)
+		}
 	}
 }

@@ -601,6 +601,20 @@ func (s *server) eventStream(w http.ResponseWriter, r *http.Request) {
 		typ = events.Prefix + typ
 	}
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from := q.Get("from"); from != "" {
+		if !since.IsZero() {
+			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "from", Message: "give one cursor: from or since, not both"})
+			return
+		}
+		if seq, err := strconv.ParseUint(from, 10, 64); err == nil && seq > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq
+		} else if t, err := time.Parse(time.RFC3339Nano, from); err == nil {
+			since = t
+		} else {
+			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "from", Message: fmt.Sprintf("%q is neither a sequence number (1 or more) nor a time (RFC 3339)", from)})
+			return
+		}
+	}
 	if id := q.Get("container"); id != "" {
 		if !events.ValidToken(id) {
 			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "container", Message: "not a container id"})
@@ -647,6 +661,9 @@ func (s *server) eventStream(w http.ResponseWriter, r *http.Request) {
 		e, err := events.FromMsg(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 		md, _ := msg.Metadata()
 		if err == nil && (typ == "" || strings.HasPrefix(e.Type(), typ)) && (session == "" || events.Ext(e, events.ExtSessionID) == session) {
+			if md != nil {
+				e.SetExtension(events.ExtStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+			}
 			b, _ := json.Marshal(e)
 			w.Write(append(b, '\n'))
 			flush(w)
