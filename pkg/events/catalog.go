@@ -67,6 +67,10 @@ const (
 // CloudEvents subject names the stream.
 const StreamDrifted = Prefix + "stream.drifted"
 
+// AuditCheckpoint: the leader signed the audit chain up to a sequence of
+// the events stream (see package audit).
+const AuditCheckpoint = Prefix + "audit.checkpoint"
+
 // RequestPolicyViolated: a request broke an admission policy; enforced
 // says whether it was refused for it (or the policies only report, in
 // dry-run mode).
@@ -186,6 +190,7 @@ var catalog = map[string]Kind{
 	ContainerRescheduled:    KindState,
 	LeaderElected:           KindState,
 	RequestPolicyViolated:   KindState,
+	AuditCheckpoint:         KindState,
 
 	SessionRequested:    KindState,
 	SessionReady:        KindState,

@@ -391,6 +391,15 @@ type HostEventRefusedData struct {
 	Reason    string `json:"reason"`
 }
 
+// AuditCheckpointData is the data of io.openagent.audit.checkpoint: the
+// chain's link after the event at Seq, signed by Key.
+type AuditCheckpointData struct {
+	Seq       uint64 `json:"seq"`
+	Link      string `json:"link"`      // hex SHA-256
+	Key       string `json:"key"`       // "ed25519:" and the public key in hex
+	Signature string `json:"signature"` // base64 ed25519 over the sequence and the link
+}
+
 // HostDrainRequestedData is the data of io.openagent.host.drain.requested.
 type HostDrainRequestedData struct {
 	HostID string `json:"hostId"`
@@ -634,6 +643,8 @@ func Payload(eventType string) any {
 		return new(HostQuarantinedData)
 	case HostDrainRequested:
 		return new(HostDrainRequestedData)
+	case AuditCheckpoint:
+		return new(AuditCheckpointData)
 	case HostDraining:
 		return new(HostDrainingData)
 	case HostLost:

@@ -62,6 +62,8 @@ func Subject(e Event) (string, error) {
 			attr = ExtSessionID
 		case "request":
 			id = RequestToken(CorrelationID(e))
+		case "audit":
+			id = "chain"
 		case "stream", "leader":
 			if id = e.Subject(); !ValidToken(id) {
 				return "", &ValidationError{Type: e.Type(), Field: "subject", Rule: "subject-token", Message: fmt.Sprintf("%s needs the stream's or election's name as its subject, got %q", e.Type(), id)}
