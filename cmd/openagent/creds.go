@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/openagent/orchestrator/pkg/audit"
 	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/system"
@@ -114,7 +115,8 @@ func (c *cli) credsCmd() *cobra.Command {
 		Short: "Make the keys if there are none and write what a cluster needs: the servers' configuration and each role's credential",
 		Long: "Make the bus's keys in the data directory if there are none, and write into --out what a deployment hands out:\n" +
 			"nats/nats-auth.conf (include it in each NATS server's configuration), orchestrator.creds, admin.creds, service.creds,\n" +
-			"auditor.creds and workers/HOST/worker.creds for each --worker; and the HTTP API's admin.token in the data directory.\n" +
+			"auditor.creds and workers/HOST/worker.creds for each --worker; and, in the data directory, the HTTP API's admin.token\n" +
+			"and the audit chain's signing key (audit.key, its public half audit.key.pub).\n" +
 			"Run again, it keeps the keys and every credential that is still current: it is safe at every start.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -131,6 +133,11 @@ func (c *cli) credsCmd() *cobra.Command {
 				return err
 			}
 			if err := tokens.EnsureAdminToken(filepath.Join(dir, "admin.token")); err != nil {
+				return err
+			}
+			// The key that signs the audit chain, one for all the
+			// orchestrators sharing these credentials.
+			if _, err := audit.OpenKey(filepath.Join(dir, system.AuditKeyFile)); err != nil {
 				return err
 			}
 			var conf strings.Builder

@@ -97,10 +97,18 @@ func TestCredsInit(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(data, "credentials", "admin.token")); err != nil {
 		t.Fatalf("no admin token for the HTTP API: %v", err)
 	}
+	auditKey := func() string {
+		b, err := os.ReadFile(filepath.Join(data, "credentials", "audit.key.pub"))
+		if err != nil || !strings.HasPrefix(string(b), "ed25519:") {
+			t.Fatalf("no audit key: %q %v", b, err)
+		}
+		return string(b)
+	}
+	key := auditKey()
 	if r := run(t, "", "creds", "init", "--data-dir", data, "--out", out, "--worker", "w-1", "--worker", "w-2"); r.code != 0 {
 		t.Fatalf("init again: exit %d: %s", r.code, r.stderr)
 	}
-	if read("nats/nats-auth.conf") != conf || read("workers/w-1/worker.creds") != worker {
+	if read("nats/nats-auth.conf") != conf || read("workers/w-1/worker.creds") != worker || auditKey() != key {
 		t.Fatal("init again changed the keys or a current credential")
 	}
 	// A server trusting the configuration takes the worker's credential.

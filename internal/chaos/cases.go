@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/openagent/orchestrator/pkg/audit"
+	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/events"
 )
 
@@ -31,6 +35,7 @@ var cases = []testCase{
 	{"leader-kill", 30 * time.Second, leaderKill},
 	{"leader-pause", 30 * time.Second, leaderPause},
 	{"drain-leader-kill", 45 * time.Second, drainLeaderKill},
+	{"audit-chain", 45 * time.Second, auditChain},
 }
 
 // caseRun is one case's run: its requests, and what it measured.
@@ -354,6 +359,41 @@ func drainLeaderKill(ctx context.Context, r *caseRun) (expect, error) {
 		return fmt.Errorf("end the drain of %s: %w", target, err)
 	})
 	return expect{from: target}, nil
+}
+
+// After the faults (leaders killed and paused, a stale leader's writes):
+// the audit chain over the whole events stream verifies against the
+// checkpoints, signed by the deployment's key, up to the end.
+func auditChain(ctx context.Context, r *caseRun) (expect, error) {
+	b, err := os.ReadFile(filepath.Join(r.c.state, "authority", "audit.key.pub"))
+	if err != nil {
+		return expect{}, fmt.Errorf("the deployment's audit key: %w", err)
+	}
+	trusted, err := audit.ParseKey(string(b))
+	if err != nil {
+		return expect{}, err
+	}
+	var rep audit.Report
+	t0 := time.Now()
+	err = await(ctx, 3*audit.CheckpointEvery, "the chain verified to its end", func() bool {
+		v := &audit.Verifier{Trusted: trusted}
+		for e, err := range r.c.api(r.c.leader(ctx)).Events(ctx, client.EventFilter{From: 1}) {
+			if err != nil || !v.Add(e) {
+				break
+			}
+		}
+		rep = v.Report()
+		return rep.Problem != "" || rep.Checkpoints > 0 && rep.Awaiting() == 0
+	})
+	if err != nil {
+		return expect{}, fmt.Errorf("%w: %+v", err, rep)
+	}
+	if rep.Problem != "" {
+		return expect{}, fmt.Errorf("the audit chain breaks at %d: %s", rep.Seq, rep.Problem)
+	}
+	r.timings = append(r.timings, fmt.Sprintf("%d events, %d checkpoints", rep.Events, rep.Checkpoints))
+	r.timing("signed to the end", time.Since(t0))
+	return expect{}, nil
 }
 
 // busiest is the worker this case's containers were placed on most.

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -120,39 +121,72 @@ func ParseKey(s string) (ed25519.PublicKey, error) {
 
 // OpenKey reads the signing key at path (a seed, in hex), making it on
 // first use, and writes its public half beside it (path.pub) for
-// verifiers to trust.
+// verifiers to trust. Orchestrators starting together with one
+// credentials directory end with one key: the first to make it wins.
 func OpenKey(path string) (ed25519.PrivateKey, error) {
-	var key ed25519.PrivateKey
-	if b, err := os.ReadFile(path); err == nil {
-		seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil || len(seed) != ed25519.SeedSize {
-			return nil, fmt.Errorf("audit: %s is not an ed25519 seed", path)
-		}
-		key = ed25519.NewKeyFromSeed(seed)
-	} else if errors.Is(err, os.ErrNotExist) {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := makeKey(path); err != nil {
 			return nil, err
 		}
-		key = k
-		if err := write(path, hex.EncodeToString(key.Seed())+"\n", 0o600); err != nil {
-			return nil, err
-		}
-	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("audit: %s is not an ed25519 seed", path)
+	}
+	key := ed25519.NewKeyFromSeed(seed)
 	if err := write(path+".pub", KeyID(key.Public().(ed25519.PublicKey))+"\n", 0o644); err != nil {
 		return nil, err
 	}
 	return key, nil
 }
 
-func write(path, s string, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(s), mode); err != nil {
+// makeKey writes a new key to path unless one is there already: linked
+// into place whole, never replacing another's.
+func makeKey(path string) error {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".audit-key-*")
+	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(hex.EncodeToString(key.Seed()) + "\n"); err != nil {
+		tmp.Close()
+		return fmt.Errorf("audit: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+func write(path, s string, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".audit-*")
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(s)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), mode)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	return nil

@@ -13,7 +13,8 @@ import (
 //   - a sequence that comes again: an event inserted;
 //   - a sequence lower than the one before: events reordered;
 //   - a sequence past the next: events dropped (the events stream allows
-//     no deletes; a gap is someone's doing);
+//     no deletes; a gap is someone's doing), or reordered when the missing
+//     ones come later in the reading;
 //   - a checkpoint whose link is not the chain's there: an event changed
 //     (or dropped and renumbered) since the last checkpoint that held;
 //   - a checkpoint not signed by the trusted key.
@@ -32,7 +33,15 @@ type Verifier struct {
 	link     Link
 	links    map[uint64]Link // the chain at each sequence since the last checkpoint that held
 	pending  []pendingEvent  // read before the chain was anchored
+	gap      *gap            // sequences missing where the reading skipped
 	report   Report
+}
+
+// gap is a run of sequences a reading skipped: dropped, unless they come
+// later.
+type gap struct {
+	from, to, after uint64
+	next            string
 }
 
 type pendingEvent struct {
@@ -46,6 +55,7 @@ type Report struct {
 	Events      int
 	Checkpoints int    // checkpoints that held
 	Verified    uint64 // the sequence up to which the last checkpoint that held vouches
+	Signed      uint64 // the sequence of that checkpoint itself
 	Unanchored  int    // events read before the first checkpoint the reading could hold
 	Keys        []string
 	// Problem is the first break, "" when there is none; Seq is where.
@@ -60,6 +70,14 @@ func (v *Verifier) Add(e events.Event) bool {
 		return false
 	}
 	seq := events.StreamSeq(e)
+	if g := v.gap; g != nil {
+		// Past a gap nothing is folded: what is read only tells whether
+		// the missing events come later (reordered) or never (dropped).
+		if seq >= g.from && seq <= g.to {
+			return v.fail(seq, fmt.Sprintf("reordered: sequence %d (%s) comes after %d", seq, e.ID(), g.after))
+		}
+		return true
+	}
 	switch {
 	case seq == 0:
 		return v.fail(v.last+1, fmt.Sprintf("event %s carries no stream sequence (%s)", e.ID(), events.ExtStreamSeq))
@@ -68,7 +86,8 @@ func (v *Verifier) Add(e events.Event) bool {
 	case v.last != 0 && seq < v.last:
 		return v.fail(seq, fmt.Sprintf("reordered: sequence %d (%s) comes after %d", seq, e.ID(), v.last))
 	case v.last != 0 && seq > v.last+1:
-		return v.fail(v.last+1, fmt.Sprintf("dropped: sequences %d to %d are missing (the next is %s at %d)", v.last+1, seq-1, e.ID(), seq))
+		v.gap = &gap{from: v.last + 1, to: seq - 1, after: seq, next: e.ID()}
+		return true
 	}
 	canonical, err := Canonical(e)
 	if err != nil {
@@ -111,7 +130,7 @@ func (v *Verifier) Add(e events.Event) bool {
 			v.report.Verified, d.Seq, seq))
 	}
 	v.report.Checkpoints++
-	v.report.Verified = d.Seq
+	v.report.Verified, v.report.Signed = d.Seq, seq
 	if !contains(v.report.Keys, d.Key) {
 		v.report.Keys = append(v.report.Keys, d.Key)
 	}
@@ -149,8 +168,25 @@ func (v *Verifier) fail(seq uint64, problem string) bool {
 	return false
 }
 
-// Report is what was found so far; after the last event, the whole.
+// Awaiting counts the events read after what the last checkpoint vouches
+// for, other than that checkpoint itself.
+func (r Report) Awaiting() uint64 {
+	if r.Last <= r.Verified {
+		return 0
+	}
+	n := r.Last - r.Verified
+	if r.Signed > r.Verified && r.Signed <= r.Last {
+		n--
+	}
+	return n
+}
+
+// Report ends the reading and says what was found: a gap still open at
+// the end is events dropped.
 func (v *Verifier) Report() Report {
+	if g := v.gap; g != nil && v.report.Problem == "" {
+		v.fail(g.from, fmt.Sprintf("dropped: sequences %d to %d are missing (the next is %s at %d)", g.from, g.to, g.next, g.after))
+	}
 	r := v.report
 	if !v.anchored {
 		r.Unanchored = len(v.pending)

@@ -154,6 +154,7 @@ func (o *Orchestrator) lead(runCtx, ctx context.Context) error {
 	g.Go(func() error { return o.serveRequests(ctx) })
 	g.Go(func() error { o.reconcileFollowed(ctx); return nil })
 	g.Go(func() error { return o.watchLiveness(ctx) })
+	g.Go(func() error { return o.checkpoints(ctx) })
 	if o.leadFn != nil {
 		g.Go(func() error { return o.leadFn(ctx) })
 	}

@@ -10,6 +10,7 @@ package orchestrator
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/audit"
 	"github.com/openagent/orchestrator/pkg/coord"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
@@ -43,6 +45,11 @@ type Config struct {
 	// HostGrace is how much longer than HostLiveness a host may be silent
 	// before it is declared lost; DefaultHostGrace when zero.
 	HostGrace time.Duration
+	// AuditKey signs the audit chain's checkpoints, which the leader
+	// publishes every CheckpointEvery (audit.CheckpointEvery when zero)
+	// while the events stream grows; nil publishes none.
+	AuditKey        ed25519.PrivateKey
+	CheckpointEvery time.Duration
 	// Protected host paths no container may mount, such as the data
 	// directory.
 	Protected []string
@@ -134,7 +141,9 @@ type Orchestrator struct {
 	deafSince  atomic.Int64  // unix nanos: see heard
 	// unplaceable keeps why each lost container could not be replaced
 	// yet, so that it is logged once (the liveness loop's alone).
-	unplaceable map[string]string
+	unplaceable     map[string]string
+	auditKey        ed25519.PrivateKey
+	checkpointEvery time.Duration
 	// drained keeps the steps (stop, remove) this term sent to end the
 	// containers moved off draining hosts (the liveness loop's alone).
 	drained map[string]bool
@@ -175,6 +184,9 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		o.grace = DefaultHostGrace
 	}
 	o.unplaceable, o.drained = map[string]string{}, map[string]bool{}
+	if o.auditKey, o.checkpointEvery = cfg.AuditKey, cfg.CheckpointEvery; o.checkpointEvery <= 0 {
+		o.checkpointEvery = audit.CheckpointEvery
+	}
 	if o.driftEvery <= 0 {
 		o.driftEvery = DefaultDriftInterval
 	}

@@ -8,6 +8,7 @@ package system
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
+	"github.com/openagent/orchestrator/pkg/audit"
 	"github.com/openagent/orchestrator/pkg/coord"
 	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/events"
@@ -96,6 +98,11 @@ type Config struct {
 	// it may be silent before it is declared lost and its containers
 	// rescheduled (orchestrator.DefaultHostGrace when zero).
 	HostTTL, HostGrace time.Duration
+	// CheckpointEvery is how often the leader signs the audit chain
+	// (audit.CheckpointEvery when zero), with the key kept as audit.key
+	// in the credentials directory (TokensDir, or data-dir/credentials);
+	// without one, no checkpoints are signed.
+	CheckpointEvery time.Duration
 }
 
 // System is a running system.
@@ -217,9 +224,13 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 			})
 			return g.Wait()
 		}
+		auditKey, err := openAuditKey(cfg)
+		if err != nil {
+			return nil, err
+		}
 		o, err = orchestrator.New(ctx, orchestrator.Config{Policy: engine, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected,
 			PendingDeadline: cfg.PendingDeadline, Clustered: clustered, Leases: leases, ID: cfg.ID, Address: advertise, Lead: lead,
-			HostLiveness: cfg.HostTTL, HostGrace: cfg.HostGrace})
+			HostLiveness: cfg.HostTTL, HostGrace: cfg.HostGrace, AuditKey: auditKey, CheckpointEvery: cfg.CheckpointEvery})
 		if err != nil {
 			return nil, err
 		}
@@ -382,6 +393,28 @@ func policyEngine(cfg Config) (*policy.Engine, error) {
 	}
 	return policy.New(pc)
 }
+
+// openAuditKey opens the key that signs the audit chain, kept beside the
+// tokens (shared by every orchestrator of a deployment that shares them);
+// nil when there is nowhere to keep it.
+func openAuditKey(cfg Config) (ed25519.PrivateKey, error) {
+	dir := cfg.TokensDir
+	if dir == "" && cfg.DataDir != "" {
+		dir = filepath.Join(cfg.DataDir, "credentials")
+	}
+	if dir == "" {
+		cfg.Logger.Warn("system: no data directory keeps the audit key: the audit chain is not signed")
+		return nil, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return audit.OpenKey(filepath.Join(dir, AuditKeyFile))
+}
+
+// AuditKeyFile is the audit key's file in the credentials directory; its
+// public half, which verifiers trust, is AuditKeyFile + ".pub".
+const AuditKeyFile = "audit.key"
 
 // openTokens opens the HTTP API's token store and makes sure an admin
 // token is there for the CLI, in admin.token beside the store.
