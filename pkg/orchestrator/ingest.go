@@ -65,6 +65,9 @@ func (o *Orchestrator) relay(ctx context.Context) error {
 			}
 		}
 	}()
+	// Short pulls make heartbeats frequent: a pull lost as the cluster
+	// forms or as a server goes is made again within seconds; with the
+	// default's 30s, a fresh deployment relayed nothing for its first 30s.
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		host := events.IngestHost(m.Subject())
 		e, why := o.checkIngest(host, m)
@@ -86,7 +89,7 @@ func (o *Orchestrator) relay(ctx context.Context) error {
 		}
 		o.log.Warn("orchestrator: move an event to the events stream", "host_id", host, "event_id", e.ID(), "err", err)
 		_ = m.NakWithDelay(time.Second)
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullExpiry(5*time.Second), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if ctx.Err() == nil {
 			o.log.Warn("orchestrator: the ingest stream", "err", err)
 		}

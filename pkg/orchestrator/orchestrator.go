@@ -266,7 +266,8 @@ func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtU
 		close(caughtUp)
 		caughtUp = nil
 	}
-	iter, err := cons.Messages()
+	// Short pulls, as the relay's: a lost one is made again in seconds.
+	iter, err := cons.Messages(jetstream.PullExpiry(5 * time.Second))
 	if err != nil {
 		return err
 	}
