@@ -6,16 +6,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/audit"
 	"github.com/openagent/orchestrator/pkg/client"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
 	"github.com/openagent/orchestrator/pkg/system"
 )
 
@@ -122,7 +127,65 @@ func (c *cli) auditCmd() *cobra.Command {
 	export.Flags().StringVar(&since, "since", "", "from this TIME (RFC 3339) or DURATION ago; default the start")
 	export.Flags().StringVar(&until, "until", "", "up to this TIME (RFC 3339) or DURATION ago; default now")
 	export.Flags().StringVarP(&out, "output", "o", "", "the file to write, - for standard output")
-	cmd.AddCommand(verify, export)
+	var at string
+	var all bool
+	state := &cobra.Command{Use: "state [--at TIME] [--all]", Short: "Rebuild what existed at a time from the audit log, with the control plane's own fold",
+		Long: "Fold the events stream's events up to --at (RFC 3339, or a DURATION ago; default now) with the projection the\n" +
+			"orchestrator keeps, and print the containers as they then stood (--all: with those removed by then) and the hosts\n" +
+			"lost or draining. What a superseded leader wrote after its successor's election is left out, as the control plane leaves it.",
+		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error {
+			when := time.Now()
+			if at != "" {
+				t, err := parseSince(at)
+				if err != nil {
+					return fmt.Errorf("invalid: --at: %w", err)
+				}
+				when = t
+			}
+			m := projection.New()
+			for e, err := range c.client().Events(cmd.Context(), client.EventFilter{From: 1}) {
+				if err != nil {
+					return err
+				}
+				if !e.Time().After(when) {
+					projection.Apply(m, events.StreamSeq(e), e)
+				}
+			}
+			var list []*projection.Record
+			for _, r := range m.Containers {
+				if all || r.Status != api.StatusRemoved {
+					list = append(list, r)
+				}
+			}
+			slices.SortFunc(list, func(a, b *projection.Record) int { return a.CreatedAt.Compare(b.CreatedAt) })
+			if c.json() {
+				for _, r := range list {
+					if err := c.emit(r.Container); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			fmt.Fprintf(c.out, "as of %s (events to %d):\n", when.UTC().Format(time.RFC3339), m.Seq)
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tHOST\tSTATUS")
+			for _, r := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", short(r.ID), r.Name, r.Image, r.Host, r.Status)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, h := range slices.Sorted(maps.Keys(m.LostHosts)) {
+				fmt.Fprintf(c.out, "host %s lost since %s\n", h, m.LostHosts[h].UTC().Format(time.RFC3339))
+			}
+			for _, h := range slices.Sorted(maps.Keys(m.DrainingHosts)) {
+				fmt.Fprintf(c.out, "host %s draining since %s\n", h, m.DrainingHosts[h].UTC().Format(time.RFC3339))
+			}
+			return nil
+		}}
+	state.Flags().StringVar(&at, "at", "", "the TIME (RFC 3339) or DURATION ago to rebuild; default now")
+	state.Flags().BoolVar(&all, "all", false, "list the containers removed by then too")
+	cmd.AddCommand(verify, export, state)
 	return cmd
 }
 

@@ -35,8 +35,26 @@ func TestAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := strings.TrimSpace(string(pub))
+	var ids []string
 	for range 3 {
-		mustRun(t, srv, "run", "fake", "--", "fake", "--forever")
+		ids = append(ids, strings.TrimSpace(mustRun(t, srv, "run", "fake", "--", "fake", "--forever")))
+	}
+	// What existed then, rebuilt from the log once one is gone.
+	time.Sleep(100 * time.Millisecond)
+	then := time.Now().UTC().Format(time.RFC3339Nano)
+	time.Sleep(100 * time.Millisecond)
+	mustRun(t, srv, "rm", "--force", ids[0])
+	past, now := mustRun(t, srv, "audit", "state", "--at", then), mustRun(t, srv, "audit", "state")
+	for _, id := range ids {
+		if !strings.Contains(past, id[:12]) || !strings.Contains(past, "running") {
+			t.Fatalf("audit state --at %s lacks %s running:\n%s", then, id, past)
+		}
+	}
+	if strings.Contains(now, ids[0][:12]) || !strings.Contains(now, ids[1][:12]) {
+		t.Fatalf("audit state now shows the removed %s, or not the others:\n%s", ids[0], now)
+	}
+	if all := mustRun(t, srv, "audit", "state", "--all"); !strings.Contains(all, ids[0][:12]) || !strings.Contains(all, "removed") {
+		t.Fatalf("audit state --all lacks the removed one:\n%s", all)
 	}
 	// The leader signs what the stream holds within its interval.
 	deadline := time.Now().Add(20 * time.Second)
