@@ -607,7 +607,11 @@ func (c *cli) hostsCmd() *cobra.Command {
 		for _, h := range hosts {
 			var names []string
 			for _, d := range h.Drivers {
-				names = append(names, d.Name)
+				name := d.Name
+				if d.Breaker != "" && d.Breaker != "closed" {
+					name += "(" + d.Breaker + ")" // its breaker fails what comes at once
+				}
+				names = append(names, name)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d/%d\t%d\t%s\t%s\n", h.ID, strings.Join(names, ","), cores(h.Allocated.CPU), cores(h.Capacity.CPU),
 				h.Allocated.Memory, h.Capacity.Memory, h.Containers, hostState(h), ago(h.LastSeen))

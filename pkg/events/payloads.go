@@ -339,6 +339,9 @@ type DriverInfo struct {
 	// Enforcement is what the driver says it enforces on the host, setting
 	// by setting (the network and egress among them), and how.
 	Enforcement []driver.Enforcement `json:"enforcement,omitempty"`
+	// Breaker is the state of the worker's circuit breaker around the
+	// driver: closed, open (failing at once) or half-open (on trial).
+	Breaker string `json:"breaker,omitempty"`
 }
 
 // HostRecord is what a worker keeps of its host in the hosts bucket,

@@ -92,7 +92,7 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 		unlock := w.lockLifecycle(c.ContainerID)
 		defer unlock()
 	}
-	err := w.run(ctx, e, &c)
+	err := w.guarded(ctx, e, &c)
 	var fe *fenceError
 	switch {
 	case err == nil:
@@ -109,7 +109,30 @@ func (w *Worker) handle(ctx context.Context, d *events.Delivery) error {
 		return w.fail(ctx, e, err)
 	}
 	log.Info("worker: command failed, will retry", "err", err)
+	var open *breakerOpen
+	if errors.As(err, &open) {
+		return events.Retry(err, max(open.wait, 10*time.Millisecond))
+	}
 	return events.Retry(err, 0)
+}
+
+// guarded runs a command under its driver's retries and circuit breaker
+// (see Resilience); an exec, which is not safe to run twice, runs once.
+func (w *Worker) guarded(ctx context.Context, e events.Event, c *command) error {
+	run := func() error { return w.run(ctx, e, c) }
+	name := c.Driver
+	if name == "" {
+		w.mu.Lock()
+		if d := w.owner[c.ContainerID]; d != nil {
+			name = d.Name()
+		}
+		w.mu.Unlock()
+	}
+	g := w.guards[name]
+	if g == nil || e.Type() == events.CommandExec {
+		return run()
+	}
+	return g.do(ctx, run)
 }
 
 // lifecycleLock serialises one container's creates, starts and removes.

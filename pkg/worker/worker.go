@@ -40,6 +40,9 @@ type Config struct {
 	Reserved api.Resources
 	// Heartbeat is how often the host record is refreshed; 2s when zero.
 	Heartbeat time.Duration
+	// Resilience sets the retries and circuit breaker around each
+	// driver's lifecycle operations; zero values take the defaults.
+	Resilience Resilience
 	// Concurrency bounds the commands run at once; 32 when zero.
 	Concurrency int
 	// ReapAfter, when set, makes the worker remove containers of its
@@ -77,6 +80,7 @@ type Worker struct {
 	held        map[string]bool           // containers stopped or removed by command: not restarted
 	probeKilled map[string]bool           // runs killed for a failed probe: failures, for the restart policy
 	lifecycle   map[string]*lifecycleLock // a container's creates, starts and removes, one at a time
+	guards      map[string]*guard         // each driver's retries and circuit breaker, by name
 	watches     chan watchRequest         // to the watch loop
 	health      map[string]api.DriverInfo // the last health each driver gave
 	fence       map[string]uint64         // container id → generation carried out
@@ -105,7 +109,10 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID)), log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
-		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, lifecycle: map[string]*lifecycleLock{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC()}
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, lifecycle: map[string]*lifecycleLock{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC(), guards: map[string]*guard{}}
+	for _, d := range cfg.Drivers {
+		w.guards[d.Name()] = newGuard(d.Name(), cfg.Resilience)
+	}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
@@ -210,7 +217,7 @@ func (w *Worker) hostRecord(ctx context.Context) events.HostRecord {
 	var drivers []events.DriverInfo
 	for _, d := range w.cfg.Drivers {
 		hctx, cancel := context.WithTimeout(ctx, healthTimeout)
-		info := api.DriverInfo{Name: d.Name()}
+		info := api.DriverInfo{Name: d.Name(), Breaker: w.guards[d.Name()].state()}
 		if h, err := d.Health(hctx); err == nil {
 			info.Version, info.MinCPU = h.Version, h.MinCPU
 			if full {
@@ -223,6 +230,7 @@ func (w *Worker) hostRecord(ctx context.Context) events.HostRecord {
 			w.mu.Lock()
 			if last, ok := w.health[d.Name()]; ok {
 				info = last // what it said last, while it does not answer
+				info.Breaker = w.guards[d.Name()].state()
 			}
 			w.mu.Unlock()
 		}
