@@ -54,7 +54,8 @@ func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Eve
 
 // handle is Handle for a request that may have been validated on receipt
 // already (the consumer loop does), so that it is not validated twice.
-func (o *Orchestrator) handle(ctx context.Context, req events.Event, validated bool) (events.Event, error) {
+func (o *Orchestrator) handle(ctx context.Context, req events.Event, validated bool) (out events.Event, err error) {
+	defer func(since time.Time) { o.measure(ctx, req, out, err, since) }(time.Now())
 	key, digest := events.RequestKey(req), events.RequestDigest(req)
 	bucketKey := events.RequestToken(key)
 	if entry, err := o.requests.Get(ctx, bucketKey); err == nil {

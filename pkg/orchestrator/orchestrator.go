@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -50,6 +51,9 @@ type Config struct {
 	// while the events stream grows; nil publishes none.
 	AuditKey        ed25519.PrivateKey
 	CheckpointEvery time.Duration
+	// Meter makes the control plane's metrics (package telemetry); nil
+	// records none.
+	Meter metric.Meter
 	// Protected host paths no container may mount, such as the data
 	// directory.
 	Protected []string
@@ -144,6 +148,7 @@ type Orchestrator struct {
 	unplaceable     map[string]string
 	auditKey        ed25519.PrivateKey
 	checkpointEvery time.Duration
+	metrics         instruments
 	// drained keeps the steps (stop, remove) this term sent to end the
 	// containers moved off draining hosts (the liveness loop's alone).
 	drained map[string]bool
@@ -186,6 +191,9 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	o.unplaceable, o.drained = map[string]string{}, map[string]bool{}
 	if o.auditKey, o.checkpointEvery = cfg.AuditKey, cfg.CheckpointEvery; o.checkpointEvery <= 0 {
 		o.checkpointEvery = audit.CheckpointEvery
+	}
+	if err := o.instrument(cfg.Meter); err != nil {
+		return nil, err
 	}
 	if o.driftEvery <= 0 {
 		o.driftEvery = DefaultDriftInterval

@@ -179,3 +179,48 @@ func TestEventsFromCursor(t *testing.T) {
 		}
 	}
 }
+
+// The metrics a Prometheus scrapes: requests by type and outcome, their
+// latency, containers by status, hosts by state, each driver's breaker.
+func TestMetrics(t *testing.T) {
+	e := newEnv(t)
+	req := fakeSpec("--forever")
+	req.Start = true
+	if _, err := e.c.Create(e.ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	bad := fakeSpec("--forever")
+	bad.Spec.Resources.CPU = -1
+	_, _ = e.c.Create(e.ctx, bad)
+	code, h, body := e.call("GET", "/metrics", "", nil)
+	if code != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET /metrics: %d %s", code, h.Get("Content-Type"))
+	}
+	text := string(body)
+	for _, want := range []string{
+		`openagent_requests_total{outcome="accepted",type="container.create.requested"} 1`,
+		`openagent_requests_total{outcome="invalid",type="container.create.requested"} 1`,
+		`openagent_request_duration_seconds_bucket{type="container.create.requested",le="+Inf"} 2`,
+		`openagent_containers{status="running"} 1`,
+		`openagent_hosts{state="live"} 2`,
+		`openagent_hosts{state="lost"} 0`,
+		`openagent_driver_breaker_open{driver="fake",host=`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", text)
+	}
+	// Not without a token.
+	req2, _ := http.NewRequestWithContext(e.ctx, "GET", e.sys.HTTPURL+"/metrics", nil)
+	res, err := http.DefaultClient.Do(req2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /metrics without a token: %d", res.StatusCode)
+	}
+}

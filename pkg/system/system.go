@@ -38,6 +38,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/policy"
 	"github.com/openagent/orchestrator/pkg/sessions"
+	"github.com/openagent/orchestrator/pkg/telemetry"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
 
@@ -107,7 +108,8 @@ type Config struct {
 
 // System is a running system.
 type System struct {
-	Server       *server.Server // nil with an external NATS
+	metrics      *telemetry.Metrics // the control plane's; nil without one
+	Server       *server.Server     // nil with an external NATS
 	NC           *nats.Conn
 	JS           jetstream.JetStream
 	Validator    *events.Validator
@@ -234,9 +236,13 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if err != nil {
 			return nil, err
 		}
+		if s.metrics, err = telemetry.New(); err != nil {
+			return nil, err
+		}
 		o, err = orchestrator.New(ctx, orchestrator.Config{Policy: engine, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected,
 			PendingDeadline: cfg.PendingDeadline, Clustered: clustered, Leases: leases, ID: cfg.ID, Address: advertise, Lead: lead,
-			HostLiveness: cfg.HostTTL, HostGrace: cfg.HostGrace, AuditKey: auditKey, CheckpointEvery: cfg.CheckpointEvery})
+			HostLiveness: cfg.HostTTL, HostGrace: cfg.HostGrace, AuditKey: auditKey, CheckpointEvery: cfg.CheckpointEvery,
+			Meter: s.metrics.Meter()})
 		if err != nil {
 			return nil, err
 		}
@@ -588,7 +594,12 @@ func (s *System) listenHTTP(addr string) (net.Listener, error) {
 }
 
 func (s *System) serveHTTP(ln net.Listener) {
-	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions, Tokens: s.tokens})
+	var metrics http.Handler
+	if s.metrics != nil {
+		metrics = s.metrics.Handler()
+	}
+	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions, Tokens: s.tokens,
+		Metrics: metrics})
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	serve := func() error { return s.http.Serve(ln) }
 	if s.tlsCert != "" {

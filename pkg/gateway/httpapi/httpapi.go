@@ -46,6 +46,9 @@ type Config struct {
 	Sessions     *sessions.Service
 	// Tokens authenticates the callers; nil leaves the door open.
 	Tokens *creds.Tokens
+	// Metrics serves GET /metrics (Prometheus' text format) to any
+	// principal that may read; nil answers 404.
+	Metrics http.Handler
 }
 
 // server is the door's state: what it hands calls to.
@@ -151,6 +154,13 @@ func (s *server) routes() []route {
 			default:
 				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
 			}
+		}},
+		{"GET", "/metrics", func(w http.ResponseWriter, r *http.Request) {
+			if s.Metrics == nil {
+				writeError(w, &api.Error{Kind: api.KindNotFound, Message: "this orchestrator keeps no metrics"})
+				return
+			}
+			s.Metrics.ServeHTTP(w, r)
 		}},
 		{"GET", "/v1/version", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"version": version.Version})
