@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/openagent/orchestrator/internal/eventlog"
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/events"
@@ -262,39 +263,9 @@ func (l *ledger) unstarted(ids []string) string {
 // server restarts.
 func follow(ctx context.Context, t *testing.T, nc *nats.Conn, l *ledger) {
 	js, _ := jetstream.New(nc)
-	var next uint64 = 1
-	for ctx.Err() == nil {
-		cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
-			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		it, err := cons.Messages()
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		stop := context.AfterFunc(ctx, it.Stop)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				break
-			}
-			md, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			next = md.Sequence.Stream + 1
-			e, err := events.FromMsg(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
-			if err != nil {
-				t.Errorf("the events stream holds an undecodable event at %d: %v", md.Sequence.Stream, err)
-				continue
-			}
-			l.add(e)
-		}
-		stop()
-	}
+	eventlog.Follow(ctx, js, func(e events.Event, _ uint64) { l.add(e) }, func(seq uint64, err error) {
+		t.Errorf("the events stream holds an undecodable event at %d: %v", seq, err)
+	})
 }
 
 func crashRun(t *testing.T, bins binaries, syncAlways bool) {

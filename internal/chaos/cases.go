@@ -149,16 +149,7 @@ func workerKill(ctx context.Context, r *caseRun) (expect, error) {
 
 // created counts this case's containers created on host.
 func (r *caseRun) created(host string) int {
-	ids := r.containers()
-	r.l.mu.Lock()
-	defer r.l.mu.Unlock()
-	n := 0
-	for _, id := range ids {
-		if r.l.createdOn[id][host] {
-			n++
-		}
-	}
-	return n
+	return r.sum(func(id string) int { return b2i(r.l.createdOn[id][host]) })
 }
 
 // Cut the host of running containers off the bus past its grace: it is
@@ -249,15 +240,8 @@ func natsStop(ctx context.Context, r *caseRun) (expect, error) {
 // kill -9 the leading orchestrator under load, and start it again: the
 // other takes over within its lease and a third.
 func leaderKill(ctx context.Context, r *caseRun) (expect, error) {
-	leader := r.c.leader(ctx)
-	if leader == "" {
-		return expect{}, fmt.Errorf("no leader")
-	}
-	done := make(chan func())
-	go func() { done <- r.load(ctx, 20, 200*time.Millisecond, "") }()
-	time.Sleep(time.Second)
-	t0 := time.Now()
-	if err := r.c.kill(ctx, leader, "KILL"); err != nil {
+	leader, t0, done, err := r.signalLeader(ctx, "KILL")
+	if err != nil {
 		return expect{}, err
 	}
 	if err := r.failover(ctx, leader, t0); err != nil {
@@ -269,6 +253,21 @@ func leaderKill(ctx context.Context, r *caseRun) (expect, error) {
 	r.healed = time.Now()
 	(<-done)()
 	return expect{}, nil
+}
+
+// signalLeader starts a load of 20 creates over 4s and, a second into it,
+// sends signal to the leading orchestrator; it returns the leader, when,
+// and the load's wait (received once the load is under way).
+func (r *caseRun) signalLeader(ctx context.Context, signal string) (string, time.Time, chan func(), error) {
+	leader := r.c.leader(ctx)
+	if leader == "" {
+		return "", time.Time{}, nil, fmt.Errorf("no leader")
+	}
+	done := make(chan func(), 1)
+	go func() { done <- r.load(ctx, 20, 200*time.Millisecond, "") }()
+	time.Sleep(time.Second)
+	t0 := time.Now()
+	return leader, t0, done, r.c.kill(ctx, leader, signal)
 }
 
 // failover waits for another orchestrator than old to be elected after t0.
@@ -289,18 +288,11 @@ func (r *caseRun) failover(ctx context.Context, old string, t0 time.Time) error 
 // takes over, and the old one, woken, steps down; what it wrote in the
 // meantime is refused by its token.
 func leaderPause(ctx context.Context, r *caseRun) (expect, error) {
-	leader := r.c.leader(ctx)
-	if leader == "" {
-		return expect{}, fmt.Errorf("no leader")
-	}
-	done := make(chan func())
-	go func() { done <- r.load(ctx, 20, 200*time.Millisecond, "") }()
-	time.Sleep(time.Second)
-	t0 := time.Now()
-	if err := r.c.kill(ctx, leader, "STOP"); err != nil {
+	leader, t0, done, err := r.signalLeader(ctx, "STOP")
+	if err != nil {
 		return expect{}, err
 	}
-	err := r.failover(ctx, leader, t0)
+	err = r.failover(ctx, leader, t0)
 	time.Sleep(time.Until(t0.Add(3 * leaseTTL)))
 	if cerr := r.c.kill(ctx, leader, "CONT"); cerr != nil {
 		return expect{}, cerr
@@ -398,17 +390,10 @@ func auditChain(ctx context.Context, r *caseRun) (expect, error) {
 
 // busiest is the worker this case's containers were placed on most.
 func (r *caseRun) busiest() string {
-	ids := r.containers()
-	r.l.mu.Lock()
-	defer r.l.mu.Unlock()
-	on := map[string]int{}
-	for _, id := range ids {
-		on[r.l.placedOn[id]]++
-	}
-	target := workers[0]
+	target, most := workers[0], -1
 	for _, w := range workers {
-		if on[w] > on[target] {
-			target = w
+		if n := r.placedOn(w); n > most {
+			target, most = w, n
 		}
 	}
 	return target
@@ -416,28 +401,31 @@ func (r *caseRun) busiest() string {
 
 // placedOn counts this case's containers placed on host.
 func (r *caseRun) placedOn(host string) int {
-	ids := r.containers()
-	r.l.mu.Lock()
-	defer r.l.mu.Unlock()
-	n := 0
-	for _, id := range ids {
-		if r.l.placedOn[id] == host {
-			n++
-		}
-	}
-	return n
+	return r.sum(func(id string) int { return b2i(r.l.placedOn[id] == host) })
 }
 
 // rescheduledCount counts the rescheduled events of this case's containers.
 func (r *caseRun) rescheduledCount() int {
+	return r.sum(func(id string) int { return r.l.rescheduled[id] })
+}
+
+// sum adds f over this case's containers, with the ledger held.
+func (r *caseRun) sum(f func(id string) int) int {
 	ids := r.containers()
 	r.l.mu.Lock()
 	defer r.l.mu.Unlock()
 	n := 0
 	for _, id := range ids {
-		n += r.l.rescheduled[id]
+		n += f(id)
 	}
 	return n
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func first(s []string, n int) []string {

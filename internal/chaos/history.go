@@ -6,9 +6,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/openagent/orchestrator/internal/eventlog"
 	"github.com/openagent/orchestrator/pkg/events"
 )
 
@@ -170,37 +170,7 @@ func (l *ledger) electedAfter(t time.Time) (election, bool) {
 // follow feeds the events stream into l from its start until ctx ends,
 // across the servers' restarts.
 func follow(ctx context.Context, js jetstream.JetStream, l *ledger, warn func(string)) {
-	var next uint64 = 1
-	for ctx.Err() == nil {
-		cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
-			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		it, err := cons.Messages()
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		stop := context.AfterFunc(ctx, it.Stop)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				break
-			}
-			md, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			next = md.Sequence.Stream + 1
-			e, err := events.FromMsg(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
-			if err != nil {
-				warn(fmt.Sprintf("the events stream holds an undecodable event at %d: %v", md.Sequence.Stream, err))
-				continue
-			}
-			l.add(e, md.Sequence.Stream)
-		}
-		stop()
-	}
+	eventlog.Follow(ctx, js, l.add, func(seq uint64, err error) {
+		warn(fmt.Sprintf("the events stream holds an undecodable event at %d: %v", seq, err))
+	})
 }
