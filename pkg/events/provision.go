@@ -205,15 +205,22 @@ func Provision(ctx context.Context, js jetstream.JetStream, c ProvisionConfig) (
 	if c.Wait <= 0 {
 		return provision(ctx, js, c)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.Wait)
+	return WhileUnready(ctx, c.Wait, func(ctx context.Context) ([]Change, error) { return provision(ctx, js, c) })
+}
+
+// WhileUnready calls fn, with a backoff, for as long as it fails because
+// JetStream is not ready yet (Unready) and wait has not passed; its
+// context ends with the wait.
+func WhileUnready[T any](ctx context.Context, wait time.Duration, fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	retry := retrypolicy.NewBuilder[[]Change]().
-		HandleIf(func(_ []Change, err error) bool { return ctx.Err() == nil && Unready(err) }).
+	retry := retrypolicy.NewBuilder[T]().
+		HandleIf(func(_ T, err error) bool { return ctx.Err() == nil && Unready(err) }).
 		WithMaxRetries(-1).
 		WithBackoff(100*time.Millisecond, 2*time.Second).
 		ReturnLastFailure().
 		Build()
-	return failsafe.With(retry).WithContext(ctx).Get(func() ([]Change, error) { return provision(ctx, js, c) })
+	return failsafe.With(retry).WithContext(ctx).Get(func() (T, error) { return fn(ctx) })
 }
 
 // Unready reports whether err is JetStream not being ready yet, rather than

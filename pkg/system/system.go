@@ -191,12 +191,16 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if clustered {
 			replicas = 3
 		}
-		leases, err := coord.Open(ctx, s.JS, events.BucketLeases, cfg.LeaseTTL, replicas)
-		// A cluster coming up with this process may not take the bucket
-		// yet, as provisioning found (the same wait).
-		for deadline := time.Now().Add(ClusterWait); err != nil && cfg.NATSURL != "" && events.Unready(err) && time.Now().Before(deadline) && ctx.Err() == nil; {
-			time.Sleep(500 * time.Millisecond)
-			leases, err = coord.Open(ctx, s.JS, events.BucketLeases, cfg.LeaseTTL, replicas)
+		openLeases := func(ctx context.Context) (*coord.Leases, error) {
+			return coord.Open(ctx, s.JS, events.BucketLeases, cfg.LeaseTTL, replicas)
+		}
+		var leases *coord.Leases
+		if cfg.NATSURL != "" {
+			// A cluster coming up with this process may not take the
+			// bucket yet, as provisioning found: the same wait.
+			leases, err = events.WhileUnready(ctx, ClusterWait, openLeases)
+		} else {
+			leases, err = openLeases(ctx)
 		}
 		if err != nil {
 			return nil, err
