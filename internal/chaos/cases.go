@@ -17,7 +17,7 @@ import (
 // (deploy/compose.yaml): the leader's lease, and a host's TTL plus grace.
 const (
 	leaseTTL      = 3 * time.Second
-	hostLostAfter = 15 * time.Second
+	hostLostAfter = 30 * time.Second
 )
 
 // A testCase injects one fault under load and says what it should bring
