@@ -19,10 +19,17 @@ func (c *cli) benchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure the system"}
 	var cfg bench.LifecycleConfig
 	var sync string
+	var rounds int
 	lifecycle := &cobra.Command{
-		Use:   "lifecycle [--embedded] [--hosts N] [--clients C] [--requests N] [--sync always|interval]",
+		Use:   "lifecycle [--embedded] [--hosts N] [--clients C] [--requests N] [--sync always|interval] [--telemetry default|off|on|compare]",
 		Short: "Request → running latency and throughput through the bus, with bare-bus baselines of the same run",
-		Args:  cobra.NoArgs,
+		Long: `Request → running latency and throughput through the bus, with bare-bus baselines of the same run.
+
+With --embedded, --telemetry says what the system measures itself with: default (its metrics,
+no tracing), off (neither), on (metrics, and every span exported by OTLP to a receiver in this
+process), or compare: off, default and on taking turns for --rounds rounds, with each mode's
+figures pooled and their ratios to off.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch sync {
 			case "interval":
@@ -30,6 +37,12 @@ func (c *cli) benchCmd() *cobra.Command {
 				cfg.SyncAlways = true
 			default:
 				return fmt.Errorf("invalid: --sync must be always or interval, not %q", sync)
+			}
+			if cfg.Telemetry == "compare" {
+				return c.benchTelemetry(cmd, cfg, rounds)
+			}
+			if cfg.Telemetry != bench.TelemetryDefault && !cfg.Embedded {
+				return fmt.Errorf("invalid: --telemetry %s needs --embedded: a running system's telemetry is its own", cfg.Telemetry)
 			}
 			res, err := bench.Lifecycle(cmd.Context(), cfg)
 			if err != nil {
@@ -55,8 +68,30 @@ func (c *cli) benchCmd() *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", 64, "concurrent clients")
 	f.IntVar(&cfg.Requests, "requests", 10000, "container starts in all")
 	f.StringVar(&sync, "sync", "interval", "the embedded server's fsync: always or interval")
+	f.StringVar(&cfg.Telemetry, "telemetry", bench.TelemetryDefault, "the embedded system's telemetry: default, off, on or compare")
+	f.IntVar(&rounds, "rounds", 3, "with --telemetry compare: the rounds of off, default and on")
 	cmd.AddCommand(lifecycle, c.benchMemoryCmd(), benchOrchestratorCmd(), c.benchDockerCmd(), c.benchSessionCmd(), c.benchScheduleCmd(), c.benchFleetCmd())
 	return cmd
+}
+
+// benchTelemetry runs and prints a comparison of the telemetry modes.
+func (c *cli) benchTelemetry(cmd *cobra.Command, cfg bench.LifecycleConfig, rounds int) error {
+	res, err := bench.LifecycleTelemetry(cmd.Context(), cfg, rounds)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return c.emit(res)
+	}
+	tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "telemetry\trequests\terrors\tp50 ms\tp99 ms\tstarts/s\tp50 ×off\tp99 ×off\tstarts/s ×off\tspans exported\n")
+	for _, mode := range bench.TelemetryModes {
+		m, r := res.Modes[mode], res.Ratios[mode]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t%.3f\t%.0f\t%.3f\t%.3f\t%.3f\t%d requests, %d KiB\n", mode, m.Requests, m.Errors,
+			m.LatencyP50, m.LatencyP99, m.Throughput, r.P50, r.P99, r.Throughput, m.SpanExports, m.SpanBytes/1024)
+	}
+	fmt.Fprintf(tw, "(%d rounds of %d requests each, %d clients, %d hosts; latencies pooled, throughput the median)\n", res.Rounds, cfg.Requests, cfg.Clients, cfg.Hosts)
+	return tw.Flush()
 }
 
 func (c *cli) benchFleetCmd() *cobra.Command {

@@ -20,6 +20,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/orchestrator"
 	"github.com/openagent/orchestrator/pkg/scheduler"
 	"github.com/openagent/orchestrator/pkg/system"
+	"github.com/openagent/orchestrator/pkg/telemetry"
 )
 
 func main() {
@@ -55,6 +56,7 @@ func run() error {
 		hostTTL    = flag.Duration("host-ttl", scheduler.DefaultLiveWithin, "how recent a host's heartbeat must be for it to take containers")
 		hostGrace  = flag.Duration("host-grace", orchestrator.DefaultHostGrace, "how much longer than --host-ttl a host may be silent before it is declared lost and its containers rescheduled")
 		verbose    = flag.Bool("v", false, "log debug messages")
+		tracing    = telemetry.TracingFlags(flag.CommandLine)
 	)
 	flag.Parse()
 	workerSet := false
@@ -77,7 +79,7 @@ func run() error {
 		Orchestrator: true, Worker: *withWorker, HostID: *hostID, Drivers: splitList(*drivers), Logger: log, KeepCode: *keepCode,
 		TLSCert: *tlsCert, TLSKey: *tlsKey, TLSCA: *tlsCA,
 		PendingDeadline: *pending, PolicyDir: *policyDir, PolicyParams: *policyPar, PolicyDryRun: *policyDry,
-		ID: *id, Advertise: *advertise, LeaseTTL: *leaseTTL, HostTTL: *hostTTL, HostGrace: *hostGrace,
+		ID: *id, Advertise: *advertise, LeaseTTL: *leaseTTL, HostTTL: *hostTTL, HostGrace: *hostGrace, Tracing: *tracing,
 	}
 	if *leaseTTL < 300*time.Millisecond {
 		return fmt.Errorf("--lease-ttl %v: at least 300ms (the leader renews at a third of it)", *leaseTTL)

@@ -25,6 +25,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/creds"
 	"github.com/openagent/orchestrator/pkg/driver/local"
 	"github.com/openagent/orchestrator/pkg/events"
+	"github.com/openagent/orchestrator/pkg/telemetry"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
 
@@ -63,6 +64,7 @@ func run() error {
 		dryRun  = flag.Bool("reap-dry-run", false, "only log what the reaper would remove")
 		dataDir = flag.String("data-dir", defaultData, "where the local driver keeps its state")
 	)
+	tracingCfg := telemetry.TracingFlags(flag.CommandLine)
 	flag.Parse()
 	lbls := map[string]string{}
 	for _, kv := range strings.Split(*labels, ",") {
@@ -119,7 +121,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(ctx, worker.Config{NC: nc, JS: js, Validator: v, HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log,
+	tracingCfg.Instance = *hostID
+	tracing, err := telemetry.NewTracing(ctx, *tracingCfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracing.Shutdown(sctx) // the last spans
+	}()
+	w, err := worker.New(ctx, worker.Config{NC: nc, JS: js, Validator: v, HostID: *hostID, Labels: lbls, Drivers: drvs, Logger: log, Tracer: tracing.Provider(),
 		Capacity: api.Resources{CPU: *cpu, Memory: *memory, Pids: *pids, GPUs: *gpus}, Reserved: api.Resources{CPU: *resCPU, Memory: *resMem}, ReapAfter: *reap, ReapDryRun: *dryRun, Protected: []string{*dataDir}, Heartbeat: *beat})
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/driver/fake"
 	"github.com/openagent/orchestrator/pkg/events"
 	"github.com/openagent/orchestrator/pkg/system"
+	"github.com/openagent/orchestrator/pkg/telemetry"
 	"github.com/openagent/orchestrator/pkg/worker"
 )
 
@@ -32,7 +33,19 @@ type LifecycleConfig struct {
 	Requests   int    // container starts in all
 	SyncAlways bool   // the embedded server fsyncs every write
 	Baseline   int    // samples of each baseline; 2000 when zero
+	// Telemetry is what the embedded system measures itself with:
+	// TelemetryDefault (metrics, no tracing), TelemetryOff or TelemetryOn
+	// (metrics, and every span exported by OTLP to a receiver in this
+	// process).
+	Telemetry string
 }
+
+// The embedded system's telemetry in a lifecycle run.
+const (
+	TelemetryDefault = "default"
+	TelemetryOff     = "off"
+	TelemetryOn      = "on"
+)
 
 // LifecycleResult is what a run measured.
 type LifecycleResult struct {
@@ -51,12 +64,17 @@ type LifecycleResult struct {
 	BaselineReqReply    float64 `json:"baseline_request_reply_p50_ms"`
 	BaselineReqReply99  float64 `json:"baseline_request_reply_p99_ms"`
 	Seconds             float64 `json:"seconds"`
+	Telemetry           string  `json:"telemetry,omitempty"`
+	SpanExports         int64   `json:"span_exports,omitempty"`    // OTLP requests the receiver took (telemetry on)
+	SpanBytes           int64   `json:"span_export_bytes,omitempty"` // and their bytes
+
+	latencies []time.Duration
 }
 
 // Lifecycle measures request → running: a create-and-start request sent by
 // NATS request/reply to the orchestrator, until the container's started
 // event is published by its worker.
-func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, error) {
+func Lifecycle(ctx context.Context, cfg LifecycleConfig) (_ *LifecycleResult, err error) {
 	if cfg.Clients <= 0 || cfg.Requests <= 0 {
 		return nil, errors.New("bench: clients and requests must be positive")
 	}
@@ -77,7 +95,26 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 			return nil, err
 		}
 		defer os.RemoveAll(dir)
-		sys, err := system.Start(ctx, system.Config{DataDir: dir, SyncAlways: cfg.SyncAlways, Orchestrator: true})
+		scfg := system.Config{DataDir: dir, SyncAlways: cfg.SyncAlways, Orchestrator: true}
+		switch cfg.Telemetry {
+		case "", TelemetryDefault:
+		case TelemetryOff:
+			scfg.NoMetrics = true
+		case TelemetryOn:
+			rcv, err := startOTLPReceiver()
+			if err != nil {
+				return nil, err
+			}
+			defer func() {
+				rcv.Close()
+				res.SpanExports, res.SpanBytes = rcv.requests.Load(), rcv.bytes.Load()
+			}()
+			scfg.Tracing = telemetry.TracingConfig{Exporter: telemetry.ExportOTLP, Endpoint: rcv.URL}
+		default:
+			return nil, fmt.Errorf("bench: telemetry %q: use %s, %s or %s", cfg.Telemetry, TelemetryDefault, TelemetryOff, TelemetryOn)
+		}
+		res.Telemetry = cfg.Telemetry
+		sys, err := system.Start(ctx, scfg)
 		if err != nil {
 			return nil, err
 		}
@@ -122,6 +159,7 @@ func Lifecycle(ctx context.Context, cfg LifecycleConfig) (*LifecycleResult, erro
 	p := percentiles(all)
 	res.LatencyP50, res.LatencyP90, res.LatencyP99, res.LatencyMax = p.P50, p.P90, p.P99, p.Max
 	res.Errors = failures
+	res.latencies = all
 	res.Throughput = float64(len(all)) / elapsed.Seconds()
 	res.Seconds = elapsed.Seconds()
 	return res, nil

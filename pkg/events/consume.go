@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Delivery is one event handed to a Handler.
@@ -66,6 +68,11 @@ func WithProgressEvery(d time.Duration) ConsumeOption {
 	return func(c *consumeLoop) { c.progress = d }
 }
 
+// WithConsumeTracer makes every delivery's handling a consumer span,
+// whose parent is the span the event carries (its traceparent); the
+// handler's context holds it. Nil (the default) traces nothing.
+func WithConsumeTracer(t trace.Tracer) ConsumeOption { return func(c *consumeLoop) { c.tracer = t } }
+
 // WithLogger sets where the loop logs the failures it handles.
 func WithLogger(l *slog.Logger) ConsumeOption { return func(c *consumeLoop) { c.log = l } }
 
@@ -80,6 +87,7 @@ type consumeLoop struct {
 	progress    time.Duration
 	maxDeliver  int
 	log         *slog.Logger
+	tracer      trace.Tracer
 }
 
 // Consume pulls from cons and runs h on every event, at most concurrency at
@@ -172,6 +180,12 @@ func (c *consumeLoop) handle(ctx context.Context, msg jetstream.Msg) {
 		d.Attempt = md.NumDelivered
 	}
 
+	if c.tracer != nil {
+		var span trace.Span
+		ctx, span = c.tracer.Start(TraceContext(ctx, e), "process "+Name(e.Type()), trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(spanAttributes(msg.Subject(), e)...), trace.WithAttributes(attribute.Int64("messaging.delivery.attempt", int64(d.Attempt))))
+		defer func() { EndSpan(span, err) }()
+	}
 	err = c.run(ctx, d)
 	switch {
 	case err == nil:

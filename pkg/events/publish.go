@@ -10,6 +10,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Publisher validates events and stores them in JetStream. The event id is
@@ -21,7 +22,8 @@ type Publisher struct {
 	attempt  time.Duration
 	retry    retrypolicy.RetryPolicy[*jetstream.PubAck]
 	validate bool
-	ingest   string // the host whose ingest subtree events go to; "" for the events stream
+	ingest   string       // the host whose ingest subtree events go to; "" for the events stream
+	tracer   trace.Tracer // nil traces nothing
 }
 
 // PublisherOption configures a Publisher.
@@ -43,6 +45,12 @@ func WithRetries(n int) PublisherOption {
 // the events stream; a worker may publish nowhere else.
 func ThroughIngest(host string) PublisherOption {
 	return func(p *Publisher) { p.ingest = host }
+}
+
+// WithPublishTracer makes every publish a producer span, a child of the
+// span in the caller's context; nil (the default) traces nothing.
+func WithPublishTracer(t trace.Tracer) PublisherOption {
+	return func(p *Publisher) { p.tracer = t }
 }
 
 // NewPublisher returns a publisher that validates with v.
@@ -74,7 +82,12 @@ func retryablePublish(err error) bool {
 // attributes name, and waits for JetStream to store it. A timed-out attempt
 // is retried with the same id. The ack's Duplicate field reports whether
 // the event had been stored before.
-func (p *Publisher) Publish(ctx context.Context, e Event) (*jetstream.PubAck, error) {
+func (p *Publisher) Publish(ctx context.Context, e Event) (_ *jetstream.PubAck, err error) {
+	if p.tracer != nil {
+		var span trace.Span
+		ctx, span = p.tracer.Start(ctx, "publish "+Name(e.Type()), trace.WithSpanKind(trace.SpanKindProducer))
+		defer func() { EndSpan(span, err) }()
+	}
 	if p.validate {
 		if err := p.v.Validate(e); err != nil {
 			return nil, err
@@ -95,6 +108,9 @@ func (p *Publisher) Publish(ctx context.Context, e Event) (*jetstream.PubAck, er
 		return nil, err
 	}
 	m.Header.Set(jetstream.MsgIDHeader, e.ID())
+	if p.tracer != nil {
+		trace.SpanFromContext(ctx).SetAttributes(spanAttributes(subject, e)...)
+	}
 	ack, err := failsafe.With(p.retry).WithContext(ctx).Get(func() (*jetstream.PubAck, error) {
 		actx, cancel := context.WithTimeout(ctx, p.attempt)
 		defer cancel()

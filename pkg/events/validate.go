@@ -138,7 +138,7 @@ func checkSpec(e Event) error {
 			return &ValidationError{Type: e.Type(), Field: name, Rule: "attribute-name", Message: "attribute names are lowercase letters and digits"}
 		}
 	}
-	return nil
+	return checkTrace(e)
 }
 
 // checkRequired checks the required attributes as they were received.

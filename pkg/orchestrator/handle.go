@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/driver"
@@ -56,6 +58,14 @@ func (o *Orchestrator) Handle(ctx context.Context, req events.Event) (events.Eve
 // already (the consumer loop does), so that it is not validated twice.
 func (o *Orchestrator) handle(ctx context.Context, req events.Event, validated bool) (out events.Event, err error) {
 	defer func(since time.Time) { o.measure(ctx, req, out, err, since) }(time.Now())
+	ctx, span := events.StartSpan(ctx, o.tracer, "handle "+events.Name(req.Type()),
+		semconv.CloudEventsEventID(req.ID()), semconv.CloudEventsEventSource(req.Source()))
+	defer func() {
+		if out.ID() != "" {
+			span.SetAttributes(attribute.String("openagent.outcome", events.Name(out.Type())))
+		}
+		events.EndSpan(span, err)
+	}()
 	key, digest := events.RequestKey(req), events.RequestDigest(req)
 	bucketKey := events.RequestToken(key)
 	if entry, err := o.requests.Get(ctx, bucketKey); err == nil {
@@ -159,7 +169,7 @@ func (o *Orchestrator) publish(ctx context.Context, typ string, data any, opts .
 	if t == nil {
 		return events.Event{}, errNotLeading
 	}
-	e, err := events.New(typ, o.source, data, append(opts, events.WithLeaderToken(t.token))...)
+	e, err := events.New(typ, o.source, data, append(opts, events.WithLeaderToken(t.token), events.WithTraceFrom(ctx))...)
 	if err != nil {
 		return events.Event{}, err
 	}
@@ -350,31 +360,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		}
 		d.Spec.Labels[driver.LabelName] = d.Name
 	}
-	// Egress rules by host name are resolved here, once: the command, the
-	// placed event and the record carry the addresses the name had when
-	// the request was admitted, and the policies judge those.
-	resolved, err := policy.ResolveEgress(ctx, d.Spec.Egress, o.resolver)
-	if err == nil {
-		d.Spec.Egress = resolved
-		err = d.Spec.Validate()
-	}
-	if err != nil {
-		var ce *driver.ConfigError
-		if errors.As(err, &ce) {
-			return nil, reject(api.KindInvalid, "spec."+ce.Field, "", "spec.%s: %s", ce.Field, ce.Message)
-		}
-		return nil, reject(api.KindInvalid, "spec", "", "%v", err)
-	}
-	if err := admit(d.Spec, o.protected); err != nil {
-		return nil, &rejection{e: *api.AsError(err)}
-	}
-	if d.Driver == "" {
-		d.Driver = driverFor(d.Spec.Image)
-	}
-	if min, ok := o.minCPU(d.Driver); ok && d.Spec.Resources.CPU < min {
-		return nil, reject(api.KindInvalid, "spec.resources.cpu", "", "spec.resources.cpu: the %s driver's smallest cpu limit is %g cores, got %g", d.Driver, min, d.Spec.Resources.CPU)
-	}
-	if err := o.applyPolicy(ctx, req, d); err != nil {
+	if err := o.admitCreate(ctx, req, &d); err != nil {
 		return nil, err
 	}
 	// The record, like the placed event, keeps the secrets' names only;
@@ -388,22 +374,7 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		return o.replace(ctx, req, prev, d)
 	}
 	api.FromSpec(&r.Container, d.Spec)
-	sreq, err := placementOf(d)
-	if err != nil {
-		return nil, err
-	}
-	prev, taken, err := o.reserve(sreq, r)
-	// Hosts silent but not lost may be the control plane's own fault (it
-	// was cut off from the bus) or a moment's: the request waits for them,
-	// a bounded time, before it is refused.
-	for err != nil && o.silentNotLost(err) {
-		select {
-		case <-ctx.Done():
-			return nil, events.Retry(ctx.Err(), 0)
-		case <-time.After(200 * time.Millisecond):
-		}
-		prev, taken, err = o.reserve(sreq, r)
-	}
+	prev, taken, err := o.place(ctx, d, r)
 	var rej *rejection
 	switch {
 	case errors.As(err, &rej):
@@ -438,6 +409,66 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 		return nil, events.Retry(err, 0)
 	}
 	return &accepted{Accepted: api.Accepted{RequestID: req.ID(), ContainerID: r.ID}, generation: r.Generation}, nil
+}
+
+// admitCreate checks a create request's spec, resolves its egress and
+// runs the admission floor and the policies; it fills in the driver.
+func (o *Orchestrator) admitCreate(ctx context.Context, req events.Event, d *api.CreateRequest) (err error) {
+	ctx, span := events.StartSpan(ctx, o.tracer, "admit", attribute.String("openagent.container.id", d.ContainerID))
+	defer func() { events.EndSpan(span, err) }()
+	// Egress rules by host name are resolved here, once: the command, the
+	// placed event and the record carry the addresses the name had when
+	// the request was admitted, and the policies judge those.
+	resolved, err := policy.ResolveEgress(ctx, d.Spec.Egress, o.resolver)
+	if err == nil {
+		d.Spec.Egress = resolved
+		err = d.Spec.Validate()
+	}
+	if err != nil {
+		var ce *driver.ConfigError
+		if errors.As(err, &ce) {
+			return reject(api.KindInvalid, "spec."+ce.Field, "", "spec.%s: %s", ce.Field, ce.Message)
+		}
+		return reject(api.KindInvalid, "spec", "", "%v", err)
+	}
+	if err := admit(d.Spec, o.protected); err != nil {
+		return &rejection{e: *api.AsError(err)}
+	}
+	if d.Driver == "" {
+		d.Driver = driverFor(d.Spec.Image)
+	}
+	if min, ok := o.minCPU(d.Driver); ok && d.Spec.Resources.CPU < min {
+		return reject(api.KindInvalid, "spec.resources.cpu", "", "spec.resources.cpu: the %s driver's smallest cpu limit is %g cores, got %g", d.Driver, min, d.Spec.Resources.CPU)
+	}
+	return o.applyPolicy(ctx, req, *d)
+}
+
+// place reserves a host for a container by the request's placement.
+func (o *Orchestrator) place(ctx context.Context, d api.CreateRequest, r *record) (prev *record, taken string, err error) {
+	ctx, span := events.StartSpan(ctx, o.tracer, "place", attribute.String("openagent.container.id", d.ContainerID))
+	defer func() {
+		if err == nil && taken == "" {
+			span.SetAttributes(attribute.String("openagent.host.id", r.Host))
+		}
+		events.EndSpan(span, err)
+	}()
+	sreq, err := placementOf(d)
+	if err != nil {
+		return nil, "", err
+	}
+	prev, taken, err = o.reserve(sreq, r)
+	// Hosts silent but not lost may be the control plane's own fault (it
+	// was cut off from the bus) or a moment's: the request waits for them,
+	// a bounded time, before it is refused.
+	for err != nil && o.silentNotLost(err) {
+		select {
+		case <-ctx.Done():
+			return nil, "", events.Retry(ctx.Err(), 0)
+		case <-time.After(200 * time.Millisecond):
+		}
+		prev, taken, err = o.reserve(sreq, r)
+	}
+	return prev, taken, err
 }
 
 // announce publishes a reserved container's placement and its create

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -54,6 +55,9 @@ type Config struct {
 	// Meter makes the control plane's metrics (package telemetry); nil
 	// records none.
 	Meter metric.Meter
+	// Tracer traces each request's steps (package telemetry); nil traces
+	// nothing, while trace context is still carried from cause to effect.
+	Tracer trace.TracerProvider
 	// Protected host paths no container may mount, such as the data
 	// directory.
 	Protected []string
@@ -149,6 +153,7 @@ type Orchestrator struct {
 	auditKey        ed25519.PrivateKey
 	checkpointEvery time.Duration
 	metrics         instruments
+	tracer          trace.Tracer // nil traces nothing
 	// drained keeps the steps (stop, remove) this term sent to end the
 	// containers moved off draining hosts (the liveness loop's alone).
 	drained map[string]bool
@@ -163,13 +168,16 @@ type followedInventory struct {
 // New returns an orchestrator on provisioned streams and buckets.
 func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	o := &Orchestrator{
-		js: cfg.JS, v: cfg.Validator, pub: events.NewPublisher(cfg.JS, cfg.Validator),
-		log: cfg.Logger, liveness: cfg.HostLiveness, protected: cfg.Protected, conc: cfg.Concurrency,
+		js: cfg.JS, v: cfg.Validator, log: cfg.Logger, liveness: cfg.HostLiveness, protected: cfg.Protected, conc: cfg.Concurrency,
 		source: "/openagent/orchestrator", state: newState(), ready: make(chan struct{}),
 	}
 	if o.log == nil {
 		o.log = slog.Default()
 	}
+	if cfg.Tracer != nil {
+		o.tracer = cfg.Tracer.Tracer("github.com/openagent/orchestrator/pkg/orchestrator")
+	}
+	o.pub = events.NewPublisher(cfg.JS, cfg.Validator, events.WithPublishTracer(o.tracer))
 	if o.liveness == 0 {
 		o.liveness = scheduler.DefaultLiveWithin
 	}
@@ -589,7 +597,7 @@ func (o *Orchestrator) serveRequests(ctx context.Context) error {
 	return events.Consume(ctx, cons, o.v, func(ctx context.Context, d *events.Delivery) error {
 		_, err := o.handle(ctx, d.Event, true) // the loop validated it
 		return err
-	}, events.WithConcurrency(o.conc), events.WithLogger(o.log),
+	}, events.WithConcurrency(o.conc), events.WithLogger(o.log), events.WithConsumeTracer(o.tracer),
 		events.WithInvalid(func(ctx context.Context, m jetstream.Msg, cause error) {
 			id, typ := events.Identify(&nats.Msg{Header: m.Headers(), Data: m.Data()})
 			if id == "" {

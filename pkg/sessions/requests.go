@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
 )
@@ -15,13 +17,14 @@ import (
 // or request.rejected. The request's source names who asks. An exec
 // request that names a subject (streamTo) gets its output there while it
 // is produced. An error means no outcome could be stored.
-func (s *Service) Handle(ctx context.Context, req events.Event) (events.Event, error) {
+func (s *Service) Handle(ctx context.Context, req events.Event) (_ events.Event, err error) {
+	ctx, span := events.StartSpan(ctx, s.tracer, "handle "+events.Name(req.Type()), attribute.String("cloudevents.event_id", req.ID()))
+	defer func() { events.EndSpan(span, err) }()
 	// Over NATS a caller is its source, with a service's rights: the bus
 	// let it publish here only with a service's credential or more.
 	who := api.Principal{Name: req.Source(), Role: events.RoleService}
 	cause := []events.Option{events.CausedBy(req)}
 	var out events.Event
-	var err error
 	switch req.Type() {
 	case events.SessionCreateRequested:
 		var sr api.SessionRequest

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -88,6 +89,9 @@ type Config struct {
 	// leads, if it leads: the sessions' events carry it. Nil when there is
 	// no election (one orchestrator, always leading).
 	Leader func() (token uint64, leading bool)
+	// Tracer traces the sessions' requests (package telemetry); nil
+	// traces nothing.
+	Tracer trace.TracerProvider
 }
 
 // Service keeps the sessions and pools. Run it; its methods serve the doors.
@@ -96,6 +100,7 @@ type Service struct {
 	pub      *events.Publisher
 	ctl      Containers
 	log      *slog.Logger
+	tracer   trace.Tracer // nil traces nothing
 	keepCode bool
 	kv       jetstream.KeyValue    // the sessions bucket
 	files    jetstream.ObjectStore // files in transit
@@ -115,7 +120,11 @@ type Service struct {
 
 // New returns the sessions service on provisioned buckets.
 func New(ctx context.Context, cfg Config) (*Service, error) {
-	s := &Service{nc: cfg.NC, pub: events.NewPublisher(cfg.JS, cfg.Validator), ctl: cfg.Containers, log: cfg.Logger,
+	var tracer trace.Tracer
+	if cfg.Tracer != nil {
+		tracer = cfg.Tracer.Tracer("github.com/openagent/orchestrator/pkg/sessions")
+	}
+	s := &Service{nc: cfg.NC, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.WithPublishTracer(tracer)), tracer: tracer, ctl: cfg.Containers, log: cfg.Logger,
 		keepCode: cfg.KeepCode, ready: make(chan struct{}), pools: pools{m: map[string]*pool{}}, leader: cfg.Leader,
 		m: map[string]*api.Session{}, warned: map[string]time.Time{}, firing: map[string]bool{}, wake: make(chan struct{}, 1)}
 	if s.log == nil {
@@ -236,7 +245,7 @@ func (s *Service) publish(ctx context.Context, typ string, data any, opts ...eve
 		}
 		opts = append(opts, events.WithLeaderToken(token))
 	}
-	e, err := events.New(typ, source, data, opts...)
+	e, err := events.New(typ, source, data, append(opts, events.WithTraceFrom(ctx))...)
 	if err != nil {
 		return events.Event{}, err
 	}
@@ -362,7 +371,7 @@ func (s *Service) create(ctx context.Context, req api.SessionRequest, who api.Pr
 		spec.SessionID = sess.ID
 		spec.Labels[driver.LabelSession] = sess.ID
 		e, err := events.New(events.ContainerCreateRequested, source, api.CreateRequest{Driver: sess.Driver, Start: true, Spec: spec},
-			events.WithSession(sess.ID), events.WithID(events.DeriveID(sess.ID, "create")))
+			events.WithSession(sess.ID), events.WithID(events.DeriveID(sess.ID, "create")), events.WithTraceFrom(ctx))
 		if err != nil {
 			return nil, events.Event{}, &api.Error{Kind: api.KindInternal, Message: err.Error()}
 		}
@@ -650,7 +659,7 @@ func (s *Service) end(ctx context.Context, sess *api.Session, st api.SessionStat
 		return
 	}
 	rm, err := events.New(events.ContainerRemoveRequested, source, events.ContainerRequestedData{ContainerID: containerID, Force: true},
-		events.WithSession(sess.ID), events.WithID(events.DeriveID(sess.ID, "remove")))
+		events.WithSession(sess.ID), events.WithID(events.DeriveID(sess.ID, "remove")), events.WithTraceFrom(ctx))
 	if err != nil {
 		return
 	}
@@ -741,7 +750,7 @@ func (s *Service) exec(ctx context.Context, sess *api.Session, data events.ExecR
 		defer sub.Unsubscribe()
 		data.StreamTo = inbox
 	}
-	e, err := events.New(events.ContainerExecRequested, source, data, append(opts, events.WithSession(sess.ID))...)
+	e, err := events.New(events.ContainerExecRequested, source, data, append(opts, events.WithSession(sess.ID), events.WithTraceFrom(ctx))...)
 	if err != nil {
 		return nil, events.Event{}, &api.Error{Kind: api.KindInternal, Message: err.Error()}
 	}

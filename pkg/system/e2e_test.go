@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/openagent/orchestrator/internal/natstest"
@@ -45,6 +46,7 @@ type env struct {
 	local  *local.Driver
 	tokens string // the HTTP API's token store, kept across restarts
 	hosts  map[string]*system.System
+	tracer trace.TracerProvider // what the systems trace with; nil traces nothing
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -65,7 +67,13 @@ func localRoot(t *testing.T) string {
 // host-a with the fake and local drivers, host-b with the fake driver.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, nats: natstest.Start(t), tokens: t.TempDir(), hosts: map[string]*system.System{}}
+	return newTracedEnv(t, nil)
+}
+
+// newTracedEnv is newEnv with every system tracing with tp.
+func newTracedEnv(t *testing.T, tp trace.TracerProvider) *env {
+	t.Helper()
+	e := &env{t: t, nats: natstest.Start(t), tokens: t.TempDir(), hosts: map[string]*system.System{}, tracer: tp}
 	e.ctx, e.cancel = context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(e.cancel)
 	var err error
@@ -104,7 +112,8 @@ func newEnvWith(t *testing.T, orch system.Config, host string, drv driver.Driver
 
 func (e *env) startOrchestrator() {
 	e.t.Helper()
-	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0", TokensDir: e.tokens})
+	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), Orchestrator: true, HTTPAddr: "127.0.0.1:0", TokensDir: e.tokens,
+		TracerProvider: e.tracer})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -114,7 +123,7 @@ func (e *env) startOrchestrator() {
 
 func (e *env) addWorker(host string, drivers ...driver.Driver) *system.System {
 	e.t.Helper()
-	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL()})
+	sys, err := system.Start(e.ctx, system.Config{NATSURL: e.nats.ClientURL(), TracerProvider: e.tracer})
 	if err != nil {
 		e.t.Fatal(err)
 	}

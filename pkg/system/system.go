@@ -26,6 +26,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -104,12 +106,22 @@ type Config struct {
 	// in the credentials directory (TokensDir, or data-dir/credentials);
 	// without one, no checkpoints are signed.
 	CheckpointEvery time.Duration
+	// Tracing says whether and where spans go (off by default). A
+	// TracerProvider, when set, is used instead: tests give one that
+	// records in memory.
+	Tracing        telemetry.TracingConfig
+	TracerProvider trace.TracerProvider
+	// NoMetrics leaves out the control plane's metrics (GET /metrics
+	// answers 404): to measure what they cost.
+	NoMetrics bool
 }
 
 // System is a running system.
 type System struct {
-	metrics      *telemetry.Metrics // the control plane's; nil without one
-	Server       *server.Server     // nil with an external NATS
+	metrics      *telemetry.Metrics   // the control plane's; nil without one
+	tracing      *telemetry.Tracing   // the exporter this system made; nil without one
+	tracer       trace.TracerProvider // nil traces nothing
+	Server       *server.Server       // nil with an external NATS
 	NC           *nats.Conn
 	JS           jetstream.JetStream
 	Validator    *events.Validator
@@ -144,8 +156,16 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &System{log: cfg.Logger, failed: make(chan struct{})}
+	s := &System{log: cfg.Logger, failed: make(chan struct{}), tracer: cfg.TracerProvider}
+	if s.tracer == nil {
+		var err error
+		if s.tracing, err = telemetry.NewTracing(ctx, tracingOf(cfg)); err != nil {
+			return nil, err
+		}
+		s.tracer = s.tracing.Provider()
+	}
 	if err := s.startNATS(cfg); err != nil {
+		_ = s.tracing.Shutdown(ctx)
 		return nil, err
 	}
 	ok := false
@@ -222,7 +242,8 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		leading, firstTerm := make(chan struct{}), sync.Once{}
 		lead := func(ctx context.Context) error {
 			sess.Reset()
-			rpc := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger, Serve: natsrpc.Sessions})
+			rpc := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger, Serve: natsrpc.Sessions,
+				Tracer: s.tracer})
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return sess.Run(ctx) })
 			g.Go(func() error { return rpc.Run(ctx) })
@@ -240,18 +261,22 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.metrics, err = telemetry.New(); err != nil {
-			return nil, err
+		var meter metric.Meter
+		if !cfg.NoMetrics {
+			if s.metrics, err = telemetry.New(); err != nil {
+				return nil, err
+			}
+			meter = s.metrics.Meter()
 		}
 		o, err = orchestrator.New(ctx, orchestrator.Config{Policy: engine, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected,
 			PendingDeadline: cfg.PendingDeadline, Clustered: clustered, Leases: leases, ID: cfg.ID, Address: advertise, Lead: lead,
 			HostLiveness: cfg.HostTTL, HostGrace: cfg.HostGrace, AuditKey: auditKey, CheckpointEvery: cfg.CheckpointEvery,
-			Meter: s.metrics.Meter()})
+			Meter: meter, Tracer: s.tracer})
 		if err != nil {
 			return nil, err
 		}
 		sess, err = sessions.New(ctx, sessions.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Containers: o, Logger: cfg.Logger, KeepCode: cfg.KeepCode,
-			MaxFileBytes: cfg.MaxFileBytes, Leader: o.Token})
+			MaxFileBytes: cfg.MaxFileBytes, Leader: o.Token, Tracer: s.tracer})
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +284,8 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		s.run("orchestrator", func() error { return o.Run(runCtx) })
 		// Every orchestrator answers the containers' requests: a follower
 		// hands writes to the leader, so a failover is a wait, not a gap.
-		doors := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger, Serve: natsrpc.Containers})
+		doors := natsrpc.New(natsrpc.Config{NC: s.NC, Validator: s.Validator, Orchestrator: o, Sessions: sess, Logger: cfg.Logger, Serve: natsrpc.Containers,
+			Tracer: s.tracer})
 		s.run("request/reply", func() error { return doors.Run(runCtx) })
 		// Serving starts once the doors take requests: once this
 		// orchestrator leads with its request/reply door open, or, when
@@ -603,7 +629,7 @@ func (s *System) serveHTTP(ln net.Listener) {
 		metrics = s.metrics.Handler()
 	}
 	handler := httpapi.New(httpapi.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Orchestrator: s.Orchestrator, Sessions: s.Sessions, Tokens: s.tokens,
-		Metrics: metrics})
+		Metrics: metrics, Tracer: s.tracer})
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	serve := func() error { return s.http.Serve(ln) }
 	if s.tlsCert != "" {
@@ -647,6 +673,9 @@ func (s *System) AddWorker(ctx context.Context, cfg worker.Config) error {
 		cfg.NC, cfg.JS = s.NC, s.JS
 	}
 	cfg.Validator = s.Validator
+	if cfg.Tracer == nil {
+		cfg.Tracer = s.tracer
+	}
 	w, err := worker.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -690,9 +719,27 @@ func (s *System) Stop() error {
 		s.Server.Shutdown()
 		s.Server.WaitForShutdown()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.tracing.Shutdown(ctx); err != nil {
+		s.log.Warn("system: send the last spans", "err", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return errors.Join(s.errs...)
+}
+
+// tracingOf is the tracing a system's config asks for, naming this
+// process in its spans.
+func tracingOf(cfg Config) telemetry.TracingConfig {
+	t := cfg.Tracing
+	if t.Instance == "" {
+		t.Instance = cfg.ID
+		if t.Instance == "" && cfg.Worker && !cfg.Orchestrator {
+			t.Instance = hostIDOf(cfg.HostID)
+		}
+	}
+	return t
 }
 
 // DefaultDataDir is the data directory of the embedded default: /var/lib/openagent for root (the local driver's

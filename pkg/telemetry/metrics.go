@@ -1,7 +1,8 @@
-// Package telemetry is the system's metrics: instruments of
-// go.opentelemetry.io/otel, read by a Prometheus exporter into a registry
-// of the system's own, which the HTTP API serves at /metrics. Every name
-// starts with openagent_.
+// Package telemetry is the system's metrics and traces, through
+// go.opentelemetry.io/otel. Metrics are read by a Prometheus exporter into
+// a registry of the system's own, which the HTTP API serves at /metrics;
+// every name starts with openagent_. Traces go to an OTLP collector or to
+// stdout, or nowhere (the default), where no span is made at all.
 package telemetry
 
 import (

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/openagent/orchestrator/pkg/driver"
 	"github.com/openagent/orchestrator/pkg/events"
@@ -135,6 +137,39 @@ func (w *Worker) guarded(ctx context.Context, e events.Event, c *command) error 
 	return g.do(ctx, run)
 }
 
+// traced runs one driver call in a span of its own.
+func (w *Worker) traced(ctx context.Context, drv driver.Driver, op, id string, call func(context.Context) error) error {
+	if w.tracer == nil {
+		return call(ctx)
+	}
+	ctx, span := w.tracer.Start(ctx, "driver "+op, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("openagent.driver", drv.Name()), attribute.String("openagent.container.id", id)))
+	err := call(ctx)
+	events.EndSpan(span, err)
+	return err
+}
+
+// withTraceEnv gives a sandbox (or an exec in it) the trace context of
+// the step that makes it, as TRACEPARENT and TRACESTATE, so that what it
+// runs can continue the trace; variables the spec sets itself are kept.
+func withTraceEnv(ctx context.Context, e events.Event, env map[string]string) map[string]string {
+	tp, ts := events.TraceParent(ctx, e)
+	if tp == "" {
+		return env
+	}
+	env = maps.Clone(env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	if _, set := env["TRACEPARENT"]; !set {
+		env["TRACEPARENT"] = tp
+		if ts != "" {
+			env["TRACESTATE"] = ts
+		}
+	}
+	return env
+}
+
 // lifecycleLock serialises one container's creates, starts and removes.
 type lifecycleLock struct {
 	sync.Mutex
@@ -222,7 +257,7 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		return w.start(ctx, drv, c.ContainerID, &e)
 	case events.CommandStop:
 		opts := driver.StopOptions{Timeout: time.Duration(c.TimeoutMs) * time.Millisecond, Force: c.Force}
-		if err := drv.Stop(ctx, c.ContainerID, opts); err != nil {
+		if err := w.traced(ctx, drv, "stop", c.ContainerID, func(ctx context.Context) error { return drv.Stop(ctx, c.ContainerID, opts) }); err != nil {
 			return err
 		}
 		if c.Reason != "" {
@@ -234,7 +269,10 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		}
 		return w.ended(ctx, ct, &e)
 	case events.CommandRemove:
-		if err := drv.Remove(ctx, c.ContainerID, driver.RemoveOptions{Force: c.Force}); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		err := w.traced(ctx, drv, "remove", c.ContainerID, func(ctx context.Context) error {
+			return drv.Remove(ctx, c.ContainerID, driver.RemoveOptions{Force: c.Force})
+		})
+		if err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return err
 		}
 		w.mu.Lock()
@@ -307,7 +345,12 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 			fenced <- verdict{refused, err}
 		}()
 	}
-	ct, err := drv.Create(ctx, c.ContainerID, spec.WithSecrets())
+	var ct *driver.Container
+	err = w.traced(ctx, drv, "create", c.ContainerID, func(ctx context.Context) (err error) {
+		spec.Env = withTraceEnv(ctx, e, spec.Env)
+		ct, err = drv.Create(ctx, c.ContainerID, spec.WithSecrets())
+		return err
+	})
 	adopted := errors.Is(err, driver.ErrAlreadyExists)
 	v := <-fenced
 	switch {
@@ -345,7 +388,7 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 }
 
 func (w *Worker) start(ctx context.Context, drv driver.Driver, id string, cause *events.Event) error {
-	if err := drv.Start(ctx, id); err != nil {
+	if err := w.traced(ctx, drv, "start", id, func(ctx context.Context) error { return drv.Start(ctx, id) }); err != nil {
 		return err
 	}
 	ct, err := drv.Get(ctx, id)
@@ -598,7 +641,12 @@ func (w *Worker) exec(ctx context.Context, drv driver.Driver, e *events.Event, c
 			opts.Stdout = upload
 		}
 	}
-	res, err := drv.Exec(ctx, c.ContainerID, opts)
+	var res *driver.ExecResult
+	err := w.traced(ctx, drv, "exec", c.ContainerID, func(ctx context.Context) (err error) {
+		opts.Env = withTraceEnv(ctx, *e, opts.Env)
+		res, err = drv.Exec(ctx, c.ContainerID, opts)
+		return err
+	})
 	var stored *events.ObjectRef
 	if upload != nil {
 		ref, uerr := upload.finish(err == nil)

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openagent/orchestrator/pkg/api"
@@ -40,6 +41,10 @@ type Config struct {
 	Reserved api.Resources
 	// Heartbeat is how often the host record is refreshed; 2s when zero.
 	Heartbeat time.Duration
+	// Tracer traces each command's handling and driver calls (package
+	// telemetry); nil traces nothing. Either way a sandbox gets its
+	// command's trace context as TRACEPARENT.
+	Tracer trace.TracerProvider
 	// Resilience sets the retries and circuit breaker around each
 	// driver's lifecycle operations; zero values take the defaults.
 	Resilience Resilience
@@ -66,6 +71,7 @@ type Worker struct {
 	beats   atomic.Int64 // host records written
 	cfg     Config
 	pub     *events.Publisher
+	tracer  trace.Tracer // nil traces nothing
 	log     *slog.Logger
 	source  string
 	drivers map[string]driver.Driver
@@ -107,7 +113,12 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 32
 	}
-	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID)), log: cfg.Logger,
+	var tracer trace.Tracer
+	if cfg.Tracer != nil {
+		tracer = cfg.Tracer.Tracer("github.com/openagent/orchestrator/pkg/worker")
+	}
+	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID), events.WithPublishTracer(tracer)),
+		tracer: tracer, log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
 		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, lifecycle: map[string]*lifecycleLock{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC(), guards: map[string]*guard{}}
 	for _, d := range cfg.Drivers {
@@ -196,7 +207,7 @@ func (w *Worker) consumeCommands(ctx context.Context) error {
 			}
 		}
 		err = events.Consume(ctx, cons, w.cfg.Validator, w.handle, events.WithConcurrency(w.cfg.Concurrency), events.WithLogger(w.log),
-			events.WithGiveUp(func(ctx context.Context, d *events.Delivery, cause error) { w.fail(ctx, d.Event, cause) }))
+			events.WithConsumeTracer(w.tracer), events.WithGiveUp(func(ctx context.Context, d *events.Delivery, cause error) { w.fail(ctx, d.Event, cause) }))
 		if !errors.Is(err, events.ErrConsumerGone) {
 			return err
 		}
@@ -355,7 +366,7 @@ func (w *Worker) emit(ctx context.Context, typ, containerID, id string, data any
 	if cause != nil {
 		opts = append(opts, events.CausedBy(*cause))
 	}
-	e, err := events.New(typ, w.source, data, opts...)
+	e, err := events.New(typ, w.source, data, append(opts, events.WithTraceFrom(ctx))...)
 	if err != nil {
 		return err
 	}

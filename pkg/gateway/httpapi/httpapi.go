@@ -22,6 +22,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/openagent/orchestrator/internal/version"
 	"github.com/openagent/orchestrator/pkg/api"
@@ -49,6 +53,10 @@ type Config struct {
 	// Metrics serves GET /metrics (Prometheus' text format) to any
 	// principal that may read; nil answers 404.
 	Metrics http.Handler
+	// Tracer makes every call a server span, continuing the caller's
+	// trace (its traceparent header); nil traces nothing, while the
+	// caller's trace context still rides in the request it makes.
+	Tracer trace.TracerProvider
 }
 
 // server is the door's state: what it hands calls to.
@@ -84,7 +92,17 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Kind: api.KindNotFound, Message: "no such path: " + r.URL.Path + " (GET /v1/openapi.json lists the API)"})
 	})
-	return mux
+	if cfg.Tracer == nil {
+		return mux
+	}
+	return otelhttp.NewHandler(mux, "openagent-api", otelhttp.WithTracerProvider(cfg.Tracer),
+		otelhttp.WithPropagators(propagation.TraceContext{}), otelhttp.WithMeterProvider(noopmetric.NewMeterProvider()),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+			if r.Pattern != "" {
+				return r.Pattern // "POST /v1/containers"
+			}
+			return r.Method
+		}))
 }
 
 // rawBody are the routes whose body is not JSON but bytes of any type.
@@ -281,7 +299,15 @@ func newRequest(r *http.Request, typ string, data []byte) (events.Event, error) 
 	if !json.Valid(data) {
 		return events.Event{}, &api.Error{Kind: api.KindInvalid, Field: "body", Message: "body is not JSON"}
 	}
-	opts := []events.Option{events.WithTrace(r.Header.Get("traceparent"), r.Header.Get("tracestate"))}
+	// The caller's trace context, checked as on the bus; the call's own
+	// span, when it is traced, is what the request carries on.
+	tp, ts := r.Header.Get("traceparent"), r.Header.Get("tracestate")
+	if err := events.CheckTrace(tp, ts); err != nil {
+		var ve *events.ValidationError
+		errors.As(err, &ve)
+		return events.Event{}, &api.Error{Kind: api.KindInvalid, Field: ve.Field, Message: "header " + ve.Field + ": " + ve.Message}
+	}
+	opts := []events.Option{events.WithTrace(tp, ts), events.WithTraceFrom(r.Context())}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		opts = append(opts, events.WithID(key))
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/openagent/orchestrator/pkg/api"
 	"github.com/openagent/orchestrator/pkg/events"
@@ -45,6 +47,9 @@ type Config struct {
 	Concurrency int
 	// Serve says which subjects this door answers; all when empty.
 	Serve Part
+	// Tracer makes every request a server span continuing the trace the
+	// request carries; nil traces nothing.
+	Tracer trace.TracerProvider
 }
 
 // Part is a part of the door's subjects.
@@ -71,9 +76,10 @@ func (p Part) serves(subject string) bool {
 
 // Server is the door. Run it.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	ready chan struct{}
+	cfg    Config
+	log    *slog.Logger
+	tracer trace.Tracer // nil traces nothing
+	ready  chan struct{}
 }
 
 // New returns the door.
@@ -85,7 +91,11 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{cfg: cfg, log: log, ready: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, ready: make(chan struct{})}
+	if cfg.Tracer != nil {
+		s.tracer = cfg.Tracer.Tracer("github.com/openagent/orchestrator/pkg/gateway/natsrpc")
+	}
+	return s
 }
 
 // Ready is closed once the door takes requests.
@@ -203,7 +213,7 @@ func (s *Server) respondEvent(ctx context.Context, m *nats.Msg, validate bool, h
 		id, typ := events.Identify(m)
 		reply, err = s.cfg.Orchestrator.Reject(ctx, id, typ, err)
 	} else {
-		reply, err = handle(ctx, req)
+		reply, err = s.serve(ctx, m, req, handle)
 	}
 	if err != nil {
 		s.respondJSON(m, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
@@ -216,6 +226,20 @@ func (s *Server) respondEvent(ctx context.Context, m *nats.Msg, validate bool, h
 	if err != nil {
 		s.log.Warn("natsrpc: reply", "subject", m.Subject, "err", err)
 	}
+}
+
+// serve hands a request on, in a server span continuing its trace when
+// tracing.
+func (s *Server) serve(ctx context.Context, m *nats.Msg, req events.Event, handle func(context.Context, events.Event) (events.Event, error)) (events.Event, error) {
+	if s.tracer == nil {
+		return handle(ctx, req)
+	}
+	ctx, span := s.tracer.Start(events.TraceContext(ctx, req), "serve "+events.Name(req.Type()), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", m.Subject),
+			attribute.String("cloudevents.event_id", req.ID())))
+	reply, err := handle(ctx, req)
+	events.EndSpan(span, err)
+	return reply, err
 }
 
 func (s *Server) container(_ context.Context, m *nats.Msg) {
