@@ -342,6 +342,9 @@ type DriverInfo struct {
 	// Breaker is the state of the worker's circuit breaker around the
 	// driver: closed, open (failing at once) or half-open (on trial).
 	Breaker string `json:"breaker,omitempty"`
+	// Errors counts the driver's failed calls since the worker started,
+	// by kind (unavailable, timeout, invalid, …).
+	Errors map[string]uint64 `json:"errors,omitempty"`
 }
 
 // HostRecord is what a worker keeps of its host in the hosts bucket,
@@ -358,6 +361,20 @@ type HostRecord struct {
 	Capabilities []string  `json:"capabilities,omitempty"`
 	LastSeen     time.Time `json:"lastSeen"`
 	StartedAt    time.Time `json:"startedAt"`
+	// Samples are the last resource samples of the host's running
+	// containers (see worker.Config.SampleEvery), which the metrics and
+	// the alert rules read.
+	Samples []ContainerSample `json:"samples,omitempty"`
+}
+
+// ContainerSample is one sample of a running container's resource use.
+type ContainerSample struct {
+	ContainerID      string    `json:"containerId"`
+	CPU              float64   `json:"cpu"` // cores in use
+	MemoryBytes      uint64    `json:"memoryBytes"`
+	MemoryLimitBytes uint64    `json:"memoryLimitBytes,omitempty"`
+	Pids             uint64    `json:"pids,omitempty"`
+	At               time.Time `json:"at"`
 }
 
 // HostRegisteredData is the data of io.openagent.host.registered.

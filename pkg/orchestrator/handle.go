@@ -415,7 +415,10 @@ func (o *Orchestrator) create(ctx context.Context, req events.Event) (*accepted,
 // runs the admission floor and the policies; it fills in the driver.
 func (o *Orchestrator) admitCreate(ctx context.Context, req events.Event, d *api.CreateRequest) (err error) {
 	ctx, span := events.StartSpan(ctx, o.tracer, "admit", attribute.String("openagent.container.id", d.ContainerID))
-	defer func() { events.EndSpan(span, err) }()
+	defer func(since time.Time) {
+		o.stage(ctx, "admit", time.Since(since))
+		events.EndSpan(span, err)
+	}(time.Now())
 	// Egress rules by host name are resolved here, once: the command, the
 	// placed event and the record carry the addresses the name had when
 	// the request was admitted, and the policies judge those.
@@ -446,12 +449,13 @@ func (o *Orchestrator) admitCreate(ctx context.Context, req events.Event, d *api
 // place reserves a host for a container by the request's placement.
 func (o *Orchestrator) place(ctx context.Context, d api.CreateRequest, r *record) (prev *record, taken string, err error) {
 	ctx, span := events.StartSpan(ctx, o.tracer, "place", attribute.String("openagent.container.id", d.ContainerID))
-	defer func() {
+	defer func(since time.Time) {
+		o.stage(ctx, "place", time.Since(since))
 		if err == nil && taken == "" {
 			span.SetAttributes(attribute.String("openagent.host.id", r.Host))
 		}
 		events.EndSpan(span, err)
-	}()
+	}(time.Now())
 	sreq, err := placementOf(d)
 	if err != nil {
 		return nil, "", err

@@ -306,6 +306,9 @@ func (o *Orchestrator) project(ctx context.Context, cursor, last uint64, caughtU
 		if err == nil {
 			o.state.Apply(md.Sequence.Stream, e)
 			o.state.deliverExec(e)
+			if caughtUp == nil && o.Leading() {
+				o.observeStages(ctx, e)
+			}
 			o.hostHealth(ctx, e, caughtUp == nil)
 			// A host's inventory is acted on once: when it is new to this
 			// state (past the cursor it resumed from, or, rebuilding, once

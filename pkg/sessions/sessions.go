@@ -26,6 +26,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
@@ -92,6 +93,8 @@ type Config struct {
 	// Tracer traces the sessions' requests (package telemetry); nil
 	// traces nothing.
 	Tracer trace.TracerProvider
+	// Meter makes the sessions' and pools' metrics; nil records none.
+	Meter metric.Meter
 }
 
 // Service keeps the sessions and pools. Run it; its methods serve the doors.
@@ -129,6 +132,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		m: map[string]*api.Session{}, warned: map[string]time.Time{}, firing: map[string]bool{}, wake: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if err := s.instrument(cfg.Meter); err != nil {
+		return nil, err
 	}
 	var err error
 	if s.kv, err = cfg.JS.KeyValue(ctx, events.BucketSessions); err != nil {

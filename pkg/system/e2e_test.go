@@ -127,7 +127,8 @@ func (e *env) addWorker(host string, drivers ...driver.Driver) *system.System {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := sys.AddWorker(e.ctx, worker.Config{HostID: host, Drivers: drivers, Capacity: api.Resources{CPU: 4, Memory: 8192, Pids: 10000}, Heartbeat: 200 * time.Millisecond}); err != nil {
+	if err := sys.AddWorker(e.ctx, worker.Config{HostID: host, Drivers: drivers, Capacity: api.Resources{CPU: 4, Memory: 8192, Pids: 10000}, Heartbeat: 200 * time.Millisecond,
+		SampleEvery: 200 * time.Millisecond}); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { sys.Stop() })

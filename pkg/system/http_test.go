@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
@@ -181,37 +182,71 @@ func TestEventsFromCursor(t *testing.T) {
 }
 
 // The metrics a Prometheus scrapes: requests by type and outcome, their
-// latency, containers by status, hosts by state, each driver's breaker.
+// latency and each stage's, containers by status and their resource
+// samples, hosts by state, each driver's breaker and errors, the
+// consumers' lag, sessions and pools.
 func TestMetrics(t *testing.T) {
 	e := newEnv(t)
-	req := fakeSpec("--forever")
-	req.Start = true
+	req := fakeSpec("--forever", "--use-cpu", "1.5", "--use-memory", "256")
+	req.Start, req.ContainerID, req.HostID = true, "busy", "host-b"
 	if _, err := e.c.Create(e.ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	bad := fakeSpec("--forever")
 	bad.Spec.Resources.CPU = -1
 	_, _ = e.c.Create(e.ctx, bad)
-	code, h, body := e.call("GET", "/metrics", "", nil)
-	if code != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
-		t.Fatalf("GET /metrics: %d %s", code, h.Get("Content-Type"))
+	// A program the fake cannot run fails at the driver, on its host.
+	broken := fakeSpec("--no-such-flag")
+	broken.HostID = "host-b"
+	_, _ = e.c.Create(e.ctx, broken)
+	if _, err := e.c.SetPool(e.ctx, api.Pool{Driver: "fake", Size: 1, Max: 1}); err != nil {
+		t.Fatal(err)
 	}
-	text := string(body)
-	for _, want := range []string{
-		`openagent_requests_total{outcome="accepted",type="container.create.requested"} 1`,
+	if _, err := e.c.CreateSession(e.ctx, api.SessionRequest{Driver: "fake"}); err != nil {
+		t.Fatal(err)
+	}
+	wants := []string{
+		`openagent_requests_total{outcome="accepted",type="container.create.requested"}`,
 		`openagent_requests_total{outcome="invalid",type="container.create.requested"} 1`,
-		`openagent_request_duration_seconds_bucket{type="container.create.requested",le="+Inf"} 2`,
-		`openagent_containers{status="running"} 1`,
+		`openagent_request_duration_seconds_bucket{type="container.create.requested",le="+Inf"}`,
+		`openagent_containers{status="running"}`,
+		`openagent_containers{status="failed"} 1`,
 		`openagent_hosts{state="live"} 2`,
 		`openagent_hosts{state="lost"} 0`,
 		`openagent_driver_breaker_open{driver="fake",host=`,
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("/metrics lacks %s", want)
+		`openagent_driver_errors_total{driver="fake",host="host-b",kind="invalid"} 1`,
+		`openagent_stage_duration_seconds_count{stage="admit"}`,
+		`openagent_stage_duration_seconds_count{stage="place"}`,
+		`openagent_stage_duration_seconds_count{stage="create"}`,
+		`openagent_stage_duration_seconds_count{stage="start"}`,
+		`openagent_consumer_pending{consumer="orchestrator",stream="OPENAGENT_REQUESTS"} 0`,
+		`openagent_consumer_ack_pending{consumer="orchestrator",stream="OPENAGENT_REQUESTS"} 0`,
+		`openagent_consumer_pending{consumer="worker-host-b",stream="OPENAGENT_COMMANDS"}`,
+		`openagent_container_cpu_cores{container="busy",host="host-b"} 1.5`,
+		`openagent_container_memory_bytes{container="busy",host="host-b"} 2.68435456e+08`,
+		`openagent_sessions{status="ready"} 1`,
+		`openagent_pool_size{driver="fake",image="fake",pool=`,
+		`openagent_pool_sandboxes{driver="fake",image="fake",pool=`,
+	}
+	var text string
+	var missing []string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, h, body := e.call("GET", "/metrics", "", nil)
+		if code != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+			t.Fatalf("GET /metrics: %d %s", code, h.Get("Content-Type"))
+		}
+		text, missing = string(body), nil
+		for _, want := range wants {
+			if !strings.Contains(text, want) {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
 		}
 	}
-	if t.Failed() {
-		t.Logf("/metrics:\n%s", text)
+	if len(missing) > 0 {
+		t.Errorf("/metrics lacks %q:\n%s", missing, text)
 	}
 	// Not without a token.
 	req2, _ := http.NewRequestWithContext(e.ctx, "GET", e.sys.HTTPURL+"/metrics", nil)

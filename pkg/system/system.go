@@ -276,7 +276,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 			return nil, err
 		}
 		sess, err = sessions.New(ctx, sessions.Config{NC: s.NC, JS: s.JS, Validator: s.Validator, Containers: o, Logger: cfg.Logger, KeepCode: cfg.KeepCode,
-			MaxFileBytes: cfg.MaxFileBytes, Leader: o.Token, Tracer: s.tracer})
+			MaxFileBytes: cfg.MaxFileBytes, Leader: o.Token, Tracer: s.tracer, Meter: meter})
 		if err != nil {
 			return nil, err
 		}

@@ -137,15 +137,24 @@ func (w *Worker) guarded(ctx context.Context, e events.Event, c *command) error 
 	return g.do(ctx, run)
 }
 
-// traced runs one driver call in a span of its own.
-func (w *Worker) traced(ctx context.Context, drv driver.Driver, op, id string, call func(context.Context) error) error {
+// call runs one driver call of a command, in a span of its own when
+// tracing, and counts its failure by kind (the host record's
+// drivers[].errors). What a retried command is meant to find (a create
+// that made its container before, a remove of one gone) is no failure.
+func (w *Worker) call(ctx context.Context, drv driver.Driver, op, id string, f func(context.Context) error) error {
+	var err error
 	if w.tracer == nil {
-		return call(ctx)
+		err = f(ctx)
+	} else {
+		sctx, span := w.tracer.Start(ctx, "driver "+op, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("openagent.driver", drv.Name()), attribute.String("openagent.container.id", id)))
+		err = f(sctx)
+		events.EndSpan(span, err)
 	}
-	ctx, span := w.tracer.Start(ctx, "driver "+op, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("openagent.driver", drv.Name()), attribute.String("openagent.container.id", id)))
-	err := call(ctx)
-	events.EndSpan(span, err)
+	expected := op == "create" && errors.Is(err, driver.ErrAlreadyExists) || op == "remove" && errors.Is(err, driver.ErrNotFound)
+	if err != nil && !expected && ctx.Err() == nil {
+		w.countError(drv.Name(), driver.KindOf(err))
+	}
 	return err
 }
 
@@ -257,7 +266,7 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		return w.start(ctx, drv, c.ContainerID, &e)
 	case events.CommandStop:
 		opts := driver.StopOptions{Timeout: time.Duration(c.TimeoutMs) * time.Millisecond, Force: c.Force}
-		if err := w.traced(ctx, drv, "stop", c.ContainerID, func(ctx context.Context) error { return drv.Stop(ctx, c.ContainerID, opts) }); err != nil {
+		if err := w.call(ctx, drv, "stop", c.ContainerID, func(ctx context.Context) error { return drv.Stop(ctx, c.ContainerID, opts) }); err != nil {
 			return err
 		}
 		if c.Reason != "" {
@@ -269,7 +278,7 @@ func (w *Worker) run(ctx context.Context, e events.Event, c *command) error {
 		}
 		return w.ended(ctx, ct, &e)
 	case events.CommandRemove:
-		err := w.traced(ctx, drv, "remove", c.ContainerID, func(ctx context.Context) error {
+		err := w.call(ctx, drv, "remove", c.ContainerID, func(ctx context.Context) error {
 			return drv.Remove(ctx, c.ContainerID, driver.RemoveOptions{Force: c.Force})
 		})
 		if err != nil && !errors.Is(err, driver.ErrNotFound) {
@@ -346,7 +355,7 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 		}()
 	}
 	var ct *driver.Container
-	err = w.traced(ctx, drv, "create", c.ContainerID, func(ctx context.Context) (err error) {
+	err = w.call(ctx, drv, "create", c.ContainerID, func(ctx context.Context) (err error) {
 		spec.Env = withTraceEnv(ctx, e, spec.Env)
 		ct, err = drv.Create(ctx, c.ContainerID, spec.WithSecrets())
 		return err
@@ -388,7 +397,7 @@ func (w *Worker) create(ctx context.Context, e events.Event, c *command) error {
 }
 
 func (w *Worker) start(ctx context.Context, drv driver.Driver, id string, cause *events.Event) error {
-	if err := w.traced(ctx, drv, "start", id, func(ctx context.Context) error { return drv.Start(ctx, id) }); err != nil {
+	if err := w.call(ctx, drv, "start", id, func(ctx context.Context) error { return drv.Start(ctx, id) }); err != nil {
 		return err
 	}
 	ct, err := drv.Get(ctx, id)
@@ -642,7 +651,7 @@ func (w *Worker) exec(ctx context.Context, drv driver.Driver, e *events.Event, c
 		}
 	}
 	var res *driver.ExecResult
-	err := w.traced(ctx, drv, "exec", c.ContainerID, func(ctx context.Context) (err error) {
+	err := w.call(ctx, drv, "exec", c.ContainerID, func(ctx context.Context) (err error) {
 		opts.Env = withTraceEnv(ctx, *e, opts.Env)
 		res, err = drv.Exec(ctx, c.ContainerID, opts)
 		return err

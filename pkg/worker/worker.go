@@ -48,6 +48,10 @@ type Config struct {
 	// Resilience sets the retries and circuit breaker around each
 	// driver's lifecycle operations; zero values take the defaults.
 	Resilience Resilience
+	// SampleEvery is how often the running containers' resource use is
+	// sampled into the host record; DefaultSampleEvery when zero, never
+	// when negative.
+	SampleEvery time.Duration
 	// Concurrency bounds the commands run at once; 32 when zero.
 	Concurrency int
 	// ReapAfter, when set, makes the worker remove containers of its
@@ -82,15 +86,17 @@ type Worker struct {
 	mu          sync.Mutex
 	owner       map[string]driver.Driver // container id → its driver
 	watching    map[string]bool
-	restarts    map[string]int            // container id → restarts in a row, by its restart policy
-	held        map[string]bool           // containers stopped or removed by command: not restarted
-	probeKilled map[string]bool           // runs killed for a failed probe: failures, for the restart policy
-	lifecycle   map[string]*lifecycleLock // a container's creates, starts and removes, one at a time
-	guards      map[string]*guard         // each driver's retries and circuit breaker, by name
-	watches     chan watchRequest         // to the watch loop
-	health      map[string]api.DriverInfo // the last health each driver gave
-	fence       map[string]uint64         // container id → generation carried out
-	watermark   uint64                    // commands at or below it may be older than fence; see fence.go
+	restarts    map[string]int                    // container id → restarts in a row, by its restart policy
+	held        map[string]bool                   // containers stopped or removed by command: not restarted
+	probeKilled map[string]bool                   // runs killed for a failed probe: failures, for the restart policy
+	lifecycle   map[string]*lifecycleLock         // a container's creates, starts and removes, one at a time
+	guards      map[string]*guard                 // each driver's retries and circuit breaker, by name
+	watches     chan watchRequest                 // to the watch loop
+	health      map[string]api.DriverInfo         // the last health each driver gave
+	fence       map[string]uint64                 // container id → generation carried out
+	samples     map[string]events.ContainerSample // container id → its last resource sample
+	errors      map[string]map[string]uint64      // driver → error kind → failed calls
+	watermark   uint64                            // commands at or below it may be older than fence; see fence.go
 }
 
 // New returns a worker; Run starts it.
@@ -113,6 +119,9 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 32
 	}
+	if cfg.SampleEvery == 0 {
+		cfg.SampleEvery = DefaultSampleEvery
+	}
 	var tracer trace.Tracer
 	if cfg.Tracer != nil {
 		tracer = cfg.Tracer.Tracer("github.com/openagent/orchestrator/pkg/worker")
@@ -120,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID), events.WithPublishTracer(tracer)),
 		tracer: tracer, log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
-		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, lifecycle: map[string]*lifecycleLock{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, started: time.Now().UTC(), guards: map[string]*guard{}}
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, lifecycle: map[string]*lifecycleLock{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, samples: map[string]events.ContainerSample{}, errors: map[string]map[string]uint64{}, started: time.Now().UTC(), guards: map[string]*guard{}}
 	for _, d := range cfg.Drivers {
 		w.guards[d.Name()] = newGuard(d.Name(), cfg.Resilience)
 	}
@@ -162,6 +171,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.heartbeat(gctx) })
 	g.Go(func() error { return w.watchLoop(gctx) })
+	if w.cfg.SampleEvery > 0 {
+		g.Go(func() error { return w.sampleLoop(gctx) })
+	}
 	if err := w.reconcile(gctx); err != nil {
 		w.log.Warn("worker: reconcile", "err", err)
 	}
@@ -246,12 +258,13 @@ func (w *Worker) hostRecord(ctx context.Context) events.HostRecord {
 			w.mu.Unlock()
 		}
 		cancel()
+		info.Errors = w.errorCounts(d.Name())
 		drivers = append(drivers, info)
 	}
 	r := w.cfg.Reserved
 	return events.HostRecord{ID: w.cfg.HostID, Labels: w.cfg.Labels, Drivers: drivers, Capacity: w.capacity(), Capabilities: w.capabilities(),
 		Reserved:  events.Resources{CPU: r.CPU, MemoryMB: r.Memory, DiskMB: r.Disk, Pids: r.Pids, GPUs: r.GPUs},
-		StartedAt: w.started, LastSeen: time.Now().UTC()}
+		StartedAt: w.started, LastSeen: time.Now().UTC(), Samples: w.lastSamples()}
 }
 
 func (w *Worker) capacity() events.Resources {

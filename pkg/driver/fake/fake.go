@@ -431,7 +431,10 @@ func (d *Driver) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 	}
 	st := &driver.Stats{Time: time.Now(), MemoryLimitBytes: uint64(c.c.Config.Resources.MemoryMB) << 20}
 	if c.sig != nil {
-		st.Pids, st.MemoryBytes = 1, 1<<20
+		st.Pids, st.MemoryBytes, st.CPUPercent = 1, 1<<20, c.prog.cpu*100
+		if c.prog.memoryMB > 0 {
+			st.MemoryBytes = uint64(c.prog.memoryMB) << 20
+		}
 	}
 	return st, nil
 }

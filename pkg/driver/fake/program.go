@@ -15,15 +15,19 @@ import (
 //
 //	fake [--stdout LINE]... [--stderr LINE]... [--cat] [--ignore-term]
 //	     [--sleep DURATION] [--later LINE]... [--forever] [--exit CODE]
+//	     [--use-cpu CORES] [--use-memory MB]
 //
 // are run step by step in that order; any other command runs until it is
-// stopped, like a long-lived agent.
+// stopped, like a long-lived agent. --use-cpu and --use-memory are what
+// Stats reports while the process runs (by default no cpu and 1 MiB).
 type program struct {
 	stdout, stderr, later []string
 	cat, ignoreTerm       bool
 	sleep                 time.Duration
 	forever               bool
 	exit                  int
+	cpu                   float64 // cores
+	memoryMB              int64
 }
 
 func parseProgram(cmd []string) (program, error) {
@@ -51,7 +55,7 @@ func parseProgram(cmd []string) (program, error) {
 		case "--forever":
 			p.forever = true
 			continue
-		case "--stdout", "--stderr", "--later", "--sleep", "--exit":
+		case "--stdout", "--stderr", "--later", "--sleep", "--exit", "--use-cpu", "--use-memory":
 			if v, err = need(i); err != nil {
 				return p, err
 			}
@@ -72,6 +76,14 @@ func parseProgram(cmd []string) (program, error) {
 		case "--exit":
 			if p.exit, err = strconv.Atoi(v); err != nil {
 				return p, fmt.Errorf("--exit: %w", err)
+			}
+		case "--use-cpu":
+			if p.cpu, err = strconv.ParseFloat(v, 64); err != nil || p.cpu < 0 {
+				return p, fmt.Errorf("--use-cpu: want cores, got %q", v)
+			}
+		case "--use-memory":
+			if p.memoryMB, err = strconv.ParseInt(v, 10, 64); err != nil || p.memoryMB < 0 {
+				return p, fmt.Errorf("--use-memory: want MB, got %q", v)
 			}
 		}
 		i++
