@@ -65,7 +65,7 @@ type LifecycleResult struct {
 	BaselineReqReply99  float64 `json:"baseline_request_reply_p99_ms"`
 	Seconds             float64 `json:"seconds"`
 	Telemetry           string  `json:"telemetry,omitempty"`
-	SpanExports         int64   `json:"span_exports,omitempty"`    // OTLP requests the receiver took (telemetry on)
+	SpanExports         int64   `json:"span_exports,omitempty"`      // OTLP requests the receiver took (telemetry on)
 	SpanBytes           int64   `json:"span_export_bytes,omitempty"` // and their bytes
 
 	latencies []time.Duration
