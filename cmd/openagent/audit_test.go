@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,5 +136,21 @@ func TestAudit(t *testing.T) {
 	}
 	if r := run(t, srv, "audit", "verify", "--key", "nonsense"); r.code != 1 || !strings.Contains(r.stderr, "--key") {
 		t.Errorf("verify with a bad key: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// openagent alerts lists the rules (the built-in ones without an alerts
+// file), the alerts and the deliveries, as a table or as JSON.
+func TestAlertsCommand(t *testing.T) {
+	srv := startSystem(t)
+	out := mustRun(t, srv, "alerts")
+	for _, want := range []string{"RULE", "host-lost", "critical", "host.lost", "container-memory-high", "1m0s", "log,event", "ALERT", "DELIVERY"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("openagent alerts lacks %q:\n%s", want, out)
+		}
+	}
+	var a api.Alerts
+	if err := json.Unmarshal([]byte(mustRun(t, srv, "alerts", "-o", "json")), &a); err != nil || len(a.Rules) != 3 || a.Firing == nil || a.Deliveries == nil {
+		t.Fatalf("alerts -o json: %+v, %v", a, err)
 	}
 }

@@ -167,6 +167,6 @@ func newRoot(out, errOut io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&c.tok, "token", "", "the HTTP API's bearer token (env OPENAGENT_TOKEN; default: the embedded default's admin.token)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output: table or json (one object per line)")
 	root.AddCommand(c.runCmd(true), c.runCmd(false), c.startCmd(), c.stopCmd(), c.rmCmd(), c.psCmd(), c.inspectCmd(),
-		c.logsCmd(), c.execCmd(), c.hostsCmd(), c.eventsCmd(), c.versionCmd(), c.benchCmd(), c.imagesCmd(), c.sessionCmd(), c.poolCmd(), c.credsCmd(), c.tokenCmd(), c.auditCmd())
+		c.logsCmd(), c.execCmd(), c.hostsCmd(), c.eventsCmd(), c.versionCmd(), c.benchCmd(), c.imagesCmd(), c.sessionCmd(), c.poolCmd(), c.credsCmd(), c.tokenCmd(), c.auditCmd(), c.alertsCmd())
 	return root
 }

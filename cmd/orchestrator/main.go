@@ -56,6 +56,7 @@ func run() error {
 		hostTTL    = flag.Duration("host-ttl", scheduler.DefaultLiveWithin, "how recent a host's heartbeat must be for it to take containers")
 		hostGrace  = flag.Duration("host-grace", orchestrator.DefaultHostGrace, "how much longer than --host-ttl a host may be silent before it is declared lost and its containers rescheduled")
 		verbose    = flag.Bool("v", false, "log debug messages")
+		alerts     = flag.String("alerts", "", "an alerts file (JSON): the alert rules (CEL over containers' and hosts' figures) and their webhooks; default: the built-in rules")
 		tracing    = telemetry.TracingFlags(flag.CommandLine)
 	)
 	flag.Parse()
@@ -80,6 +81,7 @@ func run() error {
 		TLSCert: *tlsCert, TLSKey: *tlsKey, TLSCA: *tlsCA,
 		PendingDeadline: *pending, PolicyDir: *policyDir, PolicyParams: *policyPar, PolicyDryRun: *policyDry,
 		ID: *id, Advertise: *advertise, LeaseTTL: *leaseTTL, HostTTL: *hostTTL, HostGrace: *hostGrace, Tracing: *tracing,
+		Alerts: *alerts,
 	}
 	if *leaseTTL < 300*time.Millisecond {
 		return fmt.Errorf("--lease-ttl %v: at least 300ms (the leader renews at a third of it)", *leaseTTL)

@@ -307,3 +307,71 @@ type Principal struct {
 
 // Admin reports whether the principal may act on what others own.
 func (p Principal) Admin() bool { return p.Role == events.RoleAdmin }
+
+// Alerts is what GET /v1/alerts answers: the alert rules, the webhooks,
+// the alerts pending and firing, and the webhook deliveries.
+type Alerts struct {
+	Rules    []AlertRule    `json:"rules"`
+	Webhooks []AlertWebhook `json:"webhooks"`
+	// Pending are the alerts whose rule holds for less than its for, as
+	// the leader evaluates them (empty from a follower); Firing are those
+	// the events stream says fire.
+	Pending []events.AlertData `json:"pending"`
+	Firing  []events.AlertData `json:"firing"`
+	// Deliveries are the latest webhook deliveries, newest first.
+	Deliveries []Delivery `json:"deliveries"`
+	// Errors are the rules' last evaluation errors, by rule id.
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// AlertRule is an alert rule as the API shows it.
+type AlertRule struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name,omitempty"`
+	On       string   `json:"on"`
+	Expr     string   `json:"expr"`
+	For      string   `json:"for"` // "30s"
+	Severity string   `json:"severity"`
+	Summary  string   `json:"summary,omitempty"`
+	Actions  []string `json:"actions"` // log, event, webhook:NAME
+}
+
+// AlertWebhook is a webhook as the API shows it: never its secret.
+type AlertWebhook struct {
+	Name    string `json:"name"`
+	URL     string `json:"url"`
+	Breaker string `json:"breaker"` // its circuit breaker: closed, open or half-open
+}
+
+// Delivery is one alert event's delivery to one webhook, with every
+// attempt made.
+type Delivery struct {
+	ID        string `json:"id"`
+	Webhook   string `json:"webhook"`
+	EventID   string `json:"eventId"`
+	EventType string `json:"eventType"`
+	Alert     string `json:"alert"`
+	Severity  string `json:"severity"`
+	// State is delivered, retrying, refused (a 4xx: not tried again) or
+	// abandoned (its deliveries used up).
+	State     string            `json:"state"`
+	Attempts  []DeliveryAttempt `json:"attempts"`
+	CreatedAt time.Time         `json:"createdAt"`
+	UpdatedAt time.Time         `json:"updatedAt"`
+}
+
+// Delivery states.
+const (
+	DeliveryDelivered = "delivered"
+	DeliveryRetrying  = "retrying"
+	DeliveryRefused   = "refused"
+	DeliveryAbandoned = "abandoned"
+)
+
+// DeliveryAttempt is one try of a delivery.
+type DeliveryAttempt struct {
+	At         time.Time `json:"at"`
+	Status     int       `json:"status,omitempty"` // the HTTP status; 0 when no answer came
+	Error      string    `json:"error,omitempty"`
+	DurationMs int64     `json:"durationMs"`
+}

@@ -231,6 +231,18 @@ func (c *Client) Hosts(ctx context.Context) ([]api.Host, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/hosts", nil, &out)
 }
 
+// Alerts returns the alert rules, the webhooks, the alerts pending and
+// firing, and the latest limit webhook deliveries (0: the server's
+// default).
+func (c *Client) Alerts(ctx context.Context, limit int) (*api.Alerts, error) {
+	path := "/v1/alerts"
+	if limit > 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	var out api.Alerts
+	return &out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
 // Drain drains a host (the admin's): placement passes it by and its
 // containers move elsewhere, by their reschedule policy; drain false ends
 // it. It returns the host as it is then.

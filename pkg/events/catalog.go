@@ -71,6 +71,15 @@ const StreamDrifted = Prefix + "stream.drifted"
 // the events stream (see package audit).
 const AuditCheckpoint = Prefix + "audit.checkpoint"
 
+// AlertFiring: an alert rule's expression held for a container or a host
+// for the rule's for-duration; AlertResolved: it no longer holds (or what
+// it was about is gone). The CloudEvents subject names the rule; webhooks
+// are delivered from these events (see package telemetry).
+const (
+	AlertFiring   = Prefix + "alert.firing"
+	AlertResolved = Prefix + "alert.resolved"
+)
+
 // RequestPolicyViolated: a request broke an admission policy; enforced
 // says whether it was refused for it (or the policies only report, in
 // dry-run mode).
@@ -191,6 +200,8 @@ var catalog = map[string]Kind{
 	LeaderElected:           KindState,
 	RequestPolicyViolated:   KindState,
 	AuditCheckpoint:         KindState,
+	AlertFiring:             KindState,
+	AlertResolved:           KindState,
 
 	SessionRequested:    KindState,
 	SessionReady:        KindState,

@@ -361,10 +361,6 @@ type HostRecord struct {
 	Capabilities []string  `json:"capabilities,omitempty"`
 	LastSeen     time.Time `json:"lastSeen"`
 	StartedAt    time.Time `json:"startedAt"`
-	// Samples are the last resource samples of the host's running
-	// containers (see worker.Config.SampleEvery), which the metrics and
-	// the alert rules read.
-	Samples []ContainerSample `json:"samples,omitempty"`
 }
 
 // ContainerSample is one sample of a running container's resource use.
@@ -409,6 +405,32 @@ type HostEventRefusedData struct {
 	EventID   string `json:"eventId,omitempty"`
 	EventType string `json:"eventType,omitempty"`
 	Reason    string `json:"reason"`
+}
+
+// AlertData is the data of io.openagent.alert.firing and
+// io.openagent.alert.resolved.
+type AlertData struct {
+	// Alert names the alert: rule/on/subject, the same in its firing and
+	// its resolution.
+	Alert    string `json:"alert"`
+	Rule     string `json:"rule"`
+	Name     string `json:"name,omitempty"`
+	Severity string `json:"severity"`
+	// On is what the rule watches, container or host; Subject is its id.
+	On      string `json:"on"`
+	Subject string `json:"subject"`
+	HostID  string `json:"hostId,omitempty"` // the container's host
+	Expr    string `json:"expr"`
+	Summary string `json:"summary,omitempty"`
+	// Since is when the expression first held; ForMs how long it had to.
+	Since time.Time `json:"since"`
+	ForMs int64     `json:"forMs,omitempty"`
+	// Values are the figures the expression read, as they were.
+	Values map[string]float64 `json:"values,omitempty"`
+	// Webhooks are the webhooks the rule sends this to.
+	Webhooks []string `json:"webhooks,omitempty"`
+	// Reason says why a resolved alert resolved.
+	Reason string `json:"reason,omitempty"`
 }
 
 // AuditCheckpointData is the data of io.openagent.audit.checkpoint: the
@@ -665,6 +687,8 @@ func Payload(eventType string) any {
 		return new(HostDrainRequestedData)
 	case AuditCheckpoint:
 		return new(AuditCheckpointData)
+	case AlertFiring, AlertResolved:
+		return new(AlertData)
 	case HostDraining:
 		return new(HostDrainingData)
 	case HostLost:

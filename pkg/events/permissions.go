@@ -102,7 +102,7 @@ func PermissionsFor(role Role, id, user string) (Permissions, error) {
 				"$JS.API.STREAM.UPDATE." + StreamEvents,
 				"$JS.API.STREAM.MSG.DELETE." + StreamEvents,
 			},
-			SubscribeAllow: []string{RPCRoot + ".>", inbox},
+			SubscribeAllow: []string{RPCRoot + ".>", SamplesRoot + ".>", inbox},
 		}, nil
 	case RoleWorker:
 		durable := "worker-" + id
@@ -111,6 +111,7 @@ func PermissionsFor(role Role, id, user string) (Permissions, error) {
 			// orchestrator checks that each is about this host and its
 			// containers before the audit log holds it.
 			IngestRoot + "." + id + ".>",
+			SamplesSubject(id), // its containers' resource samples
 			"$KV." + BucketHosts + "." + id,
 			"$JS.API.STREAM.INFO." + bucketStream(BucketHosts),
 			"$JS.API.DIRECT.GET." + bucketStream(BucketHosts) + ".$KV." + BucketHosts + "." + id,

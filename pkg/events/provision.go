@@ -25,6 +25,8 @@ const (
 	BucketRequests   = "openagent-requests"
 	BucketSessions   = "openagent-sessions"
 	BucketPools      = "openagent-pools"
+	// BucketDeliveries keeps the alerts' webhook deliveries, a week.
+	BucketDeliveries = "openagent-deliveries"
 	// BucketLeases holds the control plane's election (pkg/coord makes
 	// it, with the leases' time to live).
 	BucketLeases = "openagent-leases"
@@ -140,6 +142,9 @@ func StreamConfigs(c ProvisionConfig) []jetstream.StreamConfig {
 	}
 }
 
+// deliveriesMaxAge is how long a webhook delivery's history is kept.
+const deliveriesMaxAge = 7 * 24 * time.Hour
+
 // BucketConfigs returns the configuration of every KV bucket of the system.
 func BucketConfigs(c ProvisionConfig) []jetstream.KeyValueConfig {
 	c = c.withDefaults()
@@ -148,6 +153,7 @@ func BucketConfigs(c ProvisionConfig) []jetstream.KeyValueConfig {
 		{Bucket: BucketContainers, Description: "Container state, a projection of the events stream", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketSessions, Description: "Sessions and their timers, which survive a restart", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketPools, Description: "Warm pools: the profiles kept ready and their bounds", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketDeliveries, Description: "Webhook deliveries of the alerts, with their attempts", History: 1, TTL: deliveriesMaxAge, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketRequests, Description: "Outcome of each request, so a retried request gets the same answer", History: 1, TTL: requestsMaxAge, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }

@@ -30,8 +30,8 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(first) != 10 {
-		t.Fatalf("got %d changes; want 4 streams, 5 buckets and the files store", len(first))
+	if len(first) != 11 {
+		t.Fatalf("got %d changes; want 4 streams, 6 buckets and the files store", len(first))
 	}
 	for _, c := range first {
 		if c.Action != Created {

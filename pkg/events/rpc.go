@@ -1,6 +1,7 @@
 package events
 
 import (
+	"strings"
 	"time"
 
 	"github.com/openagent/orchestrator/pkg/driver"
@@ -41,6 +42,27 @@ type ListQuery struct {
 // LogsSubject is where a host serves its containers' logs: output stays on
 // the host until asked for.
 func LogsSubject(hostID string) string { return RPCRoot + ".host." + hostID + ".logs" }
+
+// SamplesRoot is where workers publish their containers' resource samples,
+// one subject per host (SamplesSubject), at most once: a sample missed is
+// replaced by the next. The subject names the host, as the bus's
+// permissions vouch.
+const SamplesRoot = "openagent.samples"
+
+// SamplesSubject is where a host's samples are published.
+func SamplesSubject(hostID string) string { return SamplesRoot + "." + hostID }
+
+// SamplesHost is the host a samples subject names.
+func SamplesHost(subject string) string {
+	host, _ := strings.CutPrefix(subject, SamplesRoot+".")
+	return host
+}
+
+// SamplesBatch is one message of a host's samples; a round of samples
+// may take several.
+type SamplesBatch struct {
+	Samples []ContainerSample `json:"samples"`
+}
 
 // LogsRequest asks a host for a container's output. With Follow, entries
 // are published one by one to Inbox, ending with a message that has the

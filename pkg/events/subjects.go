@@ -64,9 +64,9 @@ func Subject(e Event) (string, error) {
 			id = RequestToken(CorrelationID(e))
 		case "audit":
 			id = "chain"
-		case "stream", "leader":
+		case "stream", "leader", "alert":
 			if id = e.Subject(); !ValidToken(id) {
-				return "", &ValidationError{Type: e.Type(), Field: "subject", Rule: "subject-token", Message: fmt.Sprintf("%s needs the stream's or election's name as its subject, got %q", e.Type(), id)}
+				return "", &ValidationError{Type: e.Type(), Field: "subject", Rule: "subject-token", Message: fmt.Sprintf("%s needs the stream's, election's or rule's name as its subject, got %q", e.Type(), id)}
 			}
 		}
 		if attr != "" {
@@ -87,6 +87,9 @@ func CommandFilter(hostID string) string { return CommandsRoot + "." + hostID + 
 func ContainerFilter(containerID string) string {
 	return EventsRoot + ".container." + containerID + ".>"
 }
+
+// AlertFilter is the subject filter of the alerts' events.
+const AlertFilter = EventsRoot + ".alert.>"
 
 // RequestFilter is the subject filter of the outcome events of one request.
 func RequestFilter(requestID string) string {

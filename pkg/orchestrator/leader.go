@@ -155,6 +155,10 @@ func (o *Orchestrator) lead(runCtx, ctx context.Context) error {
 	g.Go(func() error { o.reconcileFollowed(ctx); return nil })
 	g.Go(func() error { return o.watchLiveness(ctx) })
 	g.Go(func() error { return o.checkpoints(ctx) })
+	g.Go(func() error { return o.evaluateAlerts(ctx) })
+	for _, name := range o.alerts.Webhooks() {
+		g.Go(func() error { return o.deliverWebhook(ctx, name) })
+	}
 	if o.leadFn != nil {
 		g.Go(func() error { return o.leadFn(ctx) })
 	}

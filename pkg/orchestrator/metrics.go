@@ -24,7 +24,7 @@ import (
 //	openagent_driver_breaker_open{host,driver} 1 while a host's driver's circuit breaker is open
 //	openagent_driver_errors_total{host,driver,kind} a host's driver's failed calls, by kind
 //	openagent_stage_duration_seconds{stage}    admit, place (the leader's), create (placed → created), start (created → started)
-//	openagent_consumer_pending{stream,consumer}     messages a durable consumer has yet to be given: its lag
+//	openagent_consumer_pending{stream,consumer}     messages a durable consumer (the leader's, the hosts', the webhooks') has yet to be given: its lag
 //	openagent_consumer_ack_pending{stream,consumer} messages given and not yet acknowledged
 //	openagent_container_cpu_cores{host,container}   the last sample of a running container's cpu use
 //	openagent_container_memory_bytes{host,container} and of its memory
@@ -158,27 +158,6 @@ func (o *Orchestrator) instrumentSamples(meter metric.Meter) error {
 	return err
 }
 
-// HostSample is a container's last resource sample and its host.
-type HostSample struct {
-	Host string
-	events.ContainerSample
-}
-
-// Samples are the last resource samples of the running containers, as
-// their hosts' records carry them (a silent host's stay until it is heard
-// again).
-func (o *Orchestrator) Samples() []HostSample {
-	o.state.hostsMu.RLock()
-	defer o.state.hostsMu.RUnlock()
-	var out []HostSample
-	for _, h := range o.state.hosts {
-		for _, s := range h.Samples {
-			out = append(out, HostSample{Host: h.ID, ContainerSample: s})
-		}
-	}
-	return out
-}
-
 // instrumentConsumers reports the durable consumers' lag and what they
 // hold unacknowledged, asked of JetStream at each collection.
 func (o *Orchestrator) instrumentConsumers(meter metric.Meter) error {
@@ -193,7 +172,7 @@ func (o *Orchestrator) instrumentConsumers(meter metric.Meter) error {
 	_, err = meter.RegisterCallback(func(ctx context.Context, obs metric.Observer) error {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		for _, name := range []string{events.StreamRequests, events.StreamCommands, events.StreamIngest} {
+		for _, name := range []string{events.StreamRequests, events.StreamCommands, events.StreamIngest, events.StreamEvents} {
 			stream, err := o.js.Stream(ctx, name)
 			if err != nil {
 				continue // not reachable now: no figure rather than a false one

@@ -34,6 +34,7 @@ import (
 	"github.com/openagent/orchestrator/pkg/orchestrator/projection"
 	"github.com/openagent/orchestrator/pkg/policy"
 	"github.com/openagent/orchestrator/pkg/scheduler"
+	"github.com/openagent/orchestrator/pkg/telemetry"
 )
 
 // Config wires an orchestrator.
@@ -58,6 +59,9 @@ type Config struct {
 	// Tracer traces each request's steps (package telemetry); nil traces
 	// nothing, while trace context is still carried from cause to effect.
 	Tracer trace.TracerProvider
+	// Alerts are the alert rules the leader evaluates, and their
+	// webhooks; nil takes telemetry.DefaultRules.
+	Alerts *telemetry.Alerts
 	// Protected host paths no container may mount, such as the data
 	// directory.
 	Protected []string
@@ -154,6 +158,9 @@ type Orchestrator struct {
 	checkpointEvery time.Duration
 	metrics         instruments
 	tracer          trace.Tracer // nil traces nothing
+	alerts          *telemetry.Alerts
+	samples         samples // the hosts' last resource samples
+	deliverer       *telemetry.Deliverer
 	// drained keeps the steps (stop, remove) this term sent to end the
 	// containers moved off draining hosts (the liveness loop's alone).
 	drained map[string]bool
@@ -178,6 +185,13 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		o.tracer = cfg.Tracer.Tracer("github.com/openagent/orchestrator/pkg/orchestrator")
 	}
 	o.pub = events.NewPublisher(cfg.JS, cfg.Validator, events.WithPublishTracer(o.tracer))
+	if o.alerts = cfg.Alerts; o.alerts == nil {
+		var err error
+		if o.alerts, err = telemetry.NewAlerts(telemetry.AlertsConfig{}); err != nil {
+			return nil, err
+		}
+	}
+	o.deliverer = telemetry.NewDeliverer()
 	if o.liveness == 0 {
 		o.liveness = scheduler.DefaultLiveWithin
 	}
@@ -244,6 +258,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	g.Go(func() error { return o.project(ctx, cursor, last, caughtUp) })
 	g.Go(func() error { return o.watchHosts(ctx, hostsKnown) })
 	g.Go(func() error { return o.forgetWhileFollowing(ctx) })
+	g.Go(func() error { return o.listenSamples(ctx) })
 	// Requests are decided on the whole state: the log caught up with, and
 	// the hosts as they report.
 	ready := func() bool {

@@ -272,6 +272,9 @@ func TestClosedBusRoles(t *testing.T) {
 		hm, _ := events.ToMsg(events.EventsRoot+".host.bus-a.host.heartbeat", hb)
 		_ = nc.PublishMsg(hm)
 		v.waitFor(t, events.EventsRoot+".host.bus-a")
+		// Another host's samples, which the alert rules read.
+		_ = nc.Publish(events.SamplesSubject("bus-a"), []byte(`{"samples":[{"containerId":"x","cpu":99,"memoryBytes":1,"at":"2026-12-01T00:00:00Z"}]}`))
+		v.waitFor(t, events.SamplesSubject("bus-a"))
 		kv, err := js.KeyValue(ctx, events.BucketHosts)
 		if err != nil {
 			t.Fatalf("a worker cannot open the hosts bucket: %v", err)

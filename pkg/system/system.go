@@ -111,6 +111,9 @@ type Config struct {
 	// records in memory.
 	Tracing        telemetry.TracingConfig
 	TracerProvider trace.TracerProvider
+	// Alerts is an alerts file (JSON: rules, webhooks; see package
+	// telemetry); the default rules when empty.
+	Alerts string
 	// NoMetrics leaves out the control plane's metrics (GET /metrics
 	// answers 404): to measure what they cost.
 	NoMetrics bool
@@ -261,6 +264,10 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		if err != nil {
 			return nil, err
 		}
+		alerts, err := alertsOf(cfg)
+		if err != nil {
+			return nil, err
+		}
 		var meter metric.Meter
 		if !cfg.NoMetrics {
 			if s.metrics, err = telemetry.New(); err != nil {
@@ -271,7 +278,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		o, err = orchestrator.New(ctx, orchestrator.Config{Policy: engine, JS: s.JS, Validator: s.Validator, Logger: cfg.Logger, Protected: protected,
 			PendingDeadline: cfg.PendingDeadline, Clustered: clustered, Leases: leases, ID: cfg.ID, Address: advertise, Lead: lead,
 			HostLiveness: cfg.HostTTL, HostGrace: cfg.HostGrace, AuditKey: auditKey, CheckpointEvery: cfg.CheckpointEvery,
-			Meter: meter, Tracer: s.tracer})
+			Meter: meter, Tracer: s.tracer, Alerts: alerts})
 		if err != nil {
 			return nil, err
 		}
@@ -727,6 +734,18 @@ func (s *System) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return errors.Join(s.errs...)
+}
+
+// alertsOf compiles the alert rules a config names.
+func alertsOf(cfg Config) (*telemetry.Alerts, error) {
+	ac := &telemetry.AlertsConfig{}
+	if cfg.Alerts != "" {
+		var err error
+		if ac, err = telemetry.LoadAlerts(cfg.Alerts); err != nil {
+			return nil, err
+		}
+	}
+	return telemetry.NewAlerts(*ac)
 }
 
 // tracingOf is the tracing a system's config asks for, naming this

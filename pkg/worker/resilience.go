@@ -26,7 +26,8 @@ type Resilience struct {
 	ResetTimeout        time.Duration // how long it stays open before a trial; 60s
 }
 
-func (r Resilience) withDefaults() Resilience {
+// WithDefaults fills in the knobs left zero with the defaults above.
+func (r Resilience) WithDefaults() Resilience {
 	if r.MaxRetries == 0 {
 		r.MaxRetries = 3
 	}
@@ -59,7 +60,7 @@ func transient(err error) bool {
 }
 
 func newGuard(name string, r Resilience) *guard {
-	r = r.withDefaults()
+	r = r.WithDefaults()
 	g := &guard{name: name, r: r}
 	g.breaker = circuitbreaker.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return transient(err) }).

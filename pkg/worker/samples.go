@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"slices"
 	"strings"
@@ -19,8 +20,8 @@ const DefaultSampleEvery = 10 * time.Second
 // reading over about a second).
 const sampleTimeout = 5 * time.Second
 
-// sampleLoop samples the running containers every SampleEvery; the host
-// record carries the last samples.
+// sampleLoop samples the running containers every SampleEvery and
+// publishes each round on the host's samples subject, in batches.
 func (w *Worker) sampleLoop(ctx context.Context) error {
 	t := time.NewTicker(w.cfg.SampleEvery)
 	defer t.Stop()
@@ -29,14 +30,32 @@ func (w *Worker) sampleLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			w.sample(ctx)
+			w.publishSamples(w.sample(ctx))
 		}
 	}
 }
 
+// samplesPerBatch keeps a batch of samples far below the bus's message
+// size, however many containers a host runs.
+const samplesPerBatch = 1000
+
+// publishSamples publishes a round of samples, at most once: the next
+// round replaces a lost one.
+func (w *Worker) publishSamples(samples []events.ContainerSample) {
+	for len(samples) > 0 {
+		n := min(len(samples), samplesPerBatch)
+		b, _ := json.Marshal(events.SamplesBatch{Samples: samples[:n]})
+		if err := w.cfg.NC.Publish(events.SamplesSubject(w.cfg.HostID), b); err != nil {
+			w.log.Warn("worker: publish samples", "err", err)
+			return
+		}
+		samples = samples[n:]
+	}
+}
+
 // sample takes one sample of each container this host runs, a few at a
-// time; a container that is not running has none.
-func (w *Worker) sample(ctx context.Context) {
+// time (a container that is not running has none), sorted by id.
+func (w *Worker) sample(ctx context.Context) []events.ContainerSample {
 	w.mu.Lock()
 	owned := maps.Clone(w.owner)
 	w.mu.Unlock()
@@ -67,21 +86,7 @@ func (w *Worker) sample(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	w.mu.Lock()
-	w.samples = got
-	w.mu.Unlock()
-}
-
-// lastSamples are the last samples, by container id.
-func (w *Worker) lastSamples() []events.ContainerSample {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]events.ContainerSample, 0, len(w.samples))
-	for id, s := range w.samples {
-		if _, ok := w.owner[id]; ok { // removed since: its sample is stale
-			out = append(out, s)
-		}
-	}
+	out := slices.Collect(maps.Values(got))
 	slices.SortFunc(out, func(a, b events.ContainerSample) int { return strings.Compare(a.ContainerID, b.ContainerID) })
 	return out
 }

@@ -49,8 +49,8 @@ type Config struct {
 	// driver's lifecycle operations; zero values take the defaults.
 	Resilience Resilience
 	// SampleEvery is how often the running containers' resource use is
-	// sampled into the host record; DefaultSampleEvery when zero, never
-	// when negative.
+	// sampled and published (events.SamplesSubject); DefaultSampleEvery
+	// when zero, never when negative.
 	SampleEvery time.Duration
 	// Concurrency bounds the commands run at once; 32 when zero.
 	Concurrency int
@@ -86,17 +86,16 @@ type Worker struct {
 	mu          sync.Mutex
 	owner       map[string]driver.Driver // container id → its driver
 	watching    map[string]bool
-	restarts    map[string]int                    // container id → restarts in a row, by its restart policy
-	held        map[string]bool                   // containers stopped or removed by command: not restarted
-	probeKilled map[string]bool                   // runs killed for a failed probe: failures, for the restart policy
-	lifecycle   map[string]*lifecycleLock         // a container's creates, starts and removes, one at a time
-	guards      map[string]*guard                 // each driver's retries and circuit breaker, by name
-	watches     chan watchRequest                 // to the watch loop
-	health      map[string]api.DriverInfo         // the last health each driver gave
-	fence       map[string]uint64                 // container id → generation carried out
-	samples     map[string]events.ContainerSample // container id → its last resource sample
-	errors      map[string]map[string]uint64      // driver → error kind → failed calls
-	watermark   uint64                            // commands at or below it may be older than fence; see fence.go
+	restarts    map[string]int               // container id → restarts in a row, by its restart policy
+	held        map[string]bool              // containers stopped or removed by command: not restarted
+	probeKilled map[string]bool              // runs killed for a failed probe: failures, for the restart policy
+	lifecycle   map[string]*lifecycleLock    // a container's creates, starts and removes, one at a time
+	guards      map[string]*guard            // each driver's retries and circuit breaker, by name
+	watches     chan watchRequest            // to the watch loop
+	health      map[string]api.DriverInfo    // the last health each driver gave
+	fence       map[string]uint64            // container id → generation carried out
+	errors      map[string]map[string]uint64 // driver → error kind → failed calls
+	watermark   uint64                       // commands at or below it may be older than fence; see fence.go
 }
 
 // New returns a worker; Run starts it.
@@ -129,7 +128,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	w := &Worker{cfg: cfg, pub: events.NewPublisher(cfg.JS, cfg.Validator, events.ThroughIngest(cfg.HostID), events.WithPublishTracer(tracer)),
 		tracer: tracer, log: cfg.Logger,
 		source: "/openagent/hosts/" + cfg.HostID, drivers: map[string]driver.Driver{},
-		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, lifecycle: map[string]*lifecycleLock{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, samples: map[string]events.ContainerSample{}, errors: map[string]map[string]uint64{}, started: time.Now().UTC(), guards: map[string]*guard{}}
+		owner: map[string]driver.Driver{}, watching: map[string]bool{}, restarts: map[string]int{}, held: map[string]bool{}, probeKilled: map[string]bool{}, lifecycle: map[string]*lifecycleLock{}, watches: make(chan watchRequest), health: map[string]api.DriverInfo{}, fence: map[string]uint64{}, errors: map[string]map[string]uint64{}, started: time.Now().UTC(), guards: map[string]*guard{}}
 	for _, d := range cfg.Drivers {
 		w.guards[d.Name()] = newGuard(d.Name(), cfg.Resilience)
 	}
@@ -264,7 +263,7 @@ func (w *Worker) hostRecord(ctx context.Context) events.HostRecord {
 	r := w.cfg.Reserved
 	return events.HostRecord{ID: w.cfg.HostID, Labels: w.cfg.Labels, Drivers: drivers, Capacity: w.capacity(), Capabilities: w.capabilities(),
 		Reserved:  events.Resources{CPU: r.CPU, MemoryMB: r.Memory, DiskMB: r.Disk, Pids: r.Pids, GPUs: r.GPUs},
-		StartedAt: w.started, LastSeen: time.Now().UTC(), Samples: w.lastSamples()}
+		StartedAt: w.started, LastSeen: time.Now().UTC()}
 }
 
 func (w *Worker) capacity() events.Resources {

@@ -197,6 +197,7 @@ func (s *server) routes() []route {
 		{"GET", "/v1/containers/{id}/logs", s.logs},
 		{"GET", "/v1/hosts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.o.Hosts()) }},
 		{"POST", "/v1/hosts/{id}/drain", s.drain},
+		{"GET", "/v1/alerts", s.alerts},
 		{"GET", "/v1/events", s.eventStream},
 		{"POST", "/v1/events", s.cloudEvent},
 	}, s.sessionRoutes()...)
@@ -291,6 +292,26 @@ func jsonKind(t reflect.Type) string {
 		return jsonKind(t.Elem())
 	}
 	return "a " + t.Kind().String()
+}
+
+// alerts answers the alert rules, the webhooks, the alerts pending and
+// firing and the latest deliveries (?limit=N, 100 by default).
+func (s *server) alerts(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, &api.Error{Kind: api.KindInvalid, Field: "limit", Message: fmt.Sprintf("limit %q: a positive number of deliveries", v)})
+			return
+		}
+		limit = n
+	}
+	out, err := s.o.Alerts(r.Context(), limit)
+	if err != nil {
+		writeError(w, &api.Error{Kind: api.KindUnavailable, Message: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // newRequest turns an API call into a request event: the same path as the

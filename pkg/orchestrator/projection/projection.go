@@ -72,6 +72,8 @@ type Model struct {
 	LostHosts map[string]time.Time
 	// DrainingHosts are the hosts draining, with since when.
 	DrainingHosts map[string]time.Time
+	// Alerts are the alerts firing, by their key (rule/on/subject).
+	Alerts map[string]events.AlertData
 }
 
 // GroupOf is the anti-affinity group of a label and its value.
@@ -81,7 +83,7 @@ func GroupOf(key, value string) string { return key + "=" + value }
 func New() *Model {
 	return &Model{Containers: map[string]*Record{}, Names: map[string]string{},
 		Allocated: map[string]scheduler.Resources{}, Pending: map[string]struct{}{}, Groups: map[string]map[string]int{},
-		LostHosts: map[string]time.Time{}, DrainingHosts: map[string]time.Time{}}
+		LostHosts: map[string]time.Time{}, DrainingHosts: map[string]time.Time{}, Alerts: map[string]events.AlertData{}}
 }
 
 // Demand is what a container's spec holds on its host while it is active.
@@ -242,6 +244,20 @@ func Apply(m *Model, seq uint64, e events.Event) string {
 			m.DrainingHosts[d.HostID] = e.Time()
 		} else if !d.Draining {
 			delete(m.DrainingHosts, d.HostID)
+		}
+		return ""
+	case events.AlertFiring, events.AlertResolved:
+		var d events.AlertData
+		if events.Data(e, &d) != nil {
+			return ""
+		}
+		if m.Alerts == nil {
+			m.Alerts = map[string]events.AlertData{}
+		}
+		if e.Type() == events.AlertFiring {
+			m.Alerts[d.Alert] = d
+		} else {
+			delete(m.Alerts, d.Alert)
 		}
 		return ""
 	case events.RequestAccepted:

@@ -86,7 +86,7 @@ func (s *Store) Sweep(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 	var stale []string
 	for key := range lister.Keys() {
-		if key == cursorKey || key == lostHostsKey || key == drainingHostsKey {
+		if key == cursorKey || key == lostHostsKey || key == drainingHostsKey || key == alertsKey {
 			continue
 		}
 		s.mu.Lock()
@@ -284,6 +284,7 @@ func (s *Store) Flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 	seq, stream, leader := s.m.Seq, s.stream, s.m.Leader
 	lost, _ := json.Marshal(s.m.LostHosts)
 	draining, _ := json.Marshal(s.m.DrainingHosts)
+	alerts, _ := json.Marshal(s.m.Alerts)
 	s.mu.Unlock()
 	prefix := "$KV." + kv.Bucket() + "."
 	var futures []jetstream.PubAckFuture
@@ -324,6 +325,9 @@ func (s *Store) Flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 	if _, err := kv.Put(ctx, lostHostsKey, lost); err != nil {
 		return err
 	}
+	if _, err := kv.Put(ctx, alertsKey, alerts); err != nil {
+		return err
+	}
 	if _, err := kv.Put(ctx, drainingHostsKey, draining); err != nil {
 		return err
 	}
@@ -336,6 +340,7 @@ func (s *Store) Flush(ctx context.Context, js jetstream.JetStream, kv jetstream.
 const (
 	lostHostsKey     = "_lost_hosts"
 	drainingHostsKey = "_draining_hosts"
+	alertsKey        = "_alerts" // the alerts firing
 )
 
 func awaitAll(ctx context.Context, futures []jetstream.PubAckFuture) error {
@@ -428,7 +433,7 @@ func (s *Store) Load(ctx context.Context, kv jetstream.KeyValue, info *jetstream
 	}
 	var recs []*Record
 	for _, key := range keys {
-		if key == cursorKey || key == lostHostsKey || key == drainingHostsKey {
+		if key == cursorKey || key == lostHostsKey || key == drainingHostsKey || key == alertsKey {
 			continue
 		}
 		entry, err := kv.Get(ctx, key)
@@ -463,6 +468,12 @@ func (s *Store) Load(ctx context.Context, kv jetstream.KeyValue, info *jetstream
 	}
 	if s.m.DrainingHosts == nil {
 		s.m.DrainingHosts = map[string]time.Time{}
+	}
+	if entry, err := kv.Get(ctx, alertsKey); err == nil {
+		_ = json.Unmarshal(entry.Value(), &s.m.Alerts)
+	}
+	if s.m.Alerts == nil {
+		s.m.Alerts = map[string]events.AlertData{}
 	}
 	return cur.Seq, nil
 }
