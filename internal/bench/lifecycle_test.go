@@ -13,17 +13,23 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// BenchmarkLifecycle runs b.N container starts through an embedded system:
-// go test -bench Lifecycle -cpuprofile cpu.out ./internal/bench
+// BenchmarkLifecycle runs b.N container starts through an embedded system,
+// in each telemetry mode:
+// go test -bench Lifecycle/on -cpuprofile cpu.out ./internal/bench
 func BenchmarkLifecycle(b *testing.B) {
-	res, err := Lifecycle(context.Background(), LifecycleConfig{Embedded: true, Hosts: 100, Clients: 64, Requests: max(b.N, 64), Baseline: 200})
-	if err != nil {
-		b.Fatal(err)
+	for _, mode := range TelemetryModes {
+		b.Run(mode, func(b *testing.B) {
+			res, err := Lifecycle(context.Background(), LifecycleConfig{Embedded: true, Hosts: 100, Clients: 64, Requests: max(b.N, 64), Baseline: 200,
+				Telemetry: mode})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(res.LatencyP50, "p50-ms")
+			b.ReportMetric(res.LatencyP99, "p99-ms")
+			b.ReportMetric(res.Throughput, "starts/s")
+			b.ReportMetric(res.BaselineJSPublish, "js-publish-p50-ms")
+		})
 	}
-	b.ReportMetric(res.LatencyP50, "p50-ms")
-	b.ReportMetric(res.LatencyP99, "p99-ms")
-	b.ReportMetric(res.Throughput, "starts/s")
-	b.ReportMetric(res.BaselineJSPublish, "js-publish-p50-ms")
 }
 
 // A small run checks that the benchmark measures real starts.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -64,9 +63,30 @@ func TraceParent(ctx context.Context, e Event) (traceparent, tracestate string) 
 	return Ext(e, ExtTraceParent), Ext(e, ExtTraceState)
 }
 
-// traceParent is the W3C form: version, trace id, parent span id, flags,
-// in lowercase hex; a later version may append fields.
-var traceParent = regexp.MustCompile(`^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?$`)
+// parseTraceParent splits the W3C form: version, trace id, parent span
+// id, flags, in lowercase hex, and what a later version appends. By hand,
+// not by a regular expression: every event with trace context is checked.
+func parseTraceParent(tp string) (version, traceID, parentID, rest string, ok bool) {
+	if len(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
+		return "", "", "", "", false
+	}
+	if !lowerHex(tp[0:2]) || !lowerHex(tp[3:35]) || !lowerHex(tp[36:52]) || !lowerHex(tp[53:55]) {
+		return "", "", "", "", false
+	}
+	if rest = tp[55:]; rest != "" && rest[0] != '-' {
+		return "", "", "", "", false
+	}
+	return tp[0:2], tp[3:35], tp[36:52], rest, true
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // checkTrace checks an event's trace attributes.
 func checkTrace(e Event) error {
@@ -82,18 +102,18 @@ func checkTrace(e Event) error {
 // *ValidationError names what is wrong, the traceparent or the tracestate.
 func CheckTrace(tp, ts string) error {
 	if tp != "" {
-		m := traceParent.FindStringSubmatch(tp)
+		version, traceID, parentID, rest, ok := parseTraceParent(tp)
 		bad := ""
 		switch {
-		case m == nil:
+		case !ok:
 			bad = "is not version-traceid-parentid-flags in lowercase hex (00-<32 hex>-<16 hex>-<2 hex>)"
-		case m[1] == "ff":
+		case version == "ff":
 			bad = "has the invalid version ff"
-		case m[1] == "00" && m[4] != "":
+		case version == "00" && rest != "":
 			bad = "has fields after the flags, which version 00 does not"
-		case m[2] == "00000000000000000000000000000000":
+		case traceID == "00000000000000000000000000000000":
 			bad = "has an all-zero trace id"
-		case m[3] == "0000000000000000":
+		case parentID == "0000000000000000":
 			bad = "has an all-zero parent id"
 		}
 		if bad != "" {

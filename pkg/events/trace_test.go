@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -100,5 +101,33 @@ func TestTraceCarriedWithTracingOff(t *testing.T) {
 	}
 	if err := newValidator(t).Validate(e); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The W3C forms: version 00 exactly, a later version with fields after,
+// and what is refused, with the attribute named.
+func TestCheckTrace(t *testing.T) {
+	for _, c := range []struct {
+		tp, ts string
+		field  string // "" when valid
+	}{
+		{callerParent, "", ""},
+		{callerParent, "a=1,b@x=2", ""},
+		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future", "", ""},
+		{callerParent + "-more", "", ExtTraceParent},
+		{"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", "", ExtTraceParent},
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1", "", ExtTraceParent},
+		{"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "", ExtTraceParent},
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bg-01", "", ExtTraceParent},
+		{callerParent, "=", ExtTraceState},
+	} {
+		err := CheckTrace(c.tp, c.ts)
+		var ve *ValidationError
+		switch {
+		case c.field == "" && err != nil:
+			t.Errorf("%q %q: %v; want valid", c.tp, c.ts, err)
+		case c.field != "" && (!errors.As(err, &ve) || ve.Field != c.field):
+			t.Errorf("%q %q: %v; want %s refused", c.tp, c.ts, err, c.field)
+		}
 	}
 }
