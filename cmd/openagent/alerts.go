@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -30,8 +32,8 @@ func (c *cli) alertsCmd() *cobra.Command {
 			for _, r := range a.Rules {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.On, r.Severity, r.For, strings.Join(r.Actions, ","), r.Expr)
 			}
-			for id, e := range a.Errors {
-				fmt.Fprintf(tw, "! %s\tfails to evaluate: %s\n", id, e)
+			for _, id := range slices.Sorted(maps.Keys(a.Errors)) {
+				fmt.Fprintf(tw, "! %s\tfails to evaluate: %s\n", id, a.Errors[id])
 			}
 			fmt.Fprintln(tw, "\nALERT\tSTATE\tSEVERITY\tSINCE\tSUMMARY")
 			for _, group := range []struct {
